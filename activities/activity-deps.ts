@@ -1,0 +1,21 @@
+import type pg from 'pg';
+import type { Config } from '../src/config';
+import type { Logger } from '../src/logger';
+import type { DockerSandbox } from '../src/docker/docker-sandbox';
+import type { ImagePuller } from '../src/docker/image-puller';
+import type { Semaphore } from '../src/docker/semaphore';
+import type { RunRequestCache } from './run-request-cache';
+
+/** Everything activities touch, injected so tests and the CLI build them against real clients. */
+export interface ActivityDeps {
+  config: Config;
+  log: Logger;
+  pool: pg.Pool;
+  sandbox: DockerSandbox;
+  images: ImagePuller;
+  /** DOCKER_MAX_LIVE_CONTAINERS: case containers alive at once in this worker process. */
+  liveContainers: Semaphore;
+  runRequests: RunRequestCache;
+  /** URL a case container uses to reach our OTel collector / mock gateway (`{{mock.base_url}}`). */
+  mockBaseUrl: string;
+}

@@ -1,0 +1,325 @@
+import { z } from 'zod';
+
+/**
+ * The one place that reads process.env. Names and defaults follow CONTRACT §9 so an existing
+ * deployment's environment works unchanged; everything after the contract block is ours.
+ */
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+// Python's config reads "" as unset, so do we.
+const blankToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
+
+const intVar = (def: number, min = 0) =>
+  z.preprocess(
+    blankToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(/^-?\d+$/, `an integer >= ${min}`)
+      .transform(Number)
+      .pipe(z.number().int().min(min, `an integer >= ${min}`))
+      .default(def),
+  );
+
+const floatVar = (def: number) =>
+  z.preprocess(
+    blankToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(/^\d+(\.\d+)?$/, 'a non-negative number')
+      .transform(Number)
+      .default(def),
+  );
+
+const strVar = (def: string) => z.preprocess(blankToUndefined, z.string().trim().default(def));
+const optStr = () => z.preprocess(blankToUndefined, z.string().optional());
+const boolVar = (def: boolean) =>
+  z.preprocess(
+    blankToUndefined,
+    z
+      .enum(['true', 'false', '1', '0', 'yes', 'no'], 'one of true/false')
+      .transform((v) => v === 'true' || v === '1' || v === 'yes')
+      .default(def),
+  );
+
+const pullPolicy = z.preprocess(
+  blankToUndefined,
+  z
+    .string()
+    .trim()
+    .toLowerCase()
+    .pipe(z.enum(['always', 'if-not-present', 'never'], 'one of always, if-not-present, never'))
+    .default('always'),
+);
+
+const envSchema = z.object({
+  // --- CONTRACT §9 ---
+  RABBITMQ_HOST: optStr(),
+  RABBITMQ_PORT: intVar(5672, 1),
+  RABBITMQ_USER: optStr(),
+  RABBITMQ_PASSWORD: optStr(),
+  RABBITMQ_VHOST: strVar('/'),
+  RABBITMQ_EXPERIMENT_QUEUE: strVar('haitai.agent.benchmark.experiment'),
+  CONSUMER_CONCURRENT_CASES: intVar(2, 1),
+  CONSUMER_SCORER_CONCURRENT_CASES: intVar(2, 1),
+  CONSUMER_MAX_RETRIES: intVar(3, 1),
+  CONSUMER_CASE_TIMEOUT_SECONDS: intVar(180, 1),
+  CONSUMER_DOCKER_NETWORK: optStr(),
+  CONSUMER_AGENT_EXEC_COMMAND: optStr(),
+  CONSUMER_DOCKER_PULL_POLICY: pullPolicy,
+  CONSUMER_DOCKER_PULL_TIMEOUT_SECONDS: intVar(120, 1),
+  CONSUMER_DOCKER_RUN_TIMEOUT_SECONDS: intVar(60, 1),
+  CONSUMER_DOCKER_INSPECT_TIMEOUT_SECONDS: intVar(10, 1),
+  REDIS_HOST: optStr(),
+  REDIS_PORT: intVar(6379, 1),
+  REDIS_USERNAME: optStr(),
+  REDIS_PASSWORD: optStr(),
+  REDIS_DB: intVar(0, 0),
+  CONSUMER_REDIS_PROCESSING_LOCK_TTL_SECONDS: intVar(300, 1),
+  CONSUMER_REDIS_PROCESSED_TTL_SECONDS: intVar(86400, 1),
+  DATABASE_ENGINE: optStr(),
+  DATEBASE_ENGINE: optStr(),
+  POSTGRES_SERVER: optStr(),
+  POSTGRES_PORT: intVar(5432, 1),
+  POSTGRES_USER: optStr(),
+  POSTGRES_PASSWORD: optStr(),
+  POSTGRES_DB: optStr(),
+  CONSUMER_EVALUATOR_TIMEOUT_SECONDS: intVar(90, 0),
+  CONSUMER_EVALUATOR_CONNECT_TIMEOUT_SECONDS: intVar(15, 0),
+  CONSUMER_EVALUATOR_READ_TIMEOUT_SECONDS: intVar(90, 0),
+  CONSUMER_EVALUATOR_MAX_RETRIES: intVar(2, 0),
+  CONSUMER_EVALUATOR_RETRY_BACKOFF_SECONDS: floatVar(1.0),
+  CONSUMER_SCORER_HARD_TIMEOUT_SECONDS: intVar(120, 1),
+  // --- ours ---
+  DATABASE_URL: optStr(),
+  DATABASE_POOL_MAX: intVar(10, 1),
+  TEMPORAL_ADDRESS: strVar('127.0.0.1:7233'),
+  TEMPORAL_NAMESPACE: strVar('default'),
+  TEMPORAL_TASK_QUEUE: strVar('agentbench-cases'),
+  TEMPORAL_UI_URL: strVar('http://127.0.0.1:8233'),
+  BRIDGE_PREFETCH: intVar(16, 1),
+  WORKER_MAX_CONCURRENT_ACTIVITIES: intVar(32, 1),
+  DOCKER_SOCKET_PATH: strVar('/var/run/docker.sock'),
+  DOCKER_MAX_CONCURRENT_OPERATIONS: intVar(4, 1),
+  DOCKER_MAX_LIVE_CONTAINERS: intVar(16, 1),
+  SANDBOX_DEFAULT_MEMORY_MB: intVar(2048, 16),
+  SANDBOX_DEFAULT_CPUS: floatVar(1.0),
+  SANDBOX_DEFAULT_PIDS_LIMIT: intVar(512, 16),
+  SANDBOX_NO_NEW_PRIVILEGES: boolVar(true),
+  SANDBOX_DROP_ALL_CAPABILITIES: boolVar(true),
+  SANDBOX_REAPER_INTERVAL_SECONDS: intVar(60, 1),
+  SANDBOX_REAPER_MIN_AGE_SECONDS: intVar(120, 0),
+  OTEL_COLLECTOR_PORT: intVar(14318, 0),
+  LOG_LEVEL: z.preprocess(
+    blankToUndefined,
+    z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  ),
+});
+
+export type PullPolicy = 'always' | 'if-not-present' | 'never';
+
+export interface Config {
+  rabbitmq: {
+    host: string | undefined;
+    port: number;
+    user: string | undefined;
+    password: string | undefined;
+    vhost: string;
+    queue: string;
+    prefetch: number;
+  };
+  consumer: {
+    concurrentCases: number;
+    scorerConcurrentCases: number;
+    maxRetries: number;
+    caseTimeoutSeconds: number;
+    dockerNetwork: string | undefined;
+    agentExecCommand: string | undefined;
+    dockerPullPolicy: PullPolicy;
+    dockerPullTimeoutSeconds: number;
+    dockerRunTimeoutSeconds: number;
+    dockerInspectTimeoutSeconds: number;
+  };
+  redis: {
+    host: string | undefined;
+    port: number;
+    username: string | undefined;
+    password: string | undefined;
+    db: number;
+    processingLockTtlSeconds: number;
+    processedTtlSeconds: number;
+  };
+  database: {
+    engine: 'postgres' | 'mysql';
+    /** DATABASE_URL, or built from POSTGRES_*; undefined when neither is configured. */
+    url: string | undefined;
+    poolMax: number;
+  };
+  evaluator: {
+    timeoutSeconds: number;
+    connectTimeoutSeconds: number;
+    readTimeoutSeconds: number;
+    maxRetries: number;
+    retryBackoffSeconds: number;
+    scorerHardTimeoutSeconds: number;
+  };
+  temporal: { address: string; namespace: string; taskQueue: string; uiUrl: string };
+  worker: { maxConcurrentActivities: number };
+  docker: { socketPath: string; maxConcurrentOperations: number; maxLiveContainers: number };
+  sandbox: {
+    defaultMemoryMb: number;
+    defaultCpus: number;
+    defaultPidsLimit: number;
+    noNewPrivileges: boolean;
+    dropAllCapabilities: boolean;
+    reaperIntervalSeconds: number;
+    reaperMinAgeSeconds: number;
+  };
+  otel: { collectorPort: number };
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+function buildPostgresUrl(e: z.output<typeof envSchema>): string | undefined {
+  if (e.DATABASE_URL) return e.DATABASE_URL;
+  if (!e.POSTGRES_SERVER || !e.POSTGRES_USER || !e.POSTGRES_DB) return undefined;
+  const auth = e.POSTGRES_PASSWORD
+    ? `${encodeURIComponent(e.POSTGRES_USER)}:${encodeURIComponent(e.POSTGRES_PASSWORD)}`
+    : encodeURIComponent(e.POSTGRES_USER);
+  return `postgres://${auth}@${e.POSTGRES_SERVER}:${e.POSTGRES_PORT}/${encodeURIComponent(e.POSTGRES_DB)}`;
+}
+
+/** Parses and validates the environment. Throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const variable = String(issue?.path[0] ?? 'environment');
+    const got = env[variable];
+    throw new ConfigError(
+      variable,
+      `Invalid env var ${variable}: expected ${issue?.message ?? 'a valid value'}, got ${JSON.stringify(got)}`,
+    );
+  }
+  const e = parsed.data;
+  const engineRaw = (e.DATEBASE_ENGINE ?? e.DATABASE_ENGINE ?? 'postgres').trim().toLowerCase();
+  if (engineRaw !== 'postgres' && engineRaw !== 'mysql') {
+    throw new ConfigError(
+      'DATABASE_ENGINE',
+      `Invalid env var DATABASE_ENGINE: expected postgres or mysql, got ${JSON.stringify(engineRaw)}`,
+    );
+  }
+  return {
+    rabbitmq: {
+      host: e.RABBITMQ_HOST,
+      port: e.RABBITMQ_PORT,
+      user: e.RABBITMQ_USER,
+      password: e.RABBITMQ_PASSWORD,
+      vhost: e.RABBITMQ_VHOST,
+      queue: e.RABBITMQ_EXPERIMENT_QUEUE,
+      prefetch: e.BRIDGE_PREFETCH,
+    },
+    consumer: {
+      concurrentCases: e.CONSUMER_CONCURRENT_CASES,
+      scorerConcurrentCases: e.CONSUMER_SCORER_CONCURRENT_CASES,
+      maxRetries: e.CONSUMER_MAX_RETRIES,
+      caseTimeoutSeconds: e.CONSUMER_CASE_TIMEOUT_SECONDS,
+      dockerNetwork: e.CONSUMER_DOCKER_NETWORK,
+      agentExecCommand: e.CONSUMER_AGENT_EXEC_COMMAND,
+      dockerPullPolicy: e.CONSUMER_DOCKER_PULL_POLICY,
+      dockerPullTimeoutSeconds: e.CONSUMER_DOCKER_PULL_TIMEOUT_SECONDS,
+      dockerRunTimeoutSeconds: e.CONSUMER_DOCKER_RUN_TIMEOUT_SECONDS,
+      dockerInspectTimeoutSeconds: e.CONSUMER_DOCKER_INSPECT_TIMEOUT_SECONDS,
+    },
+    redis: {
+      host: e.REDIS_HOST,
+      port: e.REDIS_PORT,
+      username: e.REDIS_USERNAME,
+      password: e.REDIS_PASSWORD,
+      db: e.REDIS_DB,
+      processingLockTtlSeconds: e.CONSUMER_REDIS_PROCESSING_LOCK_TTL_SECONDS,
+      processedTtlSeconds: e.CONSUMER_REDIS_PROCESSED_TTL_SECONDS,
+    },
+    database: { engine: engineRaw, url: buildPostgresUrl(e), poolMax: e.DATABASE_POOL_MAX },
+    evaluator: {
+      timeoutSeconds: e.CONSUMER_EVALUATOR_TIMEOUT_SECONDS,
+      connectTimeoutSeconds: e.CONSUMER_EVALUATOR_CONNECT_TIMEOUT_SECONDS,
+      readTimeoutSeconds: e.CONSUMER_EVALUATOR_READ_TIMEOUT_SECONDS,
+      maxRetries: e.CONSUMER_EVALUATOR_MAX_RETRIES,
+      retryBackoffSeconds: e.CONSUMER_EVALUATOR_RETRY_BACKOFF_SECONDS,
+      scorerHardTimeoutSeconds: e.CONSUMER_SCORER_HARD_TIMEOUT_SECONDS,
+    },
+    temporal: {
+      address: e.TEMPORAL_ADDRESS,
+      namespace: e.TEMPORAL_NAMESPACE,
+      taskQueue: e.TEMPORAL_TASK_QUEUE,
+      uiUrl: e.TEMPORAL_UI_URL.replace(/\/+$/, ''),
+    },
+    worker: { maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES },
+    docker: {
+      socketPath: e.DOCKER_SOCKET_PATH,
+      maxConcurrentOperations: e.DOCKER_MAX_CONCURRENT_OPERATIONS,
+      maxLiveContainers: e.DOCKER_MAX_LIVE_CONTAINERS,
+    },
+    sandbox: {
+      defaultMemoryMb: e.SANDBOX_DEFAULT_MEMORY_MB,
+      defaultCpus: e.SANDBOX_DEFAULT_CPUS,
+      defaultPidsLimit: e.SANDBOX_DEFAULT_PIDS_LIMIT,
+      noNewPrivileges: e.SANDBOX_NO_NEW_PRIVILEGES,
+      dropAllCapabilities: e.SANDBOX_DROP_ALL_CAPABILITIES,
+      reaperIntervalSeconds: e.SANDBOX_REAPER_INTERVAL_SECONDS,
+      reaperMinAgeSeconds: e.SANDBOX_REAPER_MIN_AGE_SECONDS,
+    },
+    otel: { collectorPort: e.OTEL_COLLECTOR_PORT },
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+/** Settings the bridge cannot run without (CONTRACT §9 marks them required). */
+export function requireBridgeSettings(config: Config): {
+  amqpUrl: string;
+  redis: Config['redis'] & { host: string };
+} {
+  const { rabbitmq, redis } = config;
+  for (const [name, value] of [
+    ['RABBITMQ_HOST', rabbitmq.host],
+    ['RABBITMQ_USER', rabbitmq.user],
+    ['RABBITMQ_PASSWORD', rabbitmq.password],
+    ['REDIS_HOST', redis.host],
+  ] as const) {
+    if (!value) throw new ConfigError(name, `Missing required env var: ${name}`);
+  }
+  return { amqpUrl: amqpUrl(config), redis: { ...redis, host: redis.host as string } };
+}
+
+/** CONTRACT §1.1 URL building: vhost "/" becomes %2F, everything else URL-encoded. */
+export function amqpUrl(config: Config): string {
+  const { host, port, user, password, vhost } = config.rabbitmq;
+  if (!host || !user || password === undefined) {
+    throw new ConfigError('RABBITMQ_HOST', 'Missing required env var: RABBITMQ_HOST/RABBITMQ_USER/RABBITMQ_PASSWORD');
+  }
+  const v = vhost === '/' ? '%2F' : encodeURIComponent(vhost);
+  return `amqp://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${v}`;
+}
+
+/** The database URL, or the contract's error when none is configured. */
+export function requireDatabaseUrl(config: Config): string {
+  if (config.database.engine !== 'postgres') {
+    throw new ConfigError('DATABASE_ENGINE', 'DATABASE_ENGINE=mysql is not supported by this runner; use postgres');
+  }
+  if (!config.database.url) {
+    throw new ConfigError('POSTGRES_SERVER', 'E_DB_CONFIG_MISSING: postgres env vars are not configured');
+  }
+  return config.database.url;
+}

@@ -1,0 +1,98 @@
+import type pg from 'pg';
+import { experimentRunStatus, type CaseStatusCounts } from '../domain/case-status';
+
+export interface ExperimentQueueState {
+  queueStatus: string | null;
+  queueMessageId: string | null;
+}
+
+/** CONTRACT §3.1: read once per message for the skip rules of §3.3; a missing row reads as nulls. */
+export async function getExperimentQueueState(
+  pool: pg.Pool,
+  experimentId: number,
+): Promise<ExperimentQueueState> {
+  const { rows } = await pool.query<{ queue_status: string | null; queue_message_id: string | null }>(
+    'SELECT queue_status, queue_message_id FROM experiments WHERE id = $1 AND deleted_at IS NULL',
+    [experimentId],
+  );
+  const row = rows[0];
+  return { queueStatus: row?.queue_status ?? null, queueMessageId: row?.queue_message_id ?? null };
+}
+
+export async function withTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    client.release();
+    return result;
+  } catch (err) {
+    try {
+      await client.query('ROLLBACK');
+      client.release();
+    } catch (rollbackErr) {
+      // The session is unusable; destroy it rather than hand it back to the pool.
+      client.release(rollbackErr as Error);
+    }
+    throw err;
+  }
+}
+
+/**
+ * Locks the experiment row for the rest of the transaction. Every writer here takes this lock before
+ * touching run_cases, so concurrent per-case transactions cannot both count a stale aggregate (each
+ * refresh sees the others' committed rows) and the lock order experiment → run_cases stays the same
+ * everywhere, which avoids deadlocks between our transactions.
+ */
+export async function lockExperiment(client: pg.PoolClient, experimentId: number): Promise<string | null> {
+  const { rows } = await client.query<{ queue_status: string }>(
+    'SELECT queue_status FROM experiments WHERE id = $1 FOR NO KEY UPDATE',
+    [experimentId],
+  );
+  return rows[0]?.queue_status ?? null;
+}
+
+/**
+ * CONTRACT §3.4, run inside the caller's transaction after every status write. Returns the
+ * experiment's queue_status afterwards (unchanged when manual_terminated), null if the row is gone.
+ *
+ * One deliberate difference: the original rewrote finished_at on every refresh of a finished
+ * experiment (§13.18), so it drifted with each late write. Here finished_at is set only when it is
+ * still NULL or the queue_status actually changes, so it records when the run finished.
+ */
+export async function refreshExperiment(client: pg.PoolClient, experimentId: number): Promise<string | null> {
+  const previous = await lockExperiment(client, experimentId);
+  if (previous === null) return null;
+  if (previous === 'manual_terminated') return previous;
+
+  const { rows } = await client.query<CaseStatusCounts>(
+    `SELECT count(*)::int AS total,
+            (count(*) FILTER (WHERE status IN ('running', 'trajectory', 'scoring')))::int AS running,
+            (count(*) FILTER (WHERE status IN ('pending', 'queued')))::int AS pending,
+            (count(*) FILTER (WHERE status = 'success'))::int AS success,
+            (count(*) FILTER (WHERE status IN ('failed', 'timeout')))::int AS failed
+       FROM run_cases
+      WHERE experiment_id = $1 AND is_latest = TRUE`,
+    [experimentId],
+  );
+  const counts = rows[0];
+  if (!counts) throw new Error('aggregate query returned no row');
+  const runStatus = experimentRunStatus(counts);
+  const next = previous === 'test_case' ? 'test_case' : runStatus;
+
+  await client.query(
+    `UPDATE experiments
+        SET queue_status = $2::text,
+            started_at = CASE WHEN $3::text = 'consuming' AND started_at IS NULL THEN now() ELSE started_at END,
+            finished_at = CASE WHEN $3::text IN ('done', 'failed') AND (finished_at IS NULL OR queue_status <> $2::text)
+                               THEN now() ELSE finished_at END,
+            updated_at = now()
+      WHERE id = $1`,
+    [experimentId, next, runStatus],
+  );
+  return next;
+}

@@ -1,0 +1,55 @@
+import type pg from 'pg';
+import { ACTIVE_CASE_STATUSES } from '../domain/case-status';
+import { lockExperiment, refreshExperiment, withTransaction } from './experiment-repository';
+
+const ACTIVE = [...ACTIVE_CASE_STATUSES];
+
+/**
+ * A run that cannot start at all (bad runtime spec, image unavailable) fails every still-active case
+ * of that run with the reason, as the original's whole-batch failure does (CONTRACT §6.7).
+ */
+export async function failRunCases(
+  pool: pg.Pool,
+  p: { workflowId: string; experimentId: number; errorMessage: string },
+): Promise<number> {
+  return withTransaction(pool, async (client) => {
+    await lockExperiment(client, p.experimentId);
+    const r = await client.query(
+      `UPDATE run_cases SET status = 'failed', error_message = $3, finished_at = now(), updated_at = now()
+        WHERE experiment_id = $2 AND status = ANY($4::text[])
+          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)`,
+      [p.workflowId, p.experimentId, p.errorMessage, ACTIVE],
+    );
+    await refreshExperiment(client, p.experimentId);
+    return r.rowCount ?? 0;
+  });
+}
+
+/**
+ * Cancels the still-active cases of one run. With `terminateExperiment` the experiment is first
+ * left exactly as the platform's own terminateExperiment leaves it (CONTRACT §3.3): queue_status
+ * manual_terminated, queue_message_id NULL, finished_at set — so the platform's "run again" works.
+ */
+export async function cancelRunCases(
+  pool: pg.Pool,
+  p: { workflowId: string; experimentId: number; reason: string; terminateExperiment: boolean },
+): Promise<number> {
+  return withTransaction(pool, async (client) => {
+    const previous = await lockExperiment(client, p.experimentId);
+    if (p.terminateExperiment && previous !== null && ['queued', 'consuming', 'test_case'].includes(previous)) {
+      await client.query(
+        `UPDATE experiments SET queue_status = 'manual_terminated', queue_message_id = NULL,
+                finished_at = now(), updated_at = now() WHERE id = $1`,
+        [p.experimentId],
+      );
+    }
+    const r = await client.query(
+      `UPDATE run_cases SET status = 'canceled', error_message = $3, finished_at = now(), updated_at = now()
+        WHERE experiment_id = $2 AND status = ANY($4::text[])
+          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)`,
+      [p.workflowId, p.experimentId, p.reason, ACTIVE],
+    );
+    await refreshExperiment(client, p.experimentId);
+    return r.rowCount ?? 0;
+  });
+}

@@ -1,0 +1,612 @@
+import { randomBytes } from 'node:crypto';
+import { type Duplex, Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
+import type Dockerode from 'dockerode';
+import { z } from 'zod';
+import type { Logger } from '../logger';
+import { LABELS } from './labels';
+import type { Semaphore } from './semaphore';
+import { tarArchive } from './tar-archive';
+
+/** Docker daemon/infrastructure failure (daemon unreachable, pull, create, start, OOM kill): worth retrying. */
+export class DockerInfraError extends Error {
+  readonly code: string;
+  constructor(code: string, detail: string, options?: { cause?: unknown }) {
+    super(`${code}: ${detail}`, options);
+    this.name = 'DockerInfraError';
+    this.code = code;
+  }
+}
+
+/** A case ran out of its time budget: final, retrying would only burn the budget again. */
+export class SandboxTimeoutError extends Error {
+  readonly code: string;
+  constructor(code: string, detail: string) {
+    super(`${code}: ${detail}`);
+    this.name = 'SandboxTimeoutError';
+    this.code = code;
+  }
+}
+
+/** The caller handed us an invalid container spec (a bug or a bad runtime spec, never transient). */
+export class SandboxSpecError extends Error {
+  readonly code = 'E_SANDBOX_RUNTIME_SPEC_INVALID';
+  constructor(detail: string) {
+    super(`E_SANDBOX_RUNTIME_SPEC_INVALID: ${detail}`);
+    this.name = 'SandboxSpecError';
+  }
+}
+
+export interface CaseContainerSpec {
+  name: string;
+  image: string;
+  /** Run as ['sh', '-lc', startCommand]; undefined = the image's CMD. */
+  startCommand: string | undefined;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  network?: string;
+  files?: Array<{ path: string; content: string; mode?: number }>;
+  limits: { memoryMb: number; cpus: number; pidsLimit: number };
+  hardening: { noNewPrivileges: boolean; dropAllCapabilities: boolean };
+  /** Exec/run user; undefined = the image's user. */
+  user?: string;
+  startupTimeoutSeconds: number;
+  startupPollIntervalSeconds: number;
+}
+
+export interface ExecParams {
+  command: string;
+  env?: Record<string, string>;
+  user?: string;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  /** -1 when the daemon reported no exit code (e.g. the exec was killed before it registered one). */
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+export interface AgentReadyParams extends ExecParams {
+  startupTimeoutSeconds: number;
+  startupPollIntervalSeconds: number;
+  onRetry?: (attempt: number, retryInMs: number) => void;
+}
+
+export interface ContainerState {
+  running: boolean;
+  /** null while running or never started. */
+  exitCode: number | null;
+  oomKilled: boolean;
+}
+
+export interface ManagedContainer {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  createdAt: Date;
+  state: string;
+}
+
+/** Per stream; an agent that prints more keeps only its tail (the end is where the answer and errors are). */
+export const EXEC_OUTPUT_CAP_BYTES = 1024 * 1024;
+const STARTUP_LOG_TAIL_CHARS = 2000;
+const STARTUP_SETTLE_MS = 200;
+const LOGS_READ_TIMEOUT_MS = 10_000;
+const EXEC_SETTLE_TIMEOUT_MS = 5_000;
+const KILL_EXEC_TIMEOUT_MS = 10_000;
+const OOM_EVENTS_TIMEOUT_MS = 5_000;
+/** Every exec carries this env var; descendants inherit it, which is how a timeout finds and kills them all. */
+const EXEC_TOKEN_ENV = 'AGENTBENCH_EXEC_TOKEN';
+/** The killer gets the token under another name so it never matches its own needle. */
+const KILL_TOKEN_ENV = 'AGENTBENCH_KILL_TOKEN';
+const DOCKER_SOCKET = /docker\.sock/;
+const NOT_READY_PATTERNS = ['curl: (7)', 'failed to connect', "couldn't connect to server", 'connection refused'];
+
+/**
+ * Kills every process whose environment carries the exec token, as the exec's own user (with
+ * CapDrop ALL, root could not signal another uid). Repeats until a scan finds nothing, so children
+ * forked between a scan and the kill are caught too. Plain POSIX sh + grep: works on busybox and Debian.
+ */
+const KILL_BY_TOKEN_SCRIPT = `
+needle="${EXEC_TOKEN_ENV}=$${KILL_TOKEN_ENV}"
+round=0
+while [ "$round" -lt 20 ]; do
+  round=$((round + 1))
+  pids=""
+  for d in /proc/[0-9]*; do
+    p="\${d#/proc/}"
+    [ "$p" = "$$" ] && continue
+    grep -q "$needle" "$d/environ" 2>/dev/null && pids="$pids $p"
+  done
+  [ -z "$pids" ] && exit 0
+  kill -9 $pids 2>/dev/null
+done
+exit 1
+`;
+
+const fileSchema = z.object({
+  path: z
+    .string()
+    .startsWith('/', 'must be absolute')
+    .refine((p) => !DOCKER_SOCKET.test(p), 'must not target the Docker socket'),
+  content: z.string(),
+  mode: z.number().int().min(0).max(0o7777).optional(),
+});
+
+const specSchema = z.object({
+  name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/, 'a valid container name'),
+  image: z.string().min(1),
+  startCommand: z.string().optional(),
+  env: z.record(z.string().regex(/^[^=\0]+$/, 'env names must not contain "=" or NUL'), z.string()),
+  labels: z.record(z.string().min(1), z.string()),
+  network: z.string().min(1).optional(),
+  files: z.array(fileSchema).optional(),
+  limits: z.object({
+    memoryMb: z.number().int().min(6), // Docker's floor is 6 MiB
+    cpus: z.number().positive(),
+    pidsLimit: z.number().int().positive(),
+  }),
+  hardening: z.object({ noNewPrivileges: z.boolean(), dropAllCapabilities: z.boolean() }),
+  user: z.string().min(1).optional(),
+  startupTimeoutSeconds: z.number().positive(),
+  startupPollIntervalSeconds: z.number().positive(),
+});
+
+/**
+ * One fresh, hardened container per case (CONTRACT §6.2) and everything the case does in it.
+ * Daemon-mutating calls (create, start, remove) share the `ops` semaphore so a burst of cases
+ * queues here instead of overloading dockerd; exec and log reads are per-container and bypass it.
+ */
+export class DockerSandbox {
+  constructor(
+    private readonly docker: Dockerode,
+    private readonly ops: Semaphore,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Pre-cleans a same-named container, creates, writes `files`, starts and waits for Running.
+   * On failure the container is removed before the error is thrown, so a failed call leaves nothing.
+   */
+  async createAndStart(input: CaseContainerSpec): Promise<{ containerId: string; name: string }> {
+    const parsed = specSchema.safeParse(input);
+    if (!parsed.success) throw new SandboxSpecError(z.prettifyError(parsed.error));
+    const spec = parsed.data;
+
+    await this.remove(spec.name);
+
+    const options: Dockerode.ContainerCreateOptions = {
+      name: spec.name,
+      Image: spec.image,
+      Cmd: spec.startCommand === undefined ? undefined : ['sh', '-lc', spec.startCommand],
+      Env: sortedEnv(spec.env),
+      // Ours last: a caller label can never un-manage a container (the reaper relies on it).
+      Labels: { [LABELS.createdAt]: new Date().toISOString(), ...spec.labels, [LABELS.managed]: 'true' },
+      User: spec.user,
+      HostConfig: {
+        // CONTRACT §6.2 adds this only when the runner's host is Linux.
+        ExtraHosts: process.platform === 'linux' ? ['host.docker.internal:host-gateway'] : undefined,
+        NetworkMode: spec.network,
+        Memory: spec.limits.memoryMb * 1024 * 1024,
+        // Equal to Memory: no swap on top, so the limit is the limit.
+        MemorySwap: spec.limits.memoryMb * 1024 * 1024,
+        NanoCpus: Math.round(spec.limits.cpus * 1e9),
+        PidsLimit: spec.limits.pidsLimit,
+        SecurityOpt: spec.hardening.noNewPrivileges ? ['no-new-privileges:true'] : undefined,
+        CapDrop: spec.hardening.dropAllCapabilities ? ['ALL'] : undefined,
+        // An init as PID 1 reaps the processes we kill on exec timeout; a `sleep` PID 1 would leave zombies
+        // that count against PidsLimit.
+        Init: true,
+        AutoRemove: false,
+      },
+    };
+
+    let containerId: string;
+    try {
+      containerId = (await this.ops.run(() => this.docker.createContainer(options))).id;
+    } catch (err) {
+      throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
+    }
+
+    try {
+      if (spec.files?.length) await this.writeFiles(containerId, spec.files);
+      try {
+        await this.ops.run(() => this.docker.getContainer(containerId).start());
+      } catch (err) {
+        throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
+      }
+      await this.waitRunning(containerId, spec.name, spec.startupTimeoutSeconds, spec.startupPollIntervalSeconds);
+    } catch (err) {
+      await this.remove(containerId).catch((cleanupErr: unknown) =>
+        this.log.warn({ container: spec.name, err: errorDetail(cleanupErr) }, 'could not remove failed container'),
+      );
+      throw err;
+    }
+    this.log.debug({ container: spec.name, container_id: containerId, image: spec.image }, 'case container started');
+    return { containerId, name: spec.name };
+  }
+
+  /**
+   * Runs `sh -lc <command>` and captures its output. On timeout or abort the process tree inside
+   * the container is killed too (the original only dropped its client and left the agent running).
+   */
+  async exec(containerId: string, p: ExecParams): Promise<ExecResult> {
+    const startedAt = Date.now();
+    const result = await this.runExec(containerId, p, 'leave');
+    // 137 = SIGKILL. The kernel's OOM killer hits the exec'd process, not PID 1, so State.OOMKilled stays
+    // false; the daemon's `oom` event for the container is what tells the two apart.
+    if (!result.timedOut && result.exitCode === 137 && (await this.oomEventSince(containerId, startedAt))) {
+      throw new DockerInfraError(
+        'E_CONTAINER_OOM_KILLED',
+        `container=${containerId} exceeded its memory limit (exit code 137); stderr tail: ${result.stderr.slice(-500).trim()}`,
+      );
+    }
+    return result;
+  }
+
+  /** `onStop` = what a timeout/abort does in the container; the killer itself must not spawn killers. */
+  private async runExec(containerId: string, p: ExecParams, onStop: 'kill-tree' | 'leave'): Promise<ExecResult> {
+    const startedAt = Date.now();
+    throwIfAborted(p.signal);
+    const token = randomBytes(12).toString('hex');
+    const container = this.docker.getContainer(containerId);
+
+    let exec: Dockerode.Exec;
+    let stream: Duplex;
+    try {
+      exec = await container.exec({
+        Cmd: ['sh', '-lc', p.command],
+        Env: sortedEnv({ ...p.env, [EXEC_TOKEN_ENV]: token }),
+        User: p.user,
+        AttachStdin: false,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: false,
+      });
+      stream = await exec.start({ hijack: true, stdin: false });
+    } catch (err) {
+      throw new DockerInfraError('E_DOCKER_EXEC', errorDetail(err), { cause: err });
+    }
+
+    const stdout = new TailCapture(EXEC_OUTPUT_CAP_BYTES);
+    const stderr = new TailCapture(EXEC_OUTPUT_CAP_BYTES);
+    this.docker.modem.demuxStream(stream, stdout, stderr);
+
+    const outcome = await raceExec(stream, p.timeoutMs, p.signal);
+    if (outcome.kind !== 'finished') {
+      // Drop our end first so a flood of output cannot keep us busy while we kill.
+      stream.destroy();
+      if (onStop === 'kill-tree') await this.killExec(containerId, exec, token, p.user);
+    }
+    if (outcome.kind === 'aborted') throw abortError(p.signal);
+    if (outcome.kind === 'stream-error') {
+      throw new DockerInfraError('E_DOCKER_EXEC', errorDetail(outcome.error), { cause: outcome.error });
+    }
+
+    return {
+      exitCode: await this.settledExitCode(exec),
+      stdout: stdout.text(),
+      stderr: stderr.text(),
+      timedOut: outcome.kind === 'timeout',
+      durationMs: Date.now() - startedAt,
+    };
+  }
+
+  /**
+   * CONTRACT §6.3 "agent not ready": re-runs the whole command while it fails like a refused
+   * connection and the startup window (from the first attempt) is still open.
+   */
+  async execUntilAgentReady(containerId: string, p: AgentReadyParams): Promise<ExecResult & { attempts: number }> {
+    const firstAttemptAt = Date.now();
+    const retryInMs = p.startupPollIntervalSeconds * 1000;
+    for (let attempts = 1; ; attempts++) {
+      const result = await this.exec(containerId, p);
+      const windowOpen = Date.now() - firstAttemptAt < p.startupTimeoutSeconds * 1000;
+      if (result.timedOut || result.exitCode === 0 || !looksNotReady(result) || !windowOpen) {
+        return { ...result, attempts };
+      }
+      p.onRetry?.(attempts, retryInMs);
+      try {
+        await delay(retryInMs, undefined, { signal: p.signal });
+      } catch {
+        throw abortError(p.signal);
+      }
+    }
+  }
+
+  /** stdout+stderr in the order the container wrote them, last tailChars chars; never throws (CONTRACT §6.2 step 5). */
+  async logs(containerId: string, tailChars: number): Promise<string> {
+    try {
+      const raw = await withTimeout(
+        this.docker.getContainer(containerId).logs({
+          stdout: true,
+          stderr: true,
+          follow: false,
+          // Every line is at least one char, so tailChars lines always cover tailChars chars.
+          tail: Math.max(1, tailChars),
+        }),
+        LOGS_READ_TIMEOUT_MS,
+        'docker logs',
+      );
+      const text = demuxLogBuffer(raw).toString('utf8');
+      return tailChars > 0 ? text.slice(-tailChars) : '';
+    } catch (err) {
+      return `E_DOCKER_LOGS_READ: ${errorDetail(err)}`;
+    }
+  }
+
+  /** Force-removes a container and its anonymous volumes; already gone or already being removed is success. */
+  async remove(containerIdOrName: string): Promise<void> {
+    try {
+      await this.ops.run(() => this.docker.getContainer(containerIdOrName).remove({ force: true, v: true }));
+    } catch (err) {
+      const status = statusCode(err);
+      if (status === 404) return;
+      if (status === 409 && /already in progress/i.test(errorDetail(err))) return;
+      throw new DockerInfraError('E_DOCKER_REMOVE', errorDetail(err), { cause: err });
+    }
+  }
+
+  /** null when the container does not exist. */
+  async inspectState(containerId: string): Promise<ContainerState | null> {
+    let info: Dockerode.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(containerId).inspect();
+    } catch (err) {
+      if (statusCode(err) === 404) return null;
+      throw new DockerInfraError('E_DOCKER_INSPECT', errorDetail(err), { cause: err });
+    }
+    const { State: state } = info;
+    const finished = !state.Running && state.Status !== 'created';
+    return { running: state.Running, exitCode: finished ? state.ExitCode : null, oomKilled: state.OOMKilled };
+  }
+
+  /** Our containers in any state, optionally narrowed to one workflow and/or case. */
+  async listManagedContainers(filter: { workflowId?: string; runCaseId?: number } = {}): Promise<ManagedContainer[]> {
+    const label = [`${LABELS.managed}=true`];
+    if (filter.workflowId !== undefined) label.push(`${LABELS.workflowId}=${filter.workflowId}`);
+    if (filter.runCaseId !== undefined) label.push(`${LABELS.runCaseId}=${filter.runCaseId}`);
+    let containers: Dockerode.ContainerInfo[];
+    try {
+      containers = await this.docker.listContainers({ all: true, filters: { label } });
+    } catch (err) {
+      throw new DockerInfraError('E_DOCKER_LIST', errorDetail(err), { cause: err });
+    }
+    return containers.map((c) => ({
+      id: c.Id,
+      name: (c.Names[0] ?? c.Id).replace(/^\//, ''),
+      labels: c.Labels,
+      createdAt: new Date(c.Created * 1000),
+      state: c.State,
+    }));
+  }
+
+  private async writeFiles(containerId: string, files: NonNullable<CaseContainerSpec['files']>): Promise<void> {
+    try {
+      await this.docker.getContainer(containerId).putArchive(tarArchive(files), { path: '/' });
+    } catch (err) {
+      throw new DockerInfraError('E_SANDBOX_WRITE_FILE', errorDetail(err), { cause: err });
+    }
+  }
+
+  private async waitRunning(containerId: string, name: string, timeoutSeconds: number, pollSeconds: number) {
+    const deadline = Date.now() + timeoutSeconds * 1000;
+    let seenRunning = false;
+    for (;;) {
+      const state = await this.inspectState(containerId);
+      if (state?.running) {
+        if (seenRunning) return;
+        // A start command that exits at once still reads as running for a few ms after start;
+        // one short second look turns that into a clear startup error instead of a confusing exec error.
+        seenRunning = true;
+        await delay(STARTUP_SETTLE_MS);
+        continue;
+      }
+      // Without a restart policy an exited container never runs again: fail now, with its story.
+      if (state === null || state.exitCode !== null || Date.now() >= deadline) {
+        let detail = `container=${name} timeout=${timeoutSeconds}s`;
+        if (state === null) detail += ' (container disappeared)';
+        else if (state.exitCode !== null) {
+          const logs = await this.logs(containerId, STARTUP_LOG_TAIL_CHARS);
+          detail += ` exited with code ${state.exitCode}${state.oomKilled ? ' (OOM killed)' : ''}; last logs: ${logs.trim() || '(none)'}`;
+        }
+        throw new DockerInfraError('E_CONTAINER_STARTUP_TIMEOUT', detail);
+      }
+      await delay(Math.min(pollSeconds * 1000, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  /** Kills the exec's process tree in the container and waits (bounded) for the daemon to see it end. */
+  private async killExec(containerId: string, exec: Dockerode.Exec, token: string, user?: string) {
+    // A second round covers a process that only appeared after the first scan.
+    for (let round = 0; round < 2; round++) {
+      try {
+        const killer = await this.runExec(
+          containerId,
+          { command: KILL_BY_TOKEN_SCRIPT, env: { [KILL_TOKEN_ENV]: token }, user, timeoutMs: KILL_EXEC_TIMEOUT_MS },
+          'leave',
+        );
+        if (killer.exitCode !== 0) {
+          this.log.warn(
+            { container_id: containerId, exit_code: killer.exitCode, stderr: killer.stderr.slice(-500) },
+            'could not kill exec process tree',
+          );
+        }
+      } catch (err) {
+        this.log.warn({ container_id: containerId, err: errorDetail(err) }, 'could not kill exec process tree');
+      }
+      if (await this.execEnded(exec)) return;
+    }
+  }
+
+  private async oomEventSince(containerId: string, sinceMs: number): Promise<boolean> {
+    try {
+      const events = await withTimeout(
+        this.docker.getEvents({
+          since: Math.floor(sinceMs / 1000),
+          // Whole seconds only; a future `until` makes the daemon hold the stream open until then (< 1 s).
+          until: Math.ceil(Date.now() / 1000),
+          filters: { container: [containerId], event: ['oom'] },
+        }),
+        OOM_EVENTS_TIMEOUT_MS,
+        'docker events',
+      );
+      let seen = false;
+      events.on('data', () => (seen = true));
+      await withTimeout(finished(events), OOM_EVENTS_TIMEOUT_MS, 'docker events');
+      return seen;
+    } catch (err) {
+      this.log.warn({ container_id: containerId, err: errorDetail(err) }, 'could not read oom events');
+      return false;
+    }
+  }
+
+  private async execEnded(exec: Dockerode.Exec): Promise<boolean> {
+    const deadline = Date.now() + EXEC_SETTLE_TIMEOUT_MS;
+    for (;;) {
+      const info = await exec.inspect().catch(() => null);
+      if (!info || !info.Running) return true;
+      if (Date.now() >= deadline) return false;
+      await delay(50);
+    }
+  }
+
+  /** The hijacked stream can end a moment before the daemon records the exit code. */
+  private async settledExitCode(exec: Dockerode.Exec): Promise<number> {
+    const deadline = Date.now() + EXEC_SETTLE_TIMEOUT_MS;
+    for (;;) {
+      let info: Dockerode.ExecInspectInfo;
+      try {
+        info = await exec.inspect();
+      } catch (err) {
+        throw new DockerInfraError('E_DOCKER_EXEC', errorDetail(err), { cause: err });
+      }
+      if (!info.Running || Date.now() >= deadline) return info.ExitCode ?? -1;
+      await delay(20);
+    }
+  }
+}
+
+type ExecOutcome =
+  | { kind: 'finished' }
+  | { kind: 'timeout' }
+  | { kind: 'aborted' }
+  | { kind: 'stream-error'; error: unknown };
+
+function raceExec(stream: Duplex, timeoutMs: number, signal?: AbortSignal): Promise<ExecOutcome> {
+  return new Promise((resolve) => {
+    const done = (outcome: ExecOutcome) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      resolve(outcome);
+    };
+    const onAbort = () => done({ kind: 'aborted' });
+    const timer = setTimeout(() => done({ kind: 'timeout' }), timeoutMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    stream.once('end', () => done({ kind: 'finished' }));
+    stream.once('close', () => done({ kind: 'finished' }));
+    stream.once('error', (error: unknown) => done({ kind: 'stream-error', error }));
+    if (signal?.aborted) onAbort();
+  });
+}
+
+/** Keeps the last `cap` bytes written and counts what it dropped. */
+class TailCapture extends Writable {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private dropped = 0;
+
+  constructor(private readonly cap: number) {
+    super();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    if (this.size > this.cap * 2) this.compact();
+    callback();
+  }
+
+  text(): string {
+    this.compact();
+    const body = Buffer.concat(this.chunks).toString('utf8');
+    return this.dropped > 0 ? `[truncated: first ${this.dropped} bytes dropped]\n${body}` : body;
+  }
+
+  private compact(): void {
+    if (this.size <= this.cap) return;
+    const all = Buffer.concat(this.chunks);
+    const excess = all.length - this.cap;
+    this.dropped += excess;
+    this.chunks = [all.subarray(excess)];
+    this.size = this.cap;
+  }
+}
+
+/** Non-TTY container logs are frames: [stream, 0, 0, 0, size(uint32 BE)] + payload. */
+function demuxLogBuffer(raw: Buffer | string): Buffer {
+  const buf = typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw;
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= buf.length) {
+    const kind = buf[offset];
+    if (kind !== 0 && kind !== 1 && kind !== 2) return buf; // not multiplexed (TTY container)
+    const size = buf.readUInt32BE(offset + 4);
+    parts.push(buf.subarray(offset + 8, offset + 8 + size));
+    offset += 8 + size;
+  }
+  return Buffer.concat(parts);
+}
+
+function looksNotReady(r: ExecResult): boolean {
+  if (r.exitCode === 7) return true;
+  const combined = `${r.stdout}\n${r.stderr}`.toLowerCase();
+  return NOT_READY_PATTERNS.some((pattern) => combined.includes(pattern));
+}
+
+function sortedEnv(env: Record<string, string>): string[] {
+  return Object.keys(env)
+    .sort()
+    .map((key) => `${key}=${env[key] ?? ''}`);
+}
+
+function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw abortError(signal);
+}
+
+function abortError(signal?: AbortSignal): Error {
+  const err = new Error('exec aborted', { cause: signal?.reason });
+  err.name = 'AbortError';
+  return err;
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms}ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function statusCode(err: unknown): number | undefined {
+  const code = (err as { statusCode?: unknown } | null)?.statusCode;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/** The daemon's own message when there is one ("No such image: …"), else the client error. */
+export function errorDetail(err: unknown): string {
+  const json = (err as { json?: { message?: unknown } } | null)?.json;
+  if (typeof json?.message === 'string' && json.message) return json.message.trim();
+  if (err instanceof Error) return err.message.trim();
+  return String(err);
+}

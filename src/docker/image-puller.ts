@@ -1,0 +1,106 @@
+import type Dockerode from 'dockerode';
+import type { Logger } from '../logger';
+import { DockerInfraError, errorDetail, statusCode } from './docker-sandbox';
+import type { Semaphore } from './semaphore';
+
+import type { PullPolicy } from '../config';
+export type EnsureImageAction = 'present' | 'pulled' | 'used-local' | 'skipped';
+
+/**
+ * CONTRACT §6.2 step 1: makes the case image available per the runtime spec's pull policy.
+ * Concurrent requests for one image share a single in-flight pull, so a 500-case experiment
+ * starting at once asks the registry once, not 500 times.
+ */
+export class ImagePuller {
+  private readonly inFlight = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly docker: Dockerode,
+    private readonly ops: Semaphore,
+    private readonly log: Logger,
+  ) {}
+
+  async ensureImage(
+    image: string,
+    policy: PullPolicy,
+    pullTimeoutSeconds: number,
+  ): Promise<{ action: EnsureImageAction }> {
+    if (policy === 'never') {
+      if (!(await this.isPresent(image))) {
+        throw new DockerInfraError('E_DOCKER_PULL', `image ${image} not present and pull_policy=never`);
+      }
+      return { action: 'skipped' };
+    }
+    if (policy === 'if-not-present' && (await this.isPresent(image))) return { action: 'present' };
+
+    try {
+      await this.pullShared(image, pullTimeoutSeconds);
+      return { action: 'pulled' };
+    } catch (err) {
+      const detail = errorDetail(err);
+      // Re-checked after the failure: another worker or a concurrent build may have provided it meanwhile.
+      if (await this.isPresent(image)) {
+        this.log.warn({ code: 'E_DOCKER_PULL_FAILED_USE_LOCAL', image, err: detail }, 'pull failed, using local image');
+        return { action: 'used-local' };
+      }
+      throw new DockerInfraError('E_DOCKER_PULL', detail, { cause: err });
+    }
+  }
+
+  private async isPresent(image: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(image).inspect();
+      return true;
+    } catch (err) {
+      if (statusCode(err) === 404) return false;
+      throw new DockerInfraError('E_DOCKER_PULL', `cannot inspect image ${image}: ${errorDetail(err)}`, { cause: err });
+    }
+  }
+
+  private pullShared(image: string, timeoutSeconds: number): Promise<void> {
+    const existing = this.inFlight.get(image);
+    if (existing) return existing;
+    const pull = this.ops
+      .run(() => this.pull(image, timeoutSeconds))
+      .finally(() => this.inFlight.delete(image));
+    this.inFlight.set(image, pull);
+    return pull;
+  }
+
+  /** Follows the progress stream to its end; an `error` line in it is a failure even though HTTP said 200. */
+  private async pull(image: string, timeoutSeconds: number): Promise<void> {
+    const startedAt = Date.now();
+    this.log.info({ code: 'DOCKER_PULL_START', image }, 'pulling image');
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutSeconds * 1000);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        controller.signal.addEventListener('abort', () => reject(new Error(`pulling ${image} timed out after ${timeoutSeconds}s`)));
+        this.docker.pull(image, { abortSignal: controller.signal }).then((stream) => {
+          controller.signal.addEventListener('abort', () => destroy(stream));
+          let streamError: string | undefined;
+          this.docker.modem.followProgress(
+            stream,
+            (err) => {
+              if (err) reject(err);
+              else if (streamError !== undefined) reject(new Error(streamError));
+              else resolve();
+            },
+            (event: { error?: unknown; errorDetail?: { message?: unknown } }) => {
+              if (event.error === undefined && event.errorDetail === undefined) return;
+              streamError ??= String(event.errorDetail?.message ?? event.error);
+            },
+          );
+        }, reject);
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    this.log.info({ image, elapsed_ms: Date.now() - startedAt }, 'image pulled');
+  }
+}
+
+function destroy(stream: NodeJS.ReadableStream): void {
+  // The pull response is an http.IncomingMessage at runtime; the typings only promise ReadableStream.
+  (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+}

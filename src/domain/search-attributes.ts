@@ -1,0 +1,17 @@
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+/**
+ * Typed search attributes of ARCHITECTURE §3, so a run can be found in the Temporal Web UI by
+ * experiment id. Registered on the dev server by scripts/setup (keep the two lists in sync) and in
+ * production with `temporal operator search-attribute create` (see README).
+ */
+export const SA = {
+  experimentId: defineSearchAttributeKey('ExperimentId', SearchAttributeType.KEYWORD),
+  datasetId: defineSearchAttributeKey('DatasetId', SearchAttributeType.KEYWORD),
+  agentKey: defineSearchAttributeKey('AgentKey', SearchAttributeType.KEYWORD),
+  agentVersion: defineSearchAttributeKey('AgentVersion', SearchAttributeType.KEYWORD),
+  triggeredBy: defineSearchAttributeKey('TriggeredBy', SearchAttributeType.KEYWORD),
+  casesTotal: defineSearchAttributeKey('CasesTotal', SearchAttributeType.INT),
+  casesDone: defineSearchAttributeKey('CasesDone', SearchAttributeType.INT),
+  casesFailed: defineSearchAttributeKey('CasesFailed', SearchAttributeType.INT),
+} as const;

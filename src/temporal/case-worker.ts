@@ -1,0 +1,130 @@
+import path from 'node:path';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import type pg from 'pg';
+import type Dockerode from 'dockerode';
+import type { Config } from '../config';
+import type { Logger } from '../logger';
+import { createActivities, RunRequestCache } from '../../activities';
+import { DockerSandbox } from '../docker/docker-sandbox';
+import { ImagePuller } from '../docker/image-puller';
+import { Semaphore } from '../docker/semaphore';
+import { OrphanReaper } from '../docker/orphan-reaper';
+import { LABELS } from '../docker/labels';
+import { getCaseStatuses } from '../db/run-case-repository';
+import { isTerminalStatus } from '../domain/case-status';
+
+export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
+
+export interface CaseWorkerDeps {
+  config: Config;
+  log: Logger;
+  pool: pg.Pool;
+  docker: Dockerode;
+  /** Used by the orphan reaper to ask whether a container's run is still open. */
+  client: Client;
+  /** Overrides for tests and the local runner. */
+  taskQueue?: string;
+}
+
+export interface CaseWorker {
+  worker: Worker;
+  reaper: OrphanReaper;
+  /** Runs until shutdown() (or the promise passed to runUntil settles). */
+  run(): Promise<void>;
+  runUntil<R>(p: Promise<R>): Promise<R>;
+  shutdown(): Promise<void>;
+}
+
+/**
+ * A worker process's pieces: one Docker-operation semaphore for the whole process (back-pressure on
+ * the daemon), a separate live-container limit, the activities, and the orphan reaper.
+ */
+export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker> {
+  const { config, log, pool, docker, client } = deps;
+  const ops = new Semaphore(config.docker.maxConcurrentOperations);
+  const sandbox = new DockerSandbox(docker, ops, log);
+  const activities = createActivities({
+    config,
+    log,
+    pool,
+    sandbox,
+    images: new ImagePuller(docker, ops, log),
+    liveContainers: new Semaphore(config.docker.maxLiveContainers),
+    runRequests: new RunRequestCache(pool),
+    mockBaseUrl: `http://host.docker.internal:${config.otel.collectorPort}`,
+  });
+
+  const reaper = new OrphanReaper({
+    sandbox,
+    log,
+    minAgeSeconds: config.sandbox.reaperMinAgeSeconds,
+    // A container is wanted while its case row is active and its workflow is still open; a container
+    // of a killed worker's attempt is removed by the retried attempt itself (heartbeat details).
+    isStillWanted: async (labels) => {
+      const experimentId = Number(labels[LABELS.experimentId]);
+      const runCaseId = Number(labels[LABELS.runCaseId]);
+      const workflowId = labels[LABELS.workflowId];
+      if (!Number.isSafeInteger(experimentId) || !Number.isSafeInteger(runCaseId) || !workflowId) return false;
+      const status = (await getCaseStatuses(pool, experimentId, [runCaseId])).get(runCaseId);
+      if (status === undefined || isTerminalStatus(status)) return false;
+      try {
+        const d = await client.workflow.getHandle(workflowId).describe();
+        return d.status.name === 'RUNNING';
+      } catch {
+        return false;
+      }
+    },
+  });
+
+  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const worker = await Worker.create({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: deps.taskQueue ?? config.temporal.taskQueue,
+    workflowsPath: WORKFLOWS_PATH,
+    activities,
+    maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentActivities,
+  });
+
+  const startReaper = async () => {
+    const swept = await reaper.sweep().catch((err: unknown) => {
+      log.warn({ code: 'E_SANDBOX_REAPER_FAILED', err }, 'orphan sweep failed');
+      return null;
+    });
+    if (swept && swept.removed.length > 0) log.info({ code: 'SANDBOX_ORPHANS_REMOVED', removed: swept.removed.length }, 'orphans removed');
+    reaper.start(config.sandbox.reaperIntervalSeconds);
+  };
+
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await reaper.stop();
+    await connection.close();
+  };
+
+  return {
+    worker,
+    reaper,
+    async run() {
+      await startReaper();
+      try {
+        await worker.run();
+      } finally {
+        await close();
+      }
+    },
+    async runUntil<R>(p: Promise<R>) {
+      await startReaper();
+      try {
+        return await worker.runUntil(p);
+      } finally {
+        await close();
+      }
+    },
+    async shutdown() {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+    },
+  };
+}

@@ -1,0 +1,33 @@
+import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
+import type { Logger } from '../logger';
+
+let installed = false;
+
+/**
+ * Sends the Temporal SDK's own log lines (worker state changes, workflow task failures) through our
+ * pino logger instead of the console, so a process writes one JSON-lines stream. Once per process,
+ * before the first worker or native connection is created.
+ */
+export function installTemporalLogging(log: Logger, level: LogLevel = 'WARN'): void {
+  if (installed) return;
+  installed = true;
+  const sdk = log.child({ component: 'temporal-sdk' });
+  Runtime.install({
+    logger: new DefaultLogger(level, (entry) => {
+      const fields = { ...entry.meta, sdk_level: entry.level };
+      switch (entry.level) {
+        case 'ERROR':
+          sdk.error(fields, entry.message);
+          break;
+        case 'WARN':
+          sdk.warn(fields, entry.message);
+          break;
+        case 'INFO':
+          sdk.info(fields, entry.message);
+          break;
+        default:
+          sdk.debug(fields, entry.message);
+      }
+    }),
+  });
+}

@@ -1,0 +1,95 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import amqp from 'amqplib';
+import type pg from 'pg';
+import type { SeededExperiment } from './database';
+
+/** The message exactly as the platform's own publisher produced it (ids as strings). */
+export function platformMessageExample(): Record<string, unknown> {
+  const file = path.resolve(__dirname, '../../../shared/contract-data/platform-message-example.json');
+  const local = path.resolve(__dirname, '../fixtures/platform-message-example.json');
+  let text: string;
+  try {
+    text = readFileSync(local, 'utf8');
+  } catch {
+    text = readFileSync(file, 'utf8');
+  }
+  return JSON.parse(text) as Record<string, unknown>;
+}
+
+/**
+ * Builds a v2 message for seeded rows the way the platform's runner.ts does: ids as strings,
+ * one run case per data item, and `queue_message_id` written after the publish.
+ */
+export function buildPlatformMessage(
+  seeded: SeededExperiment,
+  opts: { runtimeSpec: Record<string, unknown>; queue: string; userInput?: (i: number) => string; scorers?: unknown[] },
+): Record<string, unknown> {
+  const example = platformMessageExample();
+  const exampleCase = (example.run_cases as Array<Record<string, unknown>>)[0] ?? {};
+  return {
+    ...example,
+    message_id: randomUUID(),
+    produced_at: new Date().toISOString(),
+    source: { service: 'arcloop-agent-benchmark', queue: opts.queue },
+    experiment: { id: String(seeded.experimentId), triggered_by: 'e2e-test' },
+    dataset: { id: String(seeded.datasetId), name: 'e2e dataset' },
+    agent: {
+      id: String(seeded.agentId),
+      name: 'E2E Agent',
+      agent_key: 'e2e-agent',
+      version: 'v1',
+      runtime_spec_json: opts.runtimeSpec,
+    },
+    scorers: opts.scorers ?? [],
+    run_cases: seeded.runCaseIds.map((runCaseId, i) => ({
+      ...exampleCase,
+      run_case_id: String(runCaseId),
+      data_item_id: String(seeded.dataItemIds[i]),
+      attempt_no: 1,
+      user_input: opts.userInput ? opts.userInput(i) : String(exampleCase.user_input),
+    })),
+  };
+}
+
+/** Publishes as platform/lib/rabbitmq.ts does (CONTRACT §1.1), then records queue_message_id. */
+export async function publishAsPlatform(
+  amqpUrl: string,
+  queue: string,
+  message: Record<string, unknown>,
+  pool?: pg.Pool,
+): Promise<void> {
+  const conn = await amqp.connect(amqpUrl);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue(queue, { durable: true });
+    const messageId = String(message.message_id);
+    ch.sendToQueue(queue, Buffer.from(JSON.stringify(message)), {
+      persistent: true,
+      contentType: 'application/json',
+      messageId,
+    });
+    await ch.waitForConfirms();
+    await ch.close();
+    if (pool) {
+      const experiment = message.experiment as { id: string };
+      await pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [Number(experiment.id), messageId]);
+    }
+  } finally {
+    await conn.close();
+  }
+}
+
+export async function publishRaw(amqpUrl: string, queue: string, body: string): Promise<void> {
+  const conn = await amqp.connect(amqpUrl);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue(queue, { durable: true });
+    ch.sendToQueue(queue, Buffer.from(body), { persistent: true, contentType: 'application/json' });
+    await ch.waitForConfirms();
+    await ch.close();
+  } finally {
+    await conn.close();
+  }
+}

@@ -1,0 +1,97 @@
+import { randomBytes } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import type Dockerode from 'dockerode';
+import { loadConfig, type Config } from '../../src/config';
+import { createLogger, type Logger } from '../../src/logger';
+import { createDockerClient } from '../../src/docker/docker-client';
+import { LABELS } from '../../src/docker/labels';
+import { connectTemporalClient } from '../../src/temporal/connection';
+import { createCaseWorker, type CaseWorker } from '../../src/temporal/case-worker';
+import { createTestDatabase, type TestDatabase } from './database';
+
+/** Environment of the local services that scripts/setup starts. */
+export function localTestEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    RABBITMQ_HOST: '127.0.0.1',
+    RABBITMQ_USER: 'guest',
+    RABBITMQ_PASSWORD: 'guest',
+    REDIS_HOST: '127.0.0.1',
+    TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    SANDBOX_REAPER_MIN_AGE_SECONDS: '3600',
+    ...extra,
+  };
+}
+
+/** A logger whose JSON lines tests can assert on (with the production redaction rules). */
+export function captureLogger(level = 'debug'): { log: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const destination = {
+    write(chunk: string) {
+      for (const line of chunk.split('\n')) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+    },
+  };
+  return { log: createLogger({ level, destination }), lines };
+}
+
+export interface Stack {
+  config: Config;
+  db: TestDatabase;
+  client: Client;
+  docker: Dockerode;
+  worker: CaseWorker;
+  taskQueue: string;
+  /** Label value every container of this stack carries, for leak checks. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Fresh database, a worker on its own task queue (so concurrent test files never steal each
+ * other's tasks) against the real Temporal dev server and Docker engine.
+ */
+export async function startStack(opts: { env?: Record<string, string>; log?: Logger } = {}): Promise<Stack> {
+  const taskQueue = `agentbench-test-${randomBytes(4).toString('hex')}`;
+  const db = await createTestDatabase();
+  const config = loadConfig(localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, ...opts.env }));
+  const log = opts.log ?? createLogger({ level: config.logLevel });
+  const client = await connectTemporalClient(config);
+  const docker = createDockerClient(config.docker.socketPath);
+  const worker = await createCaseWorker({ config, log, pool: db.pool, docker, client, taskQueue });
+  const running = worker.run();
+  return {
+    config,
+    db,
+    client,
+    docker,
+    worker,
+    taskQueue,
+    async stop() {
+      await worker.shutdown();
+      await running;
+      await client.connection.close();
+      await db.drop();
+    },
+  };
+}
+
+/** Containers of ours (by label) that belong to the given workflow ids — should be none after a run. */
+export async function managedContainers(docker: Dockerode, workflowIds: string[]): Promise<string[]> {
+  const all = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`] } });
+  return all.filter((c) => workflowIds.includes(c.Labels[LABELS.workflowId] ?? '')).map((c) => c.Id);
+}
+
+/** Polls fn until it returns a non-undefined value or the deadline passes. */
+export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 60_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

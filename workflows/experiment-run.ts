@@ -1,0 +1,213 @@
+import {
+  ActivityCancellationType,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  defineQuery,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  sleep,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import {
+  emptyProgress,
+  finishedCount,
+  recordCaseOutcome,
+  type ExperimentRunInput,
+  type ExperimentRunResult,
+  type RunProgress,
+} from '../src/domain/experiment-run';
+import { SA } from '../src/domain/search-attributes';
+
+export const progressQuery = defineQuery<RunProgress>('progress');
+
+const CASE_PAGE_SIZE = 200;
+
+/**
+ * Database-only steps. They retry without limit: a database outage pauses the run instead of
+ * losing results, and retries add no history events.
+ */
+const DB_RETRY = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m' } as const;
+const bookkeeping = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry: DB_RETRY });
+
+/**
+ * One experiment run: the platform's skip rules, then every case through its phases with at most
+ * `concurrentCases` in flight. A case's container phase and its final persist are separate
+ * activities, so a failure after the agent finished never re-runs the agent, and a crash loses
+ * nothing that finished (each case is persisted as soon as it is done).
+ */
+export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<ExperimentRunResult> {
+  const { workflowId } = workflowInfo();
+  const { experimentId, settings } = input;
+  const progress = input.carry?.progress ?? emptyProgress(input.totalCases);
+  setHandler(progressQuery, () => progress);
+
+  if (!input.carry) {
+    const prep = await bookkeeping.prepareRun({ workflowId, experimentId, messageId: input.messageId });
+    if (prep.skip) {
+      return { outcome: prep.skip, progress, detail: prep.detail };
+    }
+    if (prep.failure) {
+      // The whole run could not start (bad runtime spec, image unavailable): every case was
+      // recorded failed with the reason, as the original's whole-batch failure does (§6.7).
+      progress.failed = progress.total;
+      publishProgress(progress);
+      return { outcome: 'failed_before_start', progress, detail: prep.failure };
+    }
+  }
+
+  const caseActivities = (runCaseId: number) =>
+    proxyActivities<Activities>({
+      activityId: `case-${runCaseId}/run`,
+      startToCloseTimeout: `${settings.caseActivityTimeoutSeconds}s`,
+      heartbeatTimeout: '30s',
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+      retry: {
+        initialInterval: '2s',
+        backoffCoefficient: 2,
+        maximumInterval: '1m',
+        maximumAttempts: settings.caseMaxAttempts,
+      },
+    });
+  const finalizeActivities = (runCaseId: number) =>
+    proxyActivities<Activities>({
+      activityId: `case-${runCaseId}/finalize`,
+      startToCloseTimeout: '2 minutes',
+      retry: DB_RETRY,
+    });
+
+  let inFlight = 0;
+  let cursor = input.carry?.cursor ?? 0;
+  let terminatedBy: string | null = null;
+  let lastPublishedDone = -1;
+
+  const runOneCase = async (runCaseId: number): Promise<void> => {
+    progress.started++;
+    let notExecuted: string | null = null;
+    try {
+      const exec = await caseActivities(runCaseId).executeCase({ workflowId, experimentId, runCaseId });
+      if (exec.status === 'not_active') {
+        // The row left the active set under us (terminated by the platform): nothing to persist.
+        recordCaseOutcome(progress, runCaseId, 'canceled', 'case no longer active');
+        return;
+      }
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      // Infra failure that outlived its retries: the case is recorded as not executed.
+      notExecuted = `E_CASE_NOT_EXECUTED: ${errorText(err)}`;
+    }
+    const fin = await finalizeActivities(runCaseId).finalizeCase({
+      workflowId,
+      experimentId,
+      runCaseId,
+      notExecutedError: notExecuted,
+    });
+    recordCaseOutcome(progress, runCaseId, fin.status, fin.errorMessage);
+  };
+
+  const caseLoop = new CancellationScope();
+  // Honour the platform's manual termination while the run is in flight (the original only
+  // checked at start, §13.6). Its own scope, so finishing the run cancels its pending timer.
+  const watcherScope = new CancellationScope();
+  void watcherScope
+    .run(async () => {
+      for (;;) {
+        await sleep(`${settings.terminationCheckSeconds}s`);
+        const state = await bookkeeping.checkRunState({ workflowId, experimentId, messageId: input.messageId });
+        if (state.stop) {
+          terminatedBy = state.stop;
+          caseLoop.cancel();
+          return;
+        }
+      }
+    })
+    .catch((err: unknown) => {
+      if (!isCancellation(err)) throw err;
+    });
+
+  try {
+    await caseLoop.run(async () => {
+      for (;;) {
+        const page = await bookkeeping.listCasePage({ workflowId, afterPosition: cursor, limit: CASE_PAGE_SIZE });
+        if (page.length === 0) break;
+        for (const c of page) {
+          await condition(() => inFlight < settings.concurrentCases);
+          inFlight++;
+          cursor = c.position;
+          void runOneCase(c.runCaseId)
+            .catch((err: unknown) => {
+              if (!isCancellation(err)) throw err;
+            })
+            .finally(() => {
+              inFlight--;
+              maybePublish();
+            });
+        }
+        if (shouldContinueAsNew()) {
+          await condition(() => inFlight === 0);
+          watcherScope.cancel();
+          await continueAsNew<typeof experimentRunWorkflow>({
+            ...input,
+            carry: { cursor, progress, continuedRuns: (input.carry?.continuedRuns ?? 0) + 1 },
+          });
+        }
+      }
+      await condition(() => inFlight === 0);
+    });
+  } catch (err) {
+    if (!isCancellation(err)) throw err;
+    // Cancelled by `benchctl cancel` / the Temporal UI, or terminated by the platform. In-flight
+    // container activities were cancelled and have removed their containers (we waited for them).
+    await CancellationScope.nonCancellable(async () => {
+      await condition(() => inFlight === 0);
+      const canceled = await bookkeeping.cancelRun({
+        workflowId,
+        experimentId,
+        reason: terminatedBy ?? 'canceled via Temporal',
+        markExperimentTerminated: terminatedBy === null,
+      });
+      progress.canceled += canceled;
+      publishProgress(progress);
+    });
+    watcherScope.cancel();
+    if (terminatedBy !== null) {
+      return { outcome: 'canceled', progress, detail: terminatedBy };
+    }
+    throw err;
+  }
+  watcherScope.cancel();
+  publishProgress(progress);
+  return { outcome: 'completed', progress };
+
+  function maybePublish(): void {
+    // Bounded number of search-attribute upserts per run: each one is a history event.
+    const done = finishedCount(progress);
+    const step = Math.max(1, Math.floor(progress.total / 20));
+    if (done === progress.total || done - lastPublishedDone >= step) {
+      lastPublishedDone = done;
+      publishProgress(progress);
+    }
+  }
+
+  function shouldContinueAsNew(): boolean {
+    const info = workflowInfo();
+    return info.continueAsNewSuggested || info.historyLength > settings.maxHistoryEvents;
+  }
+}
+
+function publishProgress(p: RunProgress): void {
+  upsertSearchAttributes([
+    { key: SA.casesDone, value: finishedCount(p) },
+    { key: SA.casesFailed, value: p.failed + p.timeout },
+  ]);
+}
+
+function errorText(err: unknown): string {
+  // ActivityFailure wraps the real error as its cause.
+  let e: unknown = err;
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
+  return e instanceof Error ? e.message : String(e);
+}
