@@ -12,7 +12,13 @@ export async function pingDocker(docker: Dockerode, timeoutMs: number): Promise<
     timer = setTimeout(() => resolve(false), timeoutMs);
   });
   try {
-    return await Promise.race([docker.ping().then(() => true, () => false), timeout]);
+    return await Promise.race([
+      docker.ping().then(
+        () => true,
+        () => false,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }

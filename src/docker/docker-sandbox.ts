@@ -106,7 +106,12 @@ const EXEC_TOKEN_ENV = 'AGENTBENCH_EXEC_TOKEN';
 /** The killer gets the token under another name so it never matches its own needle. */
 const KILL_TOKEN_ENV = 'AGENTBENCH_KILL_TOKEN';
 const DOCKER_SOCKET = /docker\.sock/;
-const NOT_READY_PATTERNS = ['curl: (7)', 'failed to connect', "couldn't connect to server", 'connection refused'];
+const NOT_READY_PATTERNS = [
+  'curl: (7)',
+  'failed to connect',
+  "couldn't connect to server",
+  'connection refused',
+];
 
 /**
  * Kills every process whose environment carries the exec token, as the exec's own user (with
@@ -221,14 +226,25 @@ export class DockerSandbox {
       } catch (err) {
         throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
       }
-      await this.waitRunning(containerId, spec.name, spec.startupTimeoutSeconds, spec.startupPollIntervalSeconds);
+      await this.waitRunning(
+        containerId,
+        spec.name,
+        spec.startupTimeoutSeconds,
+        spec.startupPollIntervalSeconds,
+      );
     } catch (err) {
       await this.remove(containerId).catch((cleanupErr: unknown) =>
-        this.log.warn({ container: spec.name, err: errorDetail(cleanupErr) }, 'could not remove failed container'),
+        this.log.warn(
+          { container: spec.name, err: errorDetail(cleanupErr) },
+          'could not remove failed container',
+        ),
       );
       throw err;
     }
-    this.log.debug({ container: spec.name, container_id: containerId, image: spec.image }, 'case container started');
+    this.log.debug(
+      { container: spec.name, container_id: containerId, image: spec.image },
+      'case container started',
+    );
     return { containerId, name: spec.name };
   }
 
@@ -238,7 +254,7 @@ export class DockerSandbox {
    */
   async exec(containerId: string, p: ExecParams): Promise<ExecResult> {
     const startedAt = Date.now();
-    const result = await this.runExec(containerId, p, 'leave');
+    const result = await this.runExec(containerId, p, 'kill-tree');
     // 137 = SIGKILL. The kernel's OOM killer hits the exec'd process, not PID 1, so State.OOMKilled stays
     // false; the daemon's `oom` event for the container is what tells the two apart.
     if (!result.timedOut && result.exitCode === 137 && (await this.oomEventSince(containerId, startedAt))) {
@@ -251,7 +267,11 @@ export class DockerSandbox {
   }
 
   /** `onStop` = what a timeout/abort does in the container; the killer itself must not spawn killers. */
-  private async runExec(containerId: string, p: ExecParams, onStop: 'kill-tree' | 'leave'): Promise<ExecResult> {
+  private async runExec(
+    containerId: string,
+    p: ExecParams,
+    onStop: 'kill-tree' | 'leave',
+  ): Promise<ExecResult> {
     const startedAt = Date.now();
     throwIfAborted(p.signal);
     const token = randomBytes(12).toString('hex');
@@ -302,7 +322,10 @@ export class DockerSandbox {
    * CONTRACT §6.3 "agent not ready": re-runs the whole command while it fails like a refused
    * connection and the startup window (from the first attempt) is still open.
    */
-  async execUntilAgentReady(containerId: string, p: AgentReadyParams): Promise<ExecResult & { attempts: number }> {
+  async execUntilAgentReady(
+    containerId: string,
+    p: AgentReadyParams,
+  ): Promise<ExecResult & { attempts: number }> {
     const firstAttemptAt = Date.now();
     const retryInMs = p.startupPollIntervalSeconds * 1000;
     for (let attempts = 1; ; attempts++) {
@@ -368,7 +391,9 @@ export class DockerSandbox {
   }
 
   /** Our containers in any state, optionally narrowed to one workflow and/or case. */
-  async listManagedContainers(filter: { workflowId?: string; runCaseId?: number } = {}): Promise<ManagedContainer[]> {
+  async listManagedContainers(
+    filter: { workflowId?: string; runCaseId?: number } = {},
+  ): Promise<ManagedContainer[]> {
     const label = [`${LABELS.managed}=true`];
     if (filter.workflowId !== undefined) label.push(`${LABELS.workflowId}=${filter.workflowId}`);
     if (filter.runCaseId !== undefined) label.push(`${LABELS.runCaseId}=${filter.runCaseId}`);
@@ -387,7 +412,10 @@ export class DockerSandbox {
     }));
   }
 
-  private async writeFiles(containerId: string, files: NonNullable<CaseContainerSpec['files']>): Promise<void> {
+  private async writeFiles(
+    containerId: string,
+    files: NonNullable<CaseContainerSpec['files']>,
+  ): Promise<void> {
     try {
       await this.docker.getContainer(containerId).putArchive(tarArchive(files), { path: '/' });
     } catch (err) {
@@ -429,7 +457,12 @@ export class DockerSandbox {
       try {
         const killer = await this.runExec(
           containerId,
-          { command: KILL_BY_TOKEN_SCRIPT, env: { [KILL_TOKEN_ENV]: token }, user, timeoutMs: KILL_EXEC_TIMEOUT_MS },
+          {
+            command: KILL_BY_TOKEN_SCRIPT,
+            env: { [KILL_TOKEN_ENV]: token },
+            user,
+            timeoutMs: KILL_EXEC_TIMEOUT_MS,
+          },
           'leave',
         );
         if (killer.exitCode !== 0) {
@@ -439,7 +472,10 @@ export class DockerSandbox {
           );
         }
       } catch (err) {
-        this.log.warn({ container_id: containerId, err: errorDetail(err) }, 'could not kill exec process tree');
+        this.log.warn(
+          { container_id: containerId, err: errorDetail(err) },
+          'could not kill exec process tree',
+        );
       }
       if (await this.execEnded(exec)) return;
     }
@@ -494,10 +530,7 @@ export class DockerSandbox {
 }
 
 type ExecOutcome =
-  | { kind: 'finished' }
-  | { kind: 'timeout' }
-  | { kind: 'aborted' }
-  | { kind: 'stream-error'; error: unknown };
+  { kind: 'finished' } | { kind: 'timeout' } | { kind: 'aborted' } | { kind: 'stream-error'; error: unknown };
 
 function raceExec(stream: Duplex, timeoutMs: number, signal?: AbortSignal): Promise<ExecOutcome> {
   return new Promise((resolve) => {

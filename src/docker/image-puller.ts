@@ -1,9 +1,9 @@
 import type Dockerode from 'dockerode';
+import type { PullPolicy } from '../config';
 import type { Logger } from '../logger';
 import { DockerInfraError, errorDetail, statusCode } from './docker-sandbox';
 import type { Semaphore } from './semaphore';
 
-import type { PullPolicy } from '../config';
 export type EnsureImageAction = 'present' | 'pulled' | 'used-local' | 'skipped';
 
 /**
@@ -40,7 +40,10 @@ export class ImagePuller {
       const detail = errorDetail(err);
       // Re-checked after the failure: another worker or a concurrent build may have provided it meanwhile.
       if (await this.isPresent(image)) {
-        this.log.warn({ code: 'E_DOCKER_PULL_FAILED_USE_LOCAL', image, err: detail }, 'pull failed, using local image');
+        this.log.warn(
+          { code: 'E_DOCKER_PULL_FAILED_USE_LOCAL', image, err: detail },
+          'pull failed, using local image',
+        );
         return { action: 'used-local' };
       }
       throw new DockerInfraError('E_DOCKER_PULL', detail, { cause: err });
@@ -53,7 +56,9 @@ export class ImagePuller {
       return true;
     } catch (err) {
       if (statusCode(err) === 404) return false;
-      throw new DockerInfraError('E_DOCKER_PULL', `cannot inspect image ${image}: ${errorDetail(err)}`, { cause: err });
+      throw new DockerInfraError('E_DOCKER_PULL', `cannot inspect image ${image}: ${errorDetail(err)}`, {
+        cause: err,
+      });
     }
   }
 
@@ -75,7 +80,9 @@ export class ImagePuller {
     const timer = setTimeout(() => controller.abort(), timeoutSeconds * 1000);
     try {
       await new Promise<void>((resolve, reject) => {
-        controller.signal.addEventListener('abort', () => reject(new Error(`pulling ${image} timed out after ${timeoutSeconds}s`)));
+        controller.signal.addEventListener('abort', () =>
+          reject(new Error(`pulling ${image} timed out after ${timeoutSeconds}s`)),
+        );
         this.docker.pull(image, { abortSignal: controller.signal }).then((stream) => {
           controller.signal.addEventListener('abort', () => destroy(stream));
           let streamError: string | undefined;

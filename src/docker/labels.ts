@@ -18,6 +18,9 @@ export const LABELS = {
 export function caseContainerName(workflowId: string, runCaseId: number | string, attempt: number): string {
   const hash = createHash('sha256').update(workflowId).digest('hex').slice(0, 10);
   // Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*; ids arrive as JSON strings, so sanitize.
-  const caseId = String(runCaseId).replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 40) || 'unknown';
+  const caseId =
+    String(runCaseId)
+      .replace(/[^A-Za-z0-9_.-]/g, '_')
+      .slice(0, 40) || 'unknown';
   return `agentbench-case-${caseId}-${hash}-a${attempt}`;
 }

@@ -43,7 +43,13 @@ export class OrphanReaper {
         await sandbox.remove(c.id);
         removed.push(c.name);
         log.info(
-          { code: 'SANDBOX_ORPHAN_REMOVED', container: c.name, container_id: c.id, age_s: Math.round(ageSeconds), state: c.state },
+          {
+            code: 'SANDBOX_ORPHAN_REMOVED',
+            container: c.name,
+            container_id: c.id,
+            age_s: Math.round(ageSeconds),
+            state: c.state,
+          },
           'orphaned case container removed',
         );
       } catch (err) {

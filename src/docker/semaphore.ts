@@ -7,7 +7,8 @@ export class Semaphore {
   private readonly queue: Array<() => void> = [];
 
   constructor(private readonly max: number) {
-    if (!Number.isInteger(max) || max < 1) throw new RangeError(`Semaphore max must be an integer >= 1, got ${max}`);
+    if (!Number.isInteger(max) || max < 1)
+      throw new RangeError(`Semaphore max must be an integer >= 1, got ${max}`);
   }
 
   get inUse(): number {

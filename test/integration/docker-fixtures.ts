@@ -21,7 +21,10 @@ export async function ensureBenchImages(docker: Dockerode): Promise<void> {
     const present = await docker
       .getImage(image)
       .inspect()
-      .then(() => true, () => false);
+      .then(
+        () => true,
+        () => false,
+      );
     if (!present) {
       execFileSync(path.join(REPO, 'scripts/build-images'), { stdio: 'inherit' });
       return;
@@ -48,7 +51,10 @@ export function captureLogger(): { log: Logger; lines: Array<Record<string, unkn
 }
 
 export async function removeTestContainers(docker: Dockerode, runId: string): Promise<void> {
-  const containers = await docker.listContainers({ all: true, filters: { label: [`${TEST_RUN_LABEL}=${runId}`] } });
+  const containers = await docker.listContainers({
+    all: true,
+    filters: { label: [`${TEST_RUN_LABEL}=${runId}`] },
+  });
   await Promise.all(
     containers.map((c) =>
       docker

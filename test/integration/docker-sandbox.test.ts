@@ -107,7 +107,10 @@ describe('DockerSandbox (real Docker)', () => {
     const whoami = await sandbox.exec(containerId, { command: 'id -u', timeoutMs: 10_000 });
     assert.equal(whoami.stdout.trim(), '65534', 'the container user applies to exec');
 
-    const r = await sandbox.exec(containerId, { command: 'echo out; echo err >&2; exit 42', timeoutMs: 10_000 });
+    const r = await sandbox.exec(containerId, {
+      command: 'echo out; echo err >&2; exit 42',
+      timeoutMs: 10_000,
+    });
     assert.deepEqual(
       { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut },
       { exitCode: 42, stdout: 'out\n', stderr: 'err\n', timedOut: false },
@@ -128,13 +131,21 @@ describe('DockerSandbox (real Docker)', () => {
         command: "sh -c 'sleep 1234' & sleep 1235 & (sleep 1236 &) ; echo started; wait",
         timeoutMs: 4000,
       });
-      await waitFor(async () => (await liveMarkers(containerId, markers)).length === 3, 4000, 'all three sleeps');
+      await waitFor(
+        async () => (await liveMarkers(containerId, markers)).length === 3,
+        4000,
+        'all three sleeps',
+      );
 
       const r = await running;
       assert.equal(r.timedOut, true);
       assert.equal(r.stdout, 'started\n');
       assert.ok(r.durationMs >= 4000 && r.durationMs < 15_000, `durationMs=${r.durationMs}`);
-      assert.deepEqual(await liveMarkers(containerId, markers), [], 'no process of the timed-out exec survives');
+      assert.deepEqual(
+        await liveMarkers(containerId, markers),
+        [],
+        'no process of the timed-out exec survives',
+      );
 
       if (image === BUSYBOX) {
         const ps = await sandbox.exec(containerId, { command: 'ps -o pid,stat,args', timeoutMs: 10_000 });
@@ -149,8 +160,16 @@ describe('DockerSandbox (real Docker)', () => {
   test('abort kills the in-container process and rejects with an AbortError', async () => {
     const { containerId } = await startContainer();
     const controller = new AbortController();
-    const running = sandbox.exec(containerId, { command: 'sleep 1237', timeoutMs: 60_000, signal: controller.signal });
-    await waitFor(async () => (await liveMarkers(containerId, /^sleep 1237/)).length === 1, 5000, 'sleep 1237');
+    const running = sandbox.exec(containerId, {
+      command: 'sleep 1237',
+      timeoutMs: 60_000,
+      signal: controller.signal,
+    });
+    await waitFor(
+      async () => (await liveMarkers(containerId, /^sleep 1237/)).length === 1,
+      5000,
+      'sleep 1237',
+    );
     controller.abort(new Error('case canceled'));
     await assert.rejects(running, (err: Error) => err.name === 'AbortError');
     assert.deepEqual(await liveMarkers(containerId, /^sleep 1237/), []);
@@ -188,7 +207,10 @@ echo ready`,
       startupPollIntervalSeconds: 0.1,
       onRetry: (attempt, retryInMs) => retries.push([attempt, retryInMs]),
     });
-    assert.deepEqual({ attempts: r.attempts, exitCode: r.exitCode, stdout: r.stdout }, { attempts: 3, exitCode: 0, stdout: 'ready\n' });
+    assert.deepEqual(
+      { attempts: r.attempts, exitCode: r.exitCode, stdout: r.stdout },
+      { attempts: 3, exitCode: 0, stdout: 'ready\n' },
+    );
     assert.deepEqual(retries, [
       [1, 100],
       [2, 100],
@@ -200,7 +222,10 @@ echo ready`,
       startupTimeoutSeconds: 30,
       startupPollIntervalSeconds: 0.1,
     });
-    assert.deepEqual({ attempts: otherFailure.attempts, exitCode: otherFailure.exitCode }, { attempts: 1, exitCode: 1 });
+    assert.deepEqual(
+      { attempts: otherFailure.attempts, exitCode: otherFailure.exitCode },
+      { attempts: 1, exitCode: 1 },
+    );
 
     const windowStart = Date.now();
     const neverReady = await sandbox.execUntilAgentReady(containerId, {
@@ -219,7 +244,10 @@ echo ready`,
     await assert.rejects(sandbox.createAndStart(spec), (err: unknown) => {
       assert.ok(err instanceof DockerInfraError);
       assert.equal(err.code, 'E_CONTAINER_STARTUP_TIMEOUT');
-      assert.match(err.message, new RegExp(`^E_CONTAINER_STARTUP_TIMEOUT: container=${spec.name} timeout=5s`));
+      assert.match(
+        err.message,
+        new RegExp(`^E_CONTAINER_STARTUP_TIMEOUT: container=${spec.name} timeout=5s`),
+      );
       assert.match(err.message, /exited with code 3/);
       assert.match(err.message, /bye-from-start/);
       return true;
@@ -230,7 +258,10 @@ echo ready`,
   test('create failures are E_DOCKER_CREATE; invalid specs are rejected before touching Docker', async () => {
     await assert.rejects(
       startContainer({ image: `bench/does-not-exist-${runId}:nope` }),
-      (err: unknown) => err instanceof DockerInfraError && err.code === 'E_DOCKER_CREATE' && /^E_DOCKER_CREATE: /.test(err.message),
+      (err: unknown) =>
+        err instanceof DockerInfraError &&
+        err.code === 'E_DOCKER_CREATE' &&
+        /^E_DOCKER_CREATE: /.test(err.message),
     );
     await assert.rejects(
       startContainer({ files: [{ path: '/var/run/docker.sock', content: 'x' }] }),
@@ -251,27 +282,44 @@ echo ready`,
     assert.equal(hc.AutoRemove, false);
     assert.deepEqual(hc.ExtraHosts, ['host.docker.internal:host-gateway']);
     assert.ok(!hc.Binds, 'no binds');
-    assert.ok(!mounts.some((m) => /docker\.sock/.test(`${m.Source} ${m.Destination}`)), 'no docker.sock mount');
+    assert.ok(
+      !mounts.some((m) => /docker\.sock/.test(`${m.Source} ${m.Destination}`)),
+      'no docker.sock mount',
+    );
 
-    const status = await sandbox.exec(containerId, { command: 'grep -E "^(NoNewPrivs|CapEff)" /proc/self/status', timeoutMs: 10_000 });
+    const status = await sandbox.exec(containerId, {
+      command: 'grep -E "^(NoNewPrivs|CapEff)" /proc/self/status',
+      timeoutMs: 10_000,
+    });
     assert.match(status.stdout, /^NoNewPrivs:\s+1$/m);
     assert.match(status.stdout, /^CapEff:\s+0+$/m, 'root in the container has no capabilities');
 
-    const socket = await sandbox.exec(containerId, { command: 'test -e /var/run/docker.sock', timeoutMs: 10_000 });
+    const socket = await sandbox.exec(containerId, {
+      command: 'test -e /var/run/docker.sock',
+      timeoutMs: 10_000,
+    });
     assert.notEqual(socket.exitCode, 0, 'the docker socket is not reachable inside');
   });
 
   test('hardening switched off leaves capabilities and privilege escalation to the image defaults', async () => {
-    const { containerId } = await startContainer({ hardening: { noNewPrivileges: false, dropAllCapabilities: false } });
+    const { containerId } = await startContainer({
+      hardening: { noNewPrivileges: false, dropAllCapabilities: false },
+    });
     const { HostConfig: hc } = cliInspect(containerId);
     assert.ok(!hc.CapDrop);
     assert.ok(!hc.SecurityOpt);
   });
 
   test('a container above its memory limit is reported as E_CONTAINER_OOM_KILLED', async () => {
-    const { containerId } = await startContainer({ image: AGENT_BASE, limits: { memoryMb: 32, cpus: 1, pidsLimit: 64 } });
+    const { containerId } = await startContainer({
+      image: AGENT_BASE,
+      limits: { memoryMb: 32, cpus: 1, pidsLimit: 64 },
+    });
     await assert.rejects(
-      sandbox.exec(containerId, { command: 'python3 -c "x = bytearray(256 * 1024 * 1024)"', timeoutMs: 30_000 }),
+      sandbox.exec(containerId, {
+        command: 'python3 -c "x = bytearray(256 * 1024 * 1024)"',
+        timeoutMs: 30_000,
+      }),
       (err: unknown) => err instanceof DockerInfraError && err.code === 'E_CONTAINER_OOM_KILLED',
     );
     const sigkill = await sandbox.exec(containerId, { command: 'kill -9 $$', timeoutMs: 10_000 });
@@ -280,18 +328,27 @@ echo ready`,
 
   test('a same-named leftover container is removed before create (pre-clean)', async () => {
     const spec = baseSpec(runId);
-    execFileSync('docker', ['create', '--name', spec.name, '--label', `${TEST_RUN_LABEL}=${runId}`, BUSYBOX, 'sleep', '1'], {
-      stdio: 'ignore',
-    });
+    execFileSync(
+      'docker',
+      ['create', '--name', spec.name, '--label', `${TEST_RUN_LABEL}=${runId}`, BUSYBOX, 'sleep', '1'],
+      {
+        stdio: 'ignore',
+      },
+    );
     const { containerId } = await sandbox.createAndStart(spec);
     assert.equal((await sandbox.inspectState(containerId))?.running, true);
   });
 
   test('logs returns the demultiplexed tail of stdout+stderr; read failures become text', async () => {
     const { containerId } = await startContainer({
-      startCommand: 'echo first-line; echo to-stderr >&2; i=0; while [ $i -lt 50 ]; do echo line$i; i=$((i + 1)); done; sleep infinity',
+      startCommand:
+        'echo first-line; echo to-stderr >&2; i=0; while [ $i -lt 50 ]; do echo line$i; i=$((i + 1)); done; sleep infinity',
     });
-    await waitFor(async () => (await sandbox.logs(containerId, 100_000)).includes('line49'), 5000, 'container output');
+    await waitFor(
+      async () => (await sandbox.logs(containerId, 100_000)).includes('line49'),
+      5000,
+      'container output',
+    );
     const all = await sandbox.logs(containerId, 100_000);
     // stdout and stderr are separate pipes: their relative order is not guaranteed, each stream's is.
     assert.match(all, /^(first-line\nto-stderr|to-stderr\nfirst-line)\nline0\nline1\n/);
@@ -308,9 +365,15 @@ echo ready`,
     const { containerId, name } = await startContainer({
       labels: { [TEST_RUN_LABEL]: runId, [LABELS.workflowId]: workflowId, [LABELS.runCaseId]: '901' },
     });
-    await startContainer({ labels: { [TEST_RUN_LABEL]: runId, [LABELS.workflowId]: workflowId, [LABELS.runCaseId]: '902' } });
+    await startContainer({
+      labels: { [TEST_RUN_LABEL]: runId, [LABELS.workflowId]: workflowId, [LABELS.runCaseId]: '902' },
+    });
 
-    assert.deepEqual(await sandbox.inspectState(containerId), { running: true, exitCode: null, oomKilled: false });
+    assert.deepEqual(await sandbox.inspectState(containerId), {
+      running: true,
+      exitCode: null,
+      oomKilled: false,
+    });
     const forCase = await sandbox.listManagedContainers({ workflowId, runCaseId: 901 });
     assert.deepEqual(
       forCase.map((c) => ({ id: c.id, name: c.name, state: c.state })),
@@ -320,8 +383,16 @@ echo ready`,
     assert.equal((await sandbox.listManagedContainers({ workflowId })).length, 2);
 
     execFileSync('docker', ['kill', containerId], { stdio: 'ignore' });
-    await waitFor(async () => (await sandbox.inspectState(containerId))?.running === false, 5000, 'container stop');
-    assert.deepEqual(await sandbox.inspectState(containerId), { running: false, exitCode: 137, oomKilled: false });
+    await waitFor(
+      async () => (await sandbox.inspectState(containerId))?.running === false,
+      5000,
+      'container stop',
+    );
+    assert.deepEqual(await sandbox.inspectState(containerId), {
+      running: false,
+      exitCode: 137,
+      oomKilled: false,
+    });
     assert.equal((await sandbox.listManagedContainers({ workflowId, runCaseId: 901 }))[0]?.state, 'exited');
 
     await sandbox.remove(containerId);
@@ -349,7 +420,9 @@ echo ready`,
     counted.createContainer = track(originalCreate) as Dockerode['createContainer'];
     const limited = new DockerSandbox(counted, ops, log);
 
-    const started = await Promise.all(Array.from({ length: 5 }, () => limited.createAndStart(baseSpec(runId))));
+    const started = await Promise.all(
+      Array.from({ length: 5 }, () => limited.createAndStart(baseSpec(runId))),
+    );
     assert.equal(started.length, 5);
     assert.ok(peak >= 1 && peak <= 2, `peak concurrent creates ${peak}`);
     await Promise.all(started.map((c) => limited.remove(c.containerId)));

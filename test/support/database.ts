@@ -33,7 +33,10 @@ export async function createTestDatabase(opts: { migrate?: boolean } = {}): Prom
   url.pathname = `/${name}`;
   const pool = createPool(url.toString(), 10, createLogger({ level: 'silent' }));
   try {
-    if (opts.migrate !== false) await migrate(pool);
+    if (opts.migrate !== false) {
+      await migrate(pool);
+      await offsetIdentities(pool);
+    }
   } catch (err) {
     await pool.end();
     await withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
@@ -47,6 +50,20 @@ export async function createTestDatabase(opts: { migrate?: boolean } = {}): Prom
       await withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
     },
   };
+}
+
+/**
+ * Every test database shares one Temporal server, where runs are found by experiment id: start
+ * each database's identity columns at its own random offset so ids never collide across databases.
+ */
+async function offsetIdentities(pool: pg.Pool): Promise<void> {
+  const base = 1_000_000 + randomBytes(4).readUInt32BE(0) * 1000;
+  const { rows } = await pool.query<{ seq: string }>(
+    `SELECT pg_get_serial_sequence(quote_ident(table_name), column_name) AS seq
+       FROM information_schema.columns
+      WHERE table_schema = 'public' AND is_identity = 'YES'`,
+  );
+  for (const { seq } of rows) await pool.query('SELECT setval($1::regclass, $2)', [seq, base]);
 }
 
 export interface SeededExperiment {

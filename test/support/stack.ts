@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import type Dockerode from 'dockerode';
 import { loadConfig, type Config } from '../../src/config';
@@ -7,6 +9,7 @@ import { createDockerClient } from '../../src/docker/docker-client';
 import { LABELS } from '../../src/docker/labels';
 import { connectTemporalClient } from '../../src/temporal/connection';
 import { createCaseWorker, type CaseWorker } from '../../src/temporal/case-worker';
+import { installTemporalLogging } from '../../src/temporal/runtime-logging';
 import { createTestDatabase, type TestDatabase } from './database';
 
 /** Environment of the local services that scripts/setup starts. */
@@ -39,9 +42,11 @@ export interface Stack {
   db: TestDatabase;
   client: Client;
   docker: Dockerode;
-  worker: CaseWorker;
+  /** null when started with `worker: false` (the test runs workers as child processes). */
+  worker: CaseWorker | null;
   taskQueue: string;
-  /** Label value every container of this stack carries, for leak checks. */
+  /** The env a `benchctl` child process needs to join this stack. */
+  env: Record<string, string>;
   stop(): Promise<void>;
 }
 
@@ -49,15 +54,19 @@ export interface Stack {
  * Fresh database, a worker on its own task queue (so concurrent test files never steal each
  * other's tasks) against the real Temporal dev server and Docker engine.
  */
-export async function startStack(opts: { env?: Record<string, string>; log?: Logger } = {}): Promise<Stack> {
+export async function startStack(
+  opts: { env?: Record<string, string>; log?: Logger; worker?: boolean } = {},
+): Promise<Stack> {
   const taskQueue = `agentbench-test-${randomBytes(4).toString('hex')}`;
   const db = await createTestDatabase();
-  const config = loadConfig(localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, ...opts.env }));
+  const env = localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, ...opts.env });
+  const config = loadConfig(env);
   const log = opts.log ?? createLogger({ level: config.logLevel });
+  installTemporalLogging(log);
   const client = await connectTemporalClient(config);
   const docker = createDockerClient(config.docker.socketPath);
-  const worker = await createCaseWorker({ config, log, pool: db.pool, docker, client, taskQueue });
-  const running = worker.run();
+  const worker = opts.worker === false ? null : await createCaseWorker({ config, log, pool: db.pool, docker, client, taskQueue });
+  const running = worker?.run();
   return {
     config,
     db,
@@ -65,8 +74,9 @@ export async function startStack(opts: { env?: Record<string, string>; log?: Log
     docker,
     worker,
     taskQueue,
+    env,
     async stop() {
-      await worker.shutdown();
+      await worker?.shutdown();
       await running;
       await client.connection.close();
       await db.drop();
@@ -94,4 +104,17 @@ export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** A `benchctl worker` child process, so a test can kill it with SIGKILL mid-case. */
+export function spawnWorker(env: Record<string, string>): { child: ChildProcess; exited: Promise<number | null>; output: () => string } {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../../src/cli/benchctl.ts'), 'worker'], {
+    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exited, output: () => out };
 }

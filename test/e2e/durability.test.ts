@@ -1,0 +1,190 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { AddressInfo } from 'node:net';
+import { parseExperimentMessage } from '../../src/domain/message';
+import type { ExperimentRunResult, RunSettings } from '../../src/domain/experiment-run';
+import { startExperimentRun } from '../../src/temporal/run-starter';
+import { createLogger } from '../../src/logger';
+import { seedExperiment, type SeededExperiment } from '../support/database';
+import { buildPlatformMessage } from '../support/platform';
+import { eventually, managedContainers, spawnWorker, startStack, type Stack } from '../support/stack';
+
+const run = promisify(execFile);
+
+/** Counts agent executions: each case's command calls /hit/<run case id> once, after its work. */
+function startHitCounter(): Promise<{ server: Server; port: number; hits: Map<string, number> }> {
+  const hits = new Map<string, number>();
+  const server = createServer((req, res) => {
+    const id = (req.url ?? '').split('/').pop() ?? '';
+    hits.set(id, (hits.get(id) ?? 0) + 1);
+    res.end('ok');
+  });
+  return new Promise((resolve) => server.listen(0, '0.0.0.0', () => resolve({ server, port: (server.address() as AddressInfo).port, hits })));
+}
+
+function temporalCli(): string {
+  for (const candidate of [...(process.env.PATH ?? '').split(':').map((d) => path.join(d, 'temporal')), path.join(homedir(), 'go/bin/temporal')]) {
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new Error('temporal CLI not found (scripts/setup installs it)');
+}
+
+describe('durability, cancellation and termination on the real Temporal dev server', () => {
+  let stack: Stack;
+  let counter: Awaited<ReturnType<typeof startHitCounter>>;
+  const workflowIds: string[] = [];
+  const log = createLogger({ level: 'silent' });
+
+  before(async () => {
+    stack = await startStack({ worker: false, env: { CONSUMER_CONCURRENT_CASES: '4' } });
+    counter = await startHitCounter();
+  });
+
+  after(async () => {
+    counter?.server.close();
+    assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container of ours is left');
+    await stack?.stop();
+  });
+
+  async function startRun(seeded: SeededExperiment, caseCommand: string, overrides: Partial<RunSettings> = {}) {
+    const raw = buildPlatformMessage(seeded, {
+      queue: 'direct',
+      runtimeSpec: { agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep 3600', case_exec_command: caseCommand },
+    });
+    const parsed = parseExperimentMessage(JSON.stringify(raw));
+    assert.ok(parsed.ok);
+    await stack.db.pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [seeded.experimentId, parsed.message.message_id]);
+    const r = await startExperimentRun({ client: stack.client, pool: stack.db.pool, config: stack.config, log }, parsed.message, parsed.message.message_id, overrides);
+    workflowIds.push(r.workflowId);
+    return stack.client.workflow.getHandle(r.workflowId);
+  }
+
+  async function statuses(experimentId: number) {
+    const { rows } = await stack.db.pool.query<{ id: number; status: string; error_message: string | null }>(
+      'SELECT id, status, error_message FROM run_cases WHERE experiment_id = $1 ORDER BY id',
+      [experimentId],
+    );
+    return rows;
+  }
+
+  const hitCommand = (sleep: number) =>
+    `sleep ${sleep}; wget -q -O /dev/null http://host.docker.internal:${counter.port}/hit/{{run_case.run_case_id}}; echo '{"output":"done"}'`;
+
+  test('kill -9 of the worker mid-run: after a restart every case finishes, each executed once unless its attempt was cut', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 20 });
+    const first = spawnWorker(stack.env);
+    const handle = await startRun(seeded, hitCommand(1));
+    await eventually(async () => ((await statuses(seeded.experimentId)).filter((r) => r.status === 'success').length >= 4 ? true : undefined), 120_000, '4 cases done');
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    const second = spawnWorker(stack.env);
+    try {
+      const result = (await handle.result()) as ExperimentRunResult;
+      assert.equal(result.outcome, 'completed');
+      const rows = await statuses(seeded.experimentId);
+      assert.deepEqual(rows.map((r) => r.status), Array(20).fill('success'), second.output().slice(-2000));
+
+      // Attempts of each container phase, from the history: only cases cut by the kill ran twice.
+      const attempts = new Map<string, number>();
+      for (const e of (await handle.fetchHistory()).events ?? []) {
+        const scheduled = e.activityTaskScheduledEventAttributes;
+        if (scheduled?.activityId?.endsWith('/run')) attempts.set(String(e.eventId), 1);
+        const started = e.activityTaskStartedEventAttributes;
+        if (started) attempts.set(String(started.scheduledEventId), started.attempt ?? 1);
+      }
+      const retried = [...attempts.values()].filter((a) => a > 1).length;
+      assert.ok(retried >= 1 && retried <= 4, `cases cut by the kill are retried (${retried})`);
+      for (const id of seeded.runCaseIds) {
+        const hits = counter.hits.get(String(id)) ?? 0;
+        assert.ok(hits >= 1 && hits <= 2, `case ${id} executed ${hits} times`);
+      }
+      const executedTwice = seeded.runCaseIds.filter((id) => (counter.hits.get(String(id)) ?? 0) > 1).length;
+      assert.ok(executedTwice <= retried, `only retried cases may have executed twice (${executedTwice} > ${retried})`);
+    } finally {
+      second.child.kill('SIGTERM');
+      await second.exited;
+    }
+  });
+
+  test('cancel with cases in flight: containers gone within seconds, remaining rows canceled', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 6 });
+    const worker = spawnWorker(stack.env);
+    try {
+      const handle = await startRun(seeded, 'sleep 300');
+      await eventually(async () => ((await managedContainers(stack.docker, [handle.workflowId])).length >= 4 ? true : undefined), 60_000, 'containers running');
+      const canceledAt = Date.now();
+      await handle.cancel();
+      await eventually(async () => ((await managedContainers(stack.docker, [handle.workflowId])).length === 0 ? true : undefined), 20_000, 'containers removed');
+      const removeSeconds = (Date.now() - canceledAt) / 1000;
+      assert.ok(removeSeconds < 20, `containers removed after ${removeSeconds}s`);
+      await assert.rejects(handle.result(), /cancel/i);
+      const rows = await statuses(seeded.experimentId);
+      assert.deepEqual(rows.map((r) => r.status), Array(6).fill('canceled'));
+      const { rows: exp } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
+      assert.equal(exp[0]?.queue_status, 'manual_terminated');
+    } finally {
+      worker.child.kill('SIGTERM');
+      await worker.exited;
+    }
+  });
+
+  test("the platform's manual_terminated mid-run stops the run; canceled rows are never overwritten", async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 8 });
+    const worker = spawnWorker({ ...stack.env, CONSUMER_CONCURRENT_CASES: '2' });
+    try {
+      const handle = await startRun(seeded, hitCommand(2));
+      await eventually(async () => ((await statuses(seeded.experimentId)).some((r) => r.status === 'success') ? true : undefined), 60_000, 'first case done');
+      // What the platform's terminateExperiment does (CONTRACT §3.2/§3.3).
+      await stack.db.pool.query(
+        `UPDATE experiments SET queue_status = 'manual_terminated', queue_message_id = NULL, finished_at = now() WHERE id = $1`,
+        [seeded.experimentId],
+      );
+      await stack.db.pool.query(
+        `UPDATE run_cases SET status = 'canceled', error_message = 'manual terminated by user-7', finished_at = now()
+          WHERE experiment_id = $1 AND status IN ('pending','queued','running','trajectory','scoring')`,
+        [seeded.experimentId],
+      );
+      const result = (await handle.result()) as ExperimentRunResult;
+      assert.equal(result.outcome, 'canceled');
+      const rows = await statuses(seeded.experimentId);
+      const canceled = rows.filter((r) => r.status === 'canceled');
+      assert.ok(canceled.length >= 4, `most cases canceled: ${JSON.stringify(rows)}`);
+      for (const r of canceled) assert.equal(r.error_message, 'manual terminated by user-7');
+      assert.deepEqual(rows.filter((r) => !['canceled', 'success'].includes(r.status)), []);
+      assert.deepEqual(await managedContainers(stack.docker, [handle.workflowId]), []);
+    } finally {
+      worker.child.kill('SIGTERM');
+      await worker.exited;
+    }
+  });
+
+  test('a long run continues as new with bounded history and is found by ExperimentId through the temporal CLI', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 12 });
+    const worker = spawnWorker(stack.env);
+    try {
+      const handle = await startRun(seeded, `echo '{"output":"ok"}'`, { maxHistoryEvents: 40 });
+      const result = (await handle.result()) as ExperimentRunResult;
+      assert.equal(result.outcome, 'completed');
+      assert.equal(result.progress.success, 12);
+      assert.deepEqual((await statuses(seeded.experimentId)).map((r) => r.status), Array(12).fill('success'));
+
+      const { stdout } = await run(temporalCli(), [
+        'workflow', 'list', '--address', stack.config.temporal.address,
+        '--query', `ExperimentId='${seeded.experimentId}'`, '--output', 'json',
+      ]);
+      const listed = JSON.parse(stdout) as Array<{ execution: { workflowId: string } }>;
+      assert.ok(listed.length >= 2, `continued runs are listed: ${listed.length}`);
+      assert.ok(listed.every((w) => w.execution.workflowId === handle.workflowId));
+    } finally {
+      worker.child.kill('SIGTERM');
+      await worker.exited;
+    }
+  });
+});
