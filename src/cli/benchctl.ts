@@ -2,6 +2,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { bridgeCommand } from './commands/bridge';
 import { cancelCommand } from './commands/cancel';
 import { doctorCommand } from './commands/doctor';
+import { replayCommand } from './commands/replay';
+import { rerunCommand } from './commands/rerun';
 import { runCommand } from './commands/run';
 import { statusCommand } from './commands/status';
 import { workerCommand } from './commands/worker';
@@ -38,6 +40,18 @@ program
   .argument('<experimentId>', 'experiments.id', positiveInt)
   .option('--no-wait', 'return once the cancellation is requested')
   .action((id: number, opts: { wait: boolean }) => cancelCommand(id, opts));
+program
+  .command('rerun')
+  .description("rerun an experiment's failed cases as new attempts, the way the platform's retry does")
+  .argument('<experimentId>', 'experiments.id', positiveInt)
+  .option('--failed', 'rerun the latest cases whose status is failed')
+  .option('--no-worker', 'do not start an in-process worker (a running `benchctl worker` serves the run)')
+  .action((id: number, opts: { failed?: boolean; worker: boolean }) => rerunCommand(id, { failed: opts.failed === true, worker: opts.worker }));
+program
+  .command('replay')
+  .description('replay a workflow history (from the server, or a JSON file) through the current workflow code')
+  .argument('<workflowIdOrFile>', 'workflow id, or a history JSON file (temporal workflow show --output json)')
+  .action(replayCommand);
 program.command('doctor').description('check Docker, Temporal, Postgres, Redis and RabbitMQ and say how to fix what is missing').action(doctorCommand);
 
 program.parseAsync(process.argv).then(

@@ -1,16 +1,15 @@
-import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { withTransaction } from '../db/experiment-repository';
-import { experimentRunRequestedSchema, type ExperimentRunRequested } from '../domain/message';
+import type { ExperimentRunRequested } from '../domain/message';
 import type { ExperimentFile } from './experiment-file';
+import { buildMessageFromRows } from './platform-message';
 
 /**
  * Does what the platform's runExperiment does for a file: writes the platform's rows (agent,
  * dataset, items, evaluators, experiment `queued`, one pending attempt-1 run case per item) and
- * builds the v2 message it would publish, with queue_message_id already recorded.
+ * builds the v2 message it would publish, with queue_message_id recorded.
  */
 export async function dispatchExperimentFile(pool: pg.Pool, file: ExperimentFile): Promise<ExperimentRunRequested> {
-  const messageId = randomUUID();
   const rows = await withTransaction(pool, async (client) => {
     const id = async (sql: string, params: unknown[]): Promise<number> => {
       const r = await client.query<{ id: number }>(sql, params);
@@ -27,16 +26,16 @@ export async function dispatchExperimentFile(pool: pg.Pool, file: ExperimentFile
     const datasetId = await id(`INSERT INTO datasets (name) VALUES ($1) RETURNING id`, [
       `${file.dataset.name} (${new Date().toISOString()})`,
     ]);
-    const items: Array<{ id: number; item: ExperimentFile['dataset']['items'][number] }> = [];
+    const items: Array<{ id: number }> = [];
     for (const item of file.dataset.items) {
       const itemId = await id(
         `INSERT INTO data_items (dataset_id, session_jsonl, user_input, reference_output, mock_config)
          VALUES ($1, $2, $3, $4::jsonb, $5::jsonb) RETURNING id`,
         [datasetId, item.session_jsonl, item.user_input, JSON.stringify(item.reference_output ?? {}), item.mock_config ? JSON.stringify(item.mock_config) : null],
       );
-      items.push({ id: itemId, item });
+      items.push({ id: itemId });
     }
-    const evaluators: Array<{ id: number; e: ExperimentFile['evaluators'][number] }> = [];
+    const evaluators: number[] = [];
     for (const e of file.evaluators) {
       const evaluatorId = await id(
         `INSERT INTO evaluators (evaluator_key, name, prompt_template, base_url, model_name, api_style, api_key)
@@ -47,71 +46,27 @@ export async function dispatchExperimentFile(pool: pg.Pool, file: ExperimentFile
          RETURNING id`,
         [e.evaluator_key, e.name, e.prompt_template, e.base_url ?? null, e.model_name ?? null, e.api_style ?? null, e.api_key ?? null],
       );
-      evaluators.push({ id: evaluatorId, e });
+      evaluators.push(evaluatorId);
     }
     const experimentId = await id(
-      `INSERT INTO experiments (name, dataset_id, agent_id, queue_status, queued_at, queue_message_id, created_by, updated_by)
-       VALUES ($1, $2, $3, 'queued', now(), $4, $5, $5) RETURNING id`,
-      [file.name, datasetId, agentId, messageId, file.triggered_by],
+      `INSERT INTO experiments (name, dataset_id, agent_id, queue_status, queued_at, created_by, updated_by)
+       VALUES ($1, $2, $3, 'queued', now(), $4, $4) RETURNING id`,
+      [file.name, datasetId, agentId, file.triggered_by],
     );
-    for (const { id: evaluatorId } of evaluators) {
+    for (const evaluatorId of evaluators) {
       await client.query('INSERT INTO experiment_evaluators (experiment_id, evaluator_id) VALUES ($1, $2)', [experimentId, evaluatorId]);
     }
-    const cases: Array<{ runCaseId: number; itemId: number; item: ExperimentFile['dataset']['items'][number] }> = [];
-    for (const { id: itemId, item } of items) {
+    const cases: Array<{ runCaseId: number }> = [];
+    for (const { id: itemId } of items) {
       const runCaseId = await id(
         `INSERT INTO run_cases (experiment_id, data_item_id, agent_id, attempt_no, is_latest, status)
          VALUES ($1, $2, $3, 1, TRUE, 'pending') RETURNING id`,
         [experimentId, itemId, agentId],
       );
-      cases.push({ runCaseId, itemId, item });
+      cases.push({ runCaseId });
     }
-    return { agentId, datasetId, experimentId, evaluators, cases };
+    return { experimentId, cases };
   });
 
-  // The message as platform/lib/runner.ts builds it (ids as strings, as pg returns BIGINT).
-  const message = {
-    message_type: 'experiment.run.requested',
-    schema_version: 'v2',
-    message_id: messageId,
-    produced_at: new Date().toISOString(),
-    source: { service: 'benchctl', queue: 'local' },
-    experiment: { id: String(rows.experimentId), triggered_by: file.triggered_by },
-    dataset: { id: String(rows.datasetId), name: file.dataset.name },
-    agent: {
-      id: String(rows.agentId),
-      name: file.agent.name,
-      agent_key: file.agent.agent_key,
-      version: file.agent.version,
-      runtime_spec_json: file.agent.runtime_spec_json,
-    },
-    scorers: rows.evaluators.map(({ id, e }) => ({
-      id: String(id),
-      scorer_key: e.evaluator_key,
-      name: e.name,
-      scorer_config: {
-        prompt_template: e.prompt_template,
-        base_url: e.base_url ?? '',
-        model_name: e.model_name ?? '',
-        api_style: e.api_style ?? 'openai',
-        api_key: e.api_key ?? '',
-      },
-    })),
-    run_cases: rows.cases.map(({ runCaseId, itemId, item }) => ({
-      run_case_id: String(runCaseId),
-      data_item_id: String(itemId),
-      attempt_no: 1,
-      session_jsonl: item.session_jsonl,
-      user_input: item.user_input,
-      reference_output: item.reference_output ?? {},
-      mock_config: item.mock_config,
-    })),
-    consumer_hints: {
-      should_start_agent_container: true,
-      should_emit_case_trajectory: true,
-      should_emit_case_output: true,
-      should_persist_evaluate_results: true,
-    },
-  };
-  return experimentRunRequestedSchema.parse(message);
+  return buildMessageFromRows(pool, rows.experimentId, rows.cases.map((c) => c.runCaseId), file.triggered_by);
 }

@@ -1,4 +1,4 @@
-import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
+import { DefaultLogger, makeTelemetryFilterString, Runtime, type LogLevel } from '@temporalio/worker';
 import type { Logger } from '../logger';
 
 let installed = false;
@@ -13,6 +13,8 @@ export function installTemporalLogging(log: Logger, level: LogLevel = 'WARN'): v
   installed = true;
   const sdk = log.child({ component: 'temporal-sdk' });
   Runtime.install({
+    // The native core's own lines (e.g. failing workflow tasks) are forwarded here too.
+    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: level, other: level }), forward: {} } },
     logger: new DefaultLogger(level, (entry) => {
       const fields = { ...entry.meta, sdk_level: entry.level };
       switch (entry.level) {
