@@ -69,16 +69,28 @@ export async function refreshExperiment(client: pg.PoolClient, experimentId: num
   if (previous === null) return null;
   if (previous === 'manual_terminated') return previous;
 
-  const { rows } = await client.query<CaseStatusCounts>(
-    `SELECT count(*)::int AS total,
-            (count(*) FILTER (WHERE status IN ('running', 'trajectory', 'scoring')))::int AS running,
-            (count(*) FILTER (WHERE status IN ('pending', 'queued')))::int AS pending,
-            (count(*) FILTER (WHERE status = 'success'))::int AS success,
-            (count(*) FILTER (WHERE status IN ('failed', 'timeout')))::int AS failed
-       FROM run_cases
-      WHERE experiment_id = $1 AND is_latest = TRUE`,
+  // While any latest case is active the aggregate is 'consuming' whatever the other counts are
+  // (§3.4 step 3), and the (experiment_id, is_latest, status) index answers that without a scan;
+  // the full count runs only when the experiment may have finished. O(1) instead of O(cases).
+  const { rows: activeRows } = await client.query<{ active: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM run_cases WHERE experiment_id = $1 AND is_latest = TRUE
+                      AND status IN ('pending', 'queued', 'running', 'trajectory', 'scoring')) AS active`,
     [experimentId],
   );
+  const rows: CaseStatusCounts[] = activeRows[0]?.active
+    ? [{ total: 1, running: 1, pending: 0, success: 0, failed: 0 }]
+    : (
+        await client.query<CaseStatusCounts>(
+          `SELECT count(*)::int AS total,
+                  (count(*) FILTER (WHERE status IN ('running', 'trajectory', 'scoring')))::int AS running,
+                  (count(*) FILTER (WHERE status IN ('pending', 'queued')))::int AS pending,
+                  (count(*) FILTER (WHERE status = 'success'))::int AS success,
+                  (count(*) FILTER (WHERE status IN ('failed', 'timeout')))::int AS failed
+             FROM run_cases
+            WHERE experiment_id = $1 AND is_latest = TRUE`,
+          [experimentId],
+        )
+      ).rows;
   const counts = rows[0];
   if (!counts) throw new Error('aggregate query returned no row');
   const runStatus = experimentRunStatus(counts);
@@ -95,4 +107,22 @@ export async function refreshExperiment(client: pg.PoolClient, experimentId: num
     [experimentId, next, runStatus],
   );
   return next;
+}
+
+/**
+ * §3.4 after a case moved INTO an active status: the aggregate is then 'consuming' by definition,
+ * so nothing needs counting or locking — the experiment row is written only when that changes
+ * something (first case of a run, or started_at still empty). Per-case progress transitions of a
+ * large run therefore never queue behind each other on the experiment row.
+ */
+export async function refreshAfterActivation(client: pg.PoolClient, experimentId: number): Promise<void> {
+  await client.query(
+    `UPDATE experiments
+        SET queue_status = CASE WHEN queue_status = 'test_case' THEN queue_status ELSE 'consuming' END,
+            started_at = COALESCE(started_at, now()),
+            updated_at = now()
+      WHERE id = $1 AND queue_status <> 'manual_terminated'
+        AND (queue_status NOT IN ('consuming', 'test_case') OR started_at IS NULL)`,
+    [experimentId],
+  );
 }

@@ -6,7 +6,7 @@ import {
   PROGRESS_GUARDS,
   type ProgressStatus,
 } from '../domain/case-status';
-import { lockExperiment, refreshExperiment, withTransaction } from './experiment-repository';
+import { lockExperiment, refreshAfterActivation, refreshExperiment, withTransaction } from './experiment-repository';
 import { toJsonbParam, toPostgresText } from './postgres-text';
 
 /**
@@ -124,14 +124,15 @@ export async function transitionCaseStatus(
   const { experimentId, runCaseId, to } = transitionInput.parse(input);
   const startedAt = to === 'running' ? ', started_at = COALESCE(started_at, now())' : '';
   return withTransaction(pool, async (client) => {
-    await lockExperiment(client, experimentId);
     const res = await client.query(
       `UPDATE run_cases SET status = $3, updated_at = now()${startedAt}
         WHERE id = $1 AND experiment_id = $2 AND status = ANY($4::text[])`,
       [runCaseId, experimentId, to, PROGRESS_GUARDS[to]],
     );
-    await refreshExperiment(client, experimentId);
-    return (res.rowCount ?? 0) > 0;
+    const moved = (res.rowCount ?? 0) > 0;
+    // Every progress status is active, so the refresh can only mean 'consuming'.
+    if (moved) await refreshAfterActivation(client, experimentId);
+    return moved;
   });
 }
 

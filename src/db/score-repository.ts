@@ -43,25 +43,32 @@ export async function replaceScorerScores(
   const linked = scores.filter((s) => s.evaluatorId > 0);
   await withTransaction(pool, async (client) => {
     await lockExperiment(client, experimentId);
-    const found = await client.query('SELECT 1 FROM run_cases WHERE id = $1 AND experiment_id = $2 FOR UPDATE', [
-      runCaseId,
-      experimentId,
-    ]);
-    if (found.rowCount === 0) throw new Error(`run case ${runCaseId} not found in experiment ${experimentId}`);
+    const found = await client.query(
+      'SELECT 1 FROM run_cases WHERE id = $1 AND experiment_id = $2 FOR UPDATE',
+      [runCaseId, experimentId],
+    );
+    if (found.rowCount === 0)
+      throw new Error(`run case ${runCaseId} not found in experiment ${experimentId}`);
 
-    await client.query('DELETE FROM run_case_scores WHERE run_case_id = $1 AND scorer_key = ANY($2::text[])', [
-      runCaseId,
-      scorerKeys,
-    ]);
-    await client.query('DELETE FROM evaluate_results WHERE run_case_id = $1 AND evaluator_id = ANY($2::bigint[])', [
-      runCaseId,
-      linked.map((s) => s.evaluatorId),
-    ]);
+    await client.query(
+      'DELETE FROM run_case_scores WHERE run_case_id = $1 AND scorer_key = ANY($2::text[])',
+      [runCaseId, scorerKeys],
+    );
+    await client.query(
+      'DELETE FROM evaluate_results WHERE run_case_id = $1 AND evaluator_id = ANY($2::bigint[])',
+      [runCaseId, linked.map((s) => s.evaluatorId)],
+    );
     for (const s of scores) {
       await client.query(
         `INSERT INTO run_case_scores (run_case_id, scorer_key, score, reason, raw_result_json)
          VALUES ($1, $2, $3, $4, $5::jsonb)`,
-        [runCaseId, toPostgresText(s.scorerKey), s.score, toPostgresText(s.reason), toJsonbParam(s.rawResult)],
+        [
+          runCaseId,
+          toPostgresText(s.scorerKey),
+          s.score,
+          toPostgresText(s.reason),
+          toJsonbParam(s.rawResult),
+        ],
       );
     }
     for (const s of linked) {

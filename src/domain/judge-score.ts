@@ -111,7 +111,11 @@ export function buildEvaluatorPromptContext(caseInput: JudgedCaseInput, caseReco
 }
 
 /** Throws TemplateError (E_TEMPLATE_VARIABLE_NOT_FOUND) for an unknown placeholder. */
-export function renderJudgePrompt(template: string, caseInput: JudgedCaseInput, caseRecord: JudgedCaseRecord): string {
+export function renderJudgePrompt(
+  template: string,
+  caseInput: JudgedCaseInput,
+  caseRecord: JudgedCaseRecord,
+): string {
   return renderEvaluatorPrompt(template, buildEvaluatorPromptContext(caseInput, caseRecord));
 }
 
@@ -295,7 +299,8 @@ export function resolveJudgeCallSettings(
       parseNonNegative(scorerConfig.connect_timeout_seconds, false) ?? env.connectTimeoutSeconds,
     readTimeoutSeconds: parseNonNegative(scorerConfig.read_timeout_seconds, false) ?? env.readTimeoutSeconds,
     maxRetries: parseNonNegative(scorerConfig.max_retries, true) ?? env.maxRetries,
-    retryBackoffSeconds: parseNonNegative(scorerConfig.retry_backoff_seconds, false) ?? env.retryBackoffSeconds,
+    retryBackoffSeconds:
+      parseNonNegative(scorerConfig.retry_backoff_seconds, false) ?? env.retryBackoffSeconds,
   };
 }
 
@@ -310,4 +315,6 @@ export function judgeRetryDelayMs(retryBackoffSeconds: number, failedAttempt: nu
 }
 
 /** Statuses retried like timeouts and connection errors (§7.3). */
-export const RETRYABLE_JUDGE_STATUSES: ReadonlySet<number> = new Set([408, 409, 425, 429, 500, 502, 503, 504]);
+export const RETRYABLE_JUDGE_STATUSES: ReadonlySet<number> = new Set([
+  408, 409, 425, 429, 500, 502, 503, 504,
+]);

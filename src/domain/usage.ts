@@ -31,7 +31,11 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 /** A token count as agents print it: a non-negative integer, or a string of digits. */
 function count(value: unknown): number | null {
   const n =
-    typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && /^\d+$/.test(value.trim())
+        ? Number(value)
+        : NaN;
   return Number.isSafeInteger(n) && n >= 0 ? n : null;
 }
 
@@ -49,13 +53,22 @@ function stdoutTokens(usage: unknown): (TokenCounts & { total: number | null }) 
   if (!isPlainObject(usage)) return null;
   const input =
     count(usage.prompt_tokens) ??
-    sum([count(usage.input_tokens), count(usage.cache_creation_input_tokens), count(usage.cache_read_input_tokens)]);
+    sum([
+      count(usage.input_tokens),
+      count(usage.cache_creation_input_tokens),
+      count(usage.cache_read_input_tokens),
+    ]);
   const output = count(usage.completion_tokens) ?? count(usage.output_tokens);
   if (input === null && output === null) return null;
   return { inputTokens: input ?? 0, outputTokens: output ?? 0, total: count(usage.total_tokens) };
 }
 
-function reported(inputTokens: number, outputTokens: number, total: number | null, source: UsageSource): CaseUsage {
+function reported(
+  inputTokens: number,
+  outputTokens: number,
+  total: number | null,
+  source: UsageSource,
+): CaseUsage {
   return {
     inputTokens,
     outputTokens,
@@ -70,9 +83,15 @@ function reported(inputTokens: number, outputTokens: number, total: number | nul
 
 export function extractUsage(stdoutUsage: unknown, otelUsage: TokenCounts | null): CaseUsage {
   const fromStdout = stdoutTokens(stdoutUsage);
-  if (fromStdout) return reported(fromStdout.inputTokens, fromStdout.outputTokens, fromStdout.total, 'agent_stdout');
+  if (fromStdout)
+    return reported(fromStdout.inputTokens, fromStdout.outputTokens, fromStdout.total, 'agent_stdout');
   const otelInput = otelUsage ? count(otelUsage.inputTokens) : null;
   const otelOutput = otelUsage ? count(otelUsage.outputTokens) : null;
-  if (otelInput !== null || otelOutput !== null) return reported(otelInput ?? 0, otelOutput ?? 0, null, 'otel');
-  return { inputTokens: null, outputTokens: null, usageJson: { input_tokens: 0, output_tokens: 0, total_tokens: 0 } };
+  if (otelInput !== null || otelOutput !== null)
+    return reported(otelInput ?? 0, otelOutput ?? 0, null, 'otel');
+  return {
+    inputTokens: null,
+    outputTokens: null,
+    usageJson: { input_tokens: 0, output_tokens: 0, total_tokens: 0 },
+  };
 }

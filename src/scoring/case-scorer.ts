@@ -51,7 +51,12 @@ export interface ScoreCaseParams {
 }
 
 /** §2.4: with no scorers the original scored with one implicit, unconfigured `task_success`. */
-const IMPLICIT_SCORER: ScorerDefinition = { id: 0, scorer_key: 'task_success', name: 'task_success', scorer_config: {} };
+const IMPLICIT_SCORER: ScorerDefinition = {
+  id: 0,
+  scorer_key: 'task_success',
+  name: 'task_success',
+  scorer_config: {},
+};
 const PROGRESS_INTERVAL_MS = 5_000;
 
 class ScorerHardTimeout extends Error {
@@ -128,7 +133,12 @@ async function runScorer(p: ScoreCaseParams, scorer: ScorerDefinition): Promise<
         signal,
         onRetry: ({ failedAttempt, delayMs, error }) => {
           log.info(
-            { code: 'EVALUATOR_CALL_RETRY', attempt: failedAttempt, retry_in_ms: delayMs, error: errorText(error) },
+            {
+              code: 'EVALUATOR_CALL_RETRY',
+              attempt: failedAttempt,
+              retry_in_ms: delayMs,
+              error: errorText(error),
+            },
             'evaluator call failed; retrying',
           );
           p.onProgress?.();
@@ -146,7 +156,9 @@ async function runScorer(p: ScoreCaseParams, scorer: ScorerDefinition): Promise<
       return finish(SENTINEL_SCORE, 'E_SCORE_DEFAULT_SCORER_TIMEOUT', { source: 'default', timeout: true });
     }
     log.warn({ code: 'E_EVALUATOR_CALL_FAILED', error: errorText(err) }, 'evaluator call failed');
-    return finish(SENTINEL_SCORE, `E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: ${errorName(err)}`, { source: 'default' });
+    return finish(SENTINEL_SCORE, `E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: ${errorName(err)}`, {
+      source: 'default',
+    });
   } finally {
     clearTimeout(timer);
     aborted.dispose();

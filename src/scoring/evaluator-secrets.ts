@@ -12,14 +12,21 @@ const ids = z.array(z.number().int().positive());
 const keyRow = z.object({ id: z.coerce.number().int(), api_key: z.string() });
 
 /** evaluators.id → api_key for the ids that exist (an empty key stays empty: "config missing"). */
-export async function loadEvaluatorApiKeys(pool: pg.Pool, evaluatorIds: number[]): Promise<Map<number, string>> {
+export async function loadEvaluatorApiKeys(
+  pool: pg.Pool,
+  evaluatorIds: number[],
+): Promise<Map<number, string>> {
   const wanted = [...new Set(ids.parse(evaluatorIds.filter((id) => id > 0)))];
   if (wanted.length === 0) return new Map();
-  const { rows } = await pool.query('SELECT id, api_key FROM evaluators WHERE id = ANY($1::bigint[])', [wanted]);
-  return new Map(rows.map((raw) => {
-    const row = keyRow.parse(raw);
-    return [row.id, row.api_key] as const;
-  }));
+  const { rows } = await pool.query('SELECT id, api_key FROM evaluators WHERE id = ANY($1::bigint[])', [
+    wanted,
+  ]);
+  return new Map(
+    rows.map((raw) => {
+      const row = keyRow.parse(raw);
+      return [row.id, row.api_key] as const;
+    }),
+  );
 }
 
 /**

@@ -98,8 +98,10 @@ function classify(err: unknown): unknown {
   const message = err instanceof Error ? err.message : String(err);
   const code = errorCode(err);
   if (code === 'UND_ERR_CONNECT_TIMEOUT') return new ConnectTimeout(message, { cause: err });
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return new ReadTimeout(message, { cause: err });
-  if (code !== undefined && CONNECTION_ERROR_CODES.has(code)) return new ConnectionError(message, { cause: err });
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT')
+    return new ReadTimeout(message, { cause: err });
+  if (code !== undefined && CONNECTION_ERROR_CODES.has(code))
+    return new ConnectionError(message, { cause: err });
   return err;
 }
 

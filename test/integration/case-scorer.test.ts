@@ -2,8 +2,18 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EvaluatorSettings, JudgedCaseInput, JudgedCaseRecord } from '../../src/domain/judge-score';
 import { createLogger } from '../../src/logger';
-import { scoreCase, type ScoreCaseParams, type ScorerDefinition, type ScorerResult } from '../../src/scoring/case-scorer';
-import { anthropicReply, openAiReply, startLlmJudgeServer, type LlmJudgeServer } from '../support/llm-judge-server';
+import {
+  scoreCase,
+  type ScoreCaseParams,
+  type ScorerDefinition,
+  type ScorerResult,
+} from '../../src/scoring/case-scorer';
+import {
+  anthropicReply,
+  openAiReply,
+  startLlmJudgeServer,
+  type LlmJudgeServer,
+} from '../support/llm-judge-server';
 
 const API_KEY = 'sk-case-scorer-SECRET-4711';
 
@@ -61,11 +71,18 @@ function scorer(path: string, config: Record<string, unknown> = {}): ScorerDefin
 /** A logger whose JSON lines are kept, to check codes and that no secret is ever written. */
 function capturingLogger() {
   const lines: string[] = [];
-  const log = createLogger({ level: 'trace', name: 'case-scorer-test', destination: { write: (s: string) => lines.push(s) } });
+  const log = createLogger({
+    level: 'trace',
+    name: 'case-scorer-test',
+    destination: { write: (s: string) => lines.push(s) },
+  });
   return { log, lines, records: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
-async function score(scorers: ScorerDefinition[], overrides: Partial<ScoreCaseParams> = {}): Promise<ScorerResult[]> {
+async function score(
+  scorers: ScorerDefinition[],
+  overrides: Partial<ScoreCaseParams> = {},
+): Promise<ScorerResult[]> {
   return scoreCase({ caseRecord, caseInput, scorers, settings, log: capturingLogger().log, ...overrides });
 }
 
@@ -133,7 +150,9 @@ describe('scoreCase: OpenAI style', () => {
     judge.script('/bad/empty', { json: openAiReply('   ') });
     judge.script('/bad/null', { json: openAiReply(null) });
     judge.script('/bad/invalid', { json: openAiReply('{"score":"excellent","reason":"great"}') });
-    const results = await score(['/bad/json', '/bad/missing', '/bad/empty', '/bad/null', '/bad/invalid'].map((p) => scorer(p)));
+    const results = await score(
+      ['/bad/json', '/bad/missing', '/bad/empty', '/bad/null', '/bad/invalid'].map((p) => scorer(p)),
+    );
     assert.deepEqual(
       results.map((r) => [r.score, r.reason, (r.rawResult as { source: string }).source]),
       [
@@ -177,9 +196,13 @@ describe('scoreCase: Anthropic style', () => {
     judge.script('/anthropic/not-json', { json: anthropicReply('yes') });
     const style = { api_style: 'anthropic' };
     const results = await score(
-      ['/anthropic/0.93', '/anthropic/0.7', '/anthropic/0.2', '/anthropic/no-text', '/anthropic/not-json'].map((p) =>
-        scorer(p, style),
-      ),
+      [
+        '/anthropic/0.93',
+        '/anthropic/0.7',
+        '/anthropic/0.2',
+        '/anthropic/no-text',
+        '/anthropic/not-json',
+      ].map((p) => scorer(p, style)),
     );
     assert.deepEqual(
       results.map((r) => [r.score, r.reason]),
@@ -199,7 +222,10 @@ describe('scoreCase: sentinels without a call (§7.2)', () => {
     judge.script('/never', { json: openAiReply('{"score":1}') });
     for (const status of ['failed', 'timeout']) {
       const result = only(await score([scorer('/never')], { caseRecord: { ...caseRecord, status } }));
-      assert.deepEqual([result.score, result.reason, result.rawResult], [-1, 'E_SCORE_DEFAULT_RUN_CASE_FAILED', { source: 'default' }]);
+      assert.deepEqual(
+        [result.score, result.reason, result.rawResult],
+        [-1, 'E_SCORE_DEFAULT_RUN_CASE_FAILED', { source: 'default' }],
+      );
     }
     assert.equal(judge.requestsTo('/never').length, 0);
   });
@@ -224,7 +250,11 @@ describe('scoreCase: sentinels without a call (§7.2)', () => {
 
 describe('scoreCase: call failures and timeouts', () => {
   test('429 then 200: scored after one retry', async () => {
-    judge.script('/retry/429', { status: 429, json: { error: 'rate limited' } }, { json: openAiReply('{"score":1,"reason":"ok"}') });
+    judge.script(
+      '/retry/429',
+      { status: 429, json: { error: 'rate limited' } },
+      { json: openAiReply('{"score":1,"reason":"ok"}') },
+    );
     const result = only(await score([scorer('/retry/429', { max_retries: 2, retry_backoff_seconds: 0.01 })]));
     assert.deepEqual([result.score, result.reason], [1, 'ok']);
     assert.equal(judge.requestsTo('/retry/429').length, 2);
@@ -235,15 +265,17 @@ describe('scoreCase: call failures and timeouts', () => {
     judge.script('/fast/ok', { json: openAiReply('{"score":1,"reason":"fine"}') });
     const { log, records } = capturingLogger();
     const results = await score(
-      [scorer('/slow/read', { read_timeout_seconds: 0.2, max_retries: 1, retry_backoff_seconds: 0.01 }), scorer('/fast/ok')],
+      [
+        scorer('/slow/read', { read_timeout_seconds: 0.2, max_retries: 1, retry_backoff_seconds: 0.01 }),
+        scorer('/fast/ok'),
+      ],
       { log },
     );
     const [slow, fast] = results;
-    assert.deepEqual([slow?.score, slow?.reason, slow?.rawResult], [
-      -1,
-      'E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: ReadTimeout',
-      { source: 'default' },
-    ]);
+    assert.deepEqual(
+      [slow?.score, slow?.reason, slow?.rawResult],
+      [-1, 'E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: ReadTimeout', { source: 'default' }],
+    );
     assert.deepEqual([fast?.score, fast?.reason], [1, 'fine']);
     assert.equal(judge.requestsTo('/slow/read').length, 2);
     const failed = records().filter((r) => r.code === 'E_EVALUATOR_CALL_FAILED');
@@ -256,18 +288,20 @@ describe('scoreCase: call failures and timeouts', () => {
     judge.script('/hard/ok', { json: openAiReply('{"score":0.5,"reason":"half"}') });
     const abandonedBefore = judge.abandonedHangs();
     const { log, records } = capturingLogger();
-    const [hung, ok] = await score(
-      [scorer('/hard/hang', { read_timeout_seconds: 0 }), scorer('/hard/ok')],
-      { log, settings: { ...settings, scorerHardTimeoutSeconds: 1 } },
+    const [hung, ok] = await score([scorer('/hard/hang', { read_timeout_seconds: 0 }), scorer('/hard/ok')], {
+      log,
+      settings: { ...settings, scorerHardTimeoutSeconds: 1 },
+    });
+    assert.deepEqual(
+      [hung?.score, hung?.reason, hung?.rawResult],
+      [-1, 'E_SCORE_DEFAULT_SCORER_TIMEOUT', { source: 'default', timeout: true }],
     );
-    assert.deepEqual([hung?.score, hung?.reason, hung?.rawResult], [
-      -1,
-      'E_SCORE_DEFAULT_SCORER_TIMEOUT',
-      { source: 'default', timeout: true },
-    ]);
     assert.ok((hung?.durationMs ?? 0) >= 990, `duration ${hung?.durationMs}`);
     assert.deepEqual([ok?.score, ok?.reason], [0.5, 'half']);
-    await waitFor('the judge to see the hung request abandoned', () => judge.abandonedHangs() === abandonedBefore + 1);
+    await waitFor(
+      'the judge to see the hung request abandoned',
+      () => judge.abandonedHangs() === abandonedBefore + 1,
+    );
     const timeouts = records().filter((r) => r.code === 'E_SCORER_TIMEOUT');
     assert.equal(timeouts.length, 1);
     assert.equal(timeouts[0]?.timeout_seconds, 1);
@@ -290,7 +324,9 @@ describe('scoreCase: call failures and timeouts', () => {
     judge.script('/cancel/hang', 'hang');
     const controller = new AbortController();
     const reason = new Error('activity cancelled');
-    const pending = score([scorer('/cancel/hang', { read_timeout_seconds: 0 })], { signal: controller.signal });
+    const pending = score([scorer('/cancel/hang', { read_timeout_seconds: 0 })], {
+      signal: controller.signal,
+    });
     await waitFor('the request to arrive', () => judge.requestsTo('/cancel/hang').length === 1);
     controller.abort(reason);
     await assert.rejects(pending, (err: unknown) => err === reason);
@@ -300,9 +336,12 @@ describe('scoreCase: call failures and timeouts', () => {
     judge.script('/progress/503', { status: 503, text: 'busy' }, { json: openAiReply('{"score":1}') });
     judge.script('/progress/ok', { json: openAiReply('{"score":1}') });
     let calls = 0;
-    await score([scorer('/progress/503', { max_retries: 1, retry_backoff_seconds: 0.01 }), scorer('/progress/ok')], {
-      onProgress: () => calls++,
-    });
+    await score(
+      [scorer('/progress/503', { max_retries: 1, retry_backoff_seconds: 0.01 }), scorer('/progress/ok')],
+      {
+        onProgress: () => calls++,
+      },
+    );
     assert.equal(calls, 3);
   });
 });
@@ -325,9 +364,14 @@ describe('scoreCase: the original test_inspect_runner_score_payload', () => {
       'tools={{tools}}',
     ].join('\n');
     const result = only(await score([scorer('/payload', { prompt_template: template })]));
-    assert.deepEqual([result.score, result.reason, (result.rawResult as { source: string }).source], [1, 'ok', 'llm']);
+    assert.deepEqual(
+      [result.score, result.reason, (result.rawResult as { source: string }).source],
+      [1, 'ok', 'llm'],
+    );
 
-    const sent = JSON.parse(only(judge.requestsTo('/payload')).body) as { messages: Array<{ content: string }> };
+    const sent = JSON.parse(only(judge.requestsTo('/payload')).body) as {
+      messages: Array<{ content: string }>;
+    };
     assert.equal(
       sent.messages[1]?.content,
       [
@@ -351,11 +395,18 @@ describe('scoreCase: the original test_inspect_runner_score_payload', () => {
 describe('scoreCase: secrets', () => {
   test('the api key appears in no rawResult and no log line, whatever happens', async () => {
     judge.script('/secret/echo', {
-      json: { ...(openAiReply('{"score":1,"reason":"ok"}') as object), echo: { api_key: API_KEY, Authorization: `Bearer ${API_KEY}` } },
+      json: {
+        ...(openAiReply('{"score":1,"reason":"ok"}') as object),
+        echo: { api_key: API_KEY, Authorization: `Bearer ${API_KEY}` },
+      },
     });
     judge.script('/secret/401', { status: 401, json: { error: `invalid key ${API_KEY}` } });
     judge.script('/secret/hang', 'hang');
-    judge.script('/secret/retry', { status: 500, text: `oops ${API_KEY}` }, { json: openAiReply('{"score":0}') });
+    judge.script(
+      '/secret/retry',
+      { status: 500, text: `oops ${API_KEY}` },
+      { json: openAiReply('{"score":0}') },
+    );
     const { log, lines } = capturingLogger();
     const results = await score(
       [
@@ -368,11 +419,17 @@ describe('scoreCase: secrets', () => {
     );
     assert.deepEqual(
       results.map((r) => r.reason),
-      ['ok', 'E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: HTTPError', 'E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: ReadTimeout', 'no reason provided'],
+      [
+        'ok',
+        'E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: HTTPError',
+        'E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: ReadTimeout',
+        'no reason provided',
+      ],
     );
     assert.ok(lines.length >= 3, `expected log lines, got ${lines.length}`);
     for (const line of lines) assert.ok(!line.includes(API_KEY), `log line leaks the key: ${line}`);
-    for (const r of results) assert.ok(!JSON.stringify(r.rawResult).includes(API_KEY), 'rawResult leaks the key');
+    for (const r of results)
+      assert.ok(!JSON.stringify(r.rawResult).includes(API_KEY), 'rawResult leaks the key');
     assert.deepEqual((results[0]?.rawResult as { response: { echo: unknown } }).response.echo, {
       api_key: '[REDACTED]',
       Authorization: '[REDACTED]',

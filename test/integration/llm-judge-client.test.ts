@@ -71,7 +71,10 @@ describe('callLlmJudge', () => {
     const delays: number[] = [];
     const started = Date.now();
     await assert.rejects(
-      callLlmJudge(requestTo('/503'), options({ retryBackoffSeconds: 0.05, onRetry: ({ delayMs }) => delays.push(delayMs) })),
+      callLlmJudge(
+        requestTo('/503'),
+        options({ retryBackoffSeconds: 0.05, onRetry: ({ delayMs }) => delays.push(delayMs) }),
+      ),
       (err: unknown) => err instanceof HTTPError && err.status === 503 && err.name === 'HTTPError',
     );
     assert.equal(judge.requestsTo('/503').length, 3);
@@ -129,14 +132,20 @@ describe('callLlmJudge', () => {
 
   test('an unusable base_url: InvalidURL without any request', async () => {
     await assert.rejects(callLlmJudge({ ...requestTo('/'), url: 'judge.example/v1' }, options()), InvalidURL);
-    await assert.rejects(callLlmJudge({ ...requestTo('/'), url: 'ftp://judge.example' }, options()), InvalidURL);
+    await assert.rejects(
+      callLlmJudge({ ...requestTo('/'), url: 'ftp://judge.example' }, options()),
+      InvalidURL,
+    );
   });
 
   test('abort: rejects with the signal reason and closes the connection of the request in flight', async () => {
     judge.script('/hang-abort', 'hang');
     const before = judge.abandonedHangs();
     const controller = new AbortController();
-    const call = callLlmJudge(requestTo('/hang-abort'), options({ readTimeoutSeconds: 0, signal: controller.signal }));
+    const call = callLlmJudge(
+      requestTo('/hang-abort'),
+      options({ readTimeoutSeconds: 0, signal: controller.signal }),
+    );
     await waitFor('the request to arrive', () => judge.requestsTo('/hang-abort').length === 1);
     const reason = new Error('stop');
     controller.abort(reason);
@@ -152,7 +161,11 @@ describe('callLlmJudge', () => {
     await assert.rejects(
       callLlmJudge(
         requestTo('/503-slow-backoff'),
-        options({ retryBackoffSeconds: 30, signal: controller.signal, onRetry: () => controller.abort(reason) }),
+        options({
+          retryBackoffSeconds: 30,
+          signal: controller.signal,
+          onRetry: () => controller.abort(reason),
+        }),
       ),
       (err: unknown) => err === reason,
     );

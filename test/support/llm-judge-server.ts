@@ -55,7 +55,12 @@ export async function startLlmJudgeServer(): Promise<LlmJudgeServer> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const path = req.url ?? '/';
-      requests.push({ method: req.method ?? '', path, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      requests.push({
+        method: req.method ?? '',
+        path,
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       const script = scripts.get(path) ?? [];
       const reply = script.length > 1 ? script.shift() : script[0];
       if (reply === undefined) {
@@ -65,7 +70,9 @@ export async function startLlmJudgeServer(): Promise<LlmJudgeServer> {
           if (!res.writableEnded) abandoned++;
         });
       } else if ('json' in reply) {
-        res.writeHead(reply.status ?? 200, { 'Content-Type': 'application/json' }).end(JSON.stringify(reply.json));
+        res
+          .writeHead(reply.status ?? 200, { 'Content-Type': 'application/json' })
+          .end(JSON.stringify(reply.json));
       } else {
         res.writeHead(reply.status ?? 200, { 'Content-Type': 'text/plain' }).end(reply.text);
       }

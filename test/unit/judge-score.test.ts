@@ -81,7 +81,11 @@ describe('decideScoring (§7.2 steps 1–2)', () => {
   }
 
   test('a complete config on a successful case is a call, values trimmed', () => {
-    const decision = decideScoring('success', { ...fullConfig, api_key: ' sk-test\n', api_style: ' Anthropic ' });
+    const decision = decideScoring('success', {
+      ...fullConfig,
+      api_key: ' sk-test\n',
+      api_style: ' Anthropic ',
+    });
     assert.deepEqual(decision, {
       kind: 'call',
       judge: {
@@ -96,44 +100,59 @@ describe('decideScoring (§7.2 steps 1–2)', () => {
 
   test('api_style: only "anthropic" (any case) is Anthropic; default OpenAI', () => {
     assert.equal(judgeApiStyle('ANTHROPIC'), 'anthropic');
-    for (const style of [undefined, null, '', 'openai', 'azure', 3]) assert.equal(judgeApiStyle(style), 'openai');
+    for (const style of [undefined, null, '', 'openai', 'azure', 3])
+      assert.equal(judgeApiStyle(style), 'openai');
   });
 });
 
 describe('buildJudgeRequest (§7.3)', () => {
   test('OpenAI style: URL as given minus trailing slashes, bearer header, json_object response format', () => {
-    assert.deepEqual(buildJudgeRequest(judge({ baseUrl: 'https://judge.example/v1/chat/completions//' }), 'PROMPT'), {
-      url: 'https://judge.example/v1/chat/completions',
-      headers: { 'Content-Type': 'application/json', Authorization: 'Bearer sk-test' },
-      body: {
-        model: 'judge-model',
-        temperature: 0,
-        messages: [
-          { role: 'system', content: 'Return JSON only: {"score":0|0.5|1,"reason":"..."}' },
-          { role: 'user', content: 'PROMPT' },
-        ],
-        response_format: { type: 'json_object' },
+    assert.deepEqual(
+      buildJudgeRequest(judge({ baseUrl: 'https://judge.example/v1/chat/completions//' }), 'PROMPT'),
+      {
+        url: 'https://judge.example/v1/chat/completions',
+        headers: { 'Content-Type': 'application/json', Authorization: 'Bearer sk-test' },
+        body: {
+          model: 'judge-model',
+          temperature: 0,
+          messages: [
+            { role: 'system', content: 'Return JSON only: {"score":0|0.5|1,"reason":"..."}' },
+            { role: 'user', content: 'PROMPT' },
+          ],
+          response_format: { type: 'json_object' },
+        },
       },
-    });
+    );
   });
 
   test('Anthropic style: x-api-key and bearer, anthropic-version, max_tokens 512, no system message', () => {
-    assert.deepEqual(buildJudgeRequest(judge({ apiStyle: 'anthropic', baseUrl: 'https://a.example/v1/messages/' }), 'P'), {
-      url: 'https://a.example/v1/messages',
-      headers: {
-        'Content-Type': 'application/json',
-        'x-api-key': 'sk-test',
-        Authorization: 'Bearer sk-test',
-        'anthropic-version': '2023-06-01',
+    assert.deepEqual(
+      buildJudgeRequest(judge({ apiStyle: 'anthropic', baseUrl: 'https://a.example/v1/messages/' }), 'P'),
+      {
+        url: 'https://a.example/v1/messages',
+        headers: {
+          'Content-Type': 'application/json',
+          'x-api-key': 'sk-test',
+          Authorization: 'Bearer sk-test',
+          'anthropic-version': '2023-06-01',
+        },
+        body: {
+          model: 'judge-model',
+          max_tokens: 512,
+          temperature: 0,
+          messages: [{ role: 'user', content: 'P' }],
+        },
       },
-      body: { model: 'judge-model', max_tokens: 512, temperature: 0, messages: [{ role: 'user', content: 'P' }] },
-    });
+    );
   });
 });
 
 describe('judgeResponseContent', () => {
   test('OpenAI: choices[0].message.content when a string', () => {
-    assert.equal(judgeResponseContent('openai', { choices: [{ message: { content: '{"score":1}' } }] }), '{"score":1}');
+    assert.equal(
+      judgeResponseContent('openai', { choices: [{ message: { content: '{"score":1}' } }] }),
+      '{"score":1}',
+    );
     assert.equal(judgeResponseContent('openai', { choices: [{ message: { content: null } }] }), null);
     assert.equal(judgeResponseContent('openai', { choices: [] }), null);
     assert.equal(judgeResponseContent('openai', [1, 2]), null);
@@ -141,7 +160,13 @@ describe('judgeResponseContent', () => {
   });
 
   test('Anthropic: the first content item with a string text', () => {
-    const body = { content: [{ type: 'thinking', thinking: '…' }, { type: 'text', text: 'first' }, { type: 'text', text: 'second' }] };
+    const body = {
+      content: [
+        { type: 'thinking', thinking: '…' },
+        { type: 'text', text: 'first' },
+        { type: 'text', text: 'second' },
+      ],
+    };
     assert.equal(judgeResponseContent('anthropic', body), 'first');
     assert.equal(judgeResponseContent('anthropic', { content: [{ type: 'text', text: 7 }] }), null);
     assert.equal(judgeResponseContent('anthropic', { content: 'flat' }), null);
@@ -173,7 +198,10 @@ describe('extractJudgeVerdict (§7.3 bucketing and reason codes)', () => {
       score: -1,
       reason: 'E_EVALUATOR_SCORE_MISSING: no reason provided',
     });
-    assert.deepEqual(extractJudgeVerdict('[1]'), { score: -1, reason: 'E_EVALUATOR_SCORE_MISSING: no reason provided' });
+    assert.deepEqual(extractJudgeVerdict('[1]'), {
+      score: -1,
+      reason: 'E_EVALUATOR_SCORE_MISSING: no reason provided',
+    });
   });
 
   test('non-numeric score → E_EVALUATOR_SCORE_INVALID: <reason>', () => {
@@ -212,7 +240,11 @@ describe('extractJudgeVerdict (§7.3 bucketing and reason codes)', () => {
       ['" 0.7 "', 0.5],
     ];
     for (const [score, expected] of cases) {
-      assert.deepEqual(extractJudgeVerdict(`{"score":${score},"reason":"ok"}`), { score: expected, reason: 'ok' }, score);
+      assert.deepEqual(
+        extractJudgeVerdict(`{"score":${score},"reason":"ok"}`),
+        { score: expected, reason: 'ok' },
+        score,
+      );
     }
     assert.equal(bucketScore(0.5), 0.5);
   });
@@ -237,7 +269,13 @@ describe('resolveJudgeCallSettings (§7.3 effective values)', () => {
   });
 
   test('env 0 means zero (the original fell back to its defaults)', () => {
-    const zero = { ...env, connectTimeoutSeconds: 0, readTimeoutSeconds: 0, maxRetries: 0, retryBackoffSeconds: 0 };
+    const zero = {
+      ...env,
+      connectTimeoutSeconds: 0,
+      readTimeoutSeconds: 0,
+      maxRetries: 0,
+      retryBackoffSeconds: 0,
+    };
     assert.deepEqual(resolveJudgeCallSettings({}, zero), {
       connectTimeoutSeconds: 0,
       readTimeoutSeconds: 0,
@@ -249,7 +287,12 @@ describe('resolveJudgeCallSettings (§7.3 effective values)', () => {
   test('scorer_config overrides when non-blank and parseable, numbers or strings, 0 included', () => {
     assert.deepEqual(
       resolveJudgeCallSettings(
-        { connect_timeout_seconds: '3', read_timeout_seconds: 2.5, max_retries: 0, retry_backoff_seconds: ' 0.25 ' },
+        {
+          connect_timeout_seconds: '3',
+          read_timeout_seconds: 2.5,
+          max_retries: 0,
+          retry_backoff_seconds: ' 0.25 ',
+        },
         env,
       ),
       { connectTimeoutSeconds: 3, readTimeoutSeconds: 2.5, maxRetries: 0, retryBackoffSeconds: 0.25 },
@@ -259,7 +302,12 @@ describe('resolveJudgeCallSettings (§7.3 effective values)', () => {
   test('blank, unparseable or negative overrides fall back to env', () => {
     assert.deepEqual(
       resolveJudgeCallSettings(
-        { connect_timeout_seconds: '', read_timeout_seconds: 'soon', max_retries: '1.5', retry_backoff_seconds: -1 },
+        {
+          connect_timeout_seconds: '',
+          read_timeout_seconds: 'soon',
+          max_retries: '1.5',
+          retry_backoff_seconds: -1,
+        },
         env,
       ),
       { connectTimeoutSeconds: 15, readTimeoutSeconds: 90, maxRetries: 2, retryBackoffSeconds: 1 },
@@ -271,7 +319,10 @@ describe('resolveJudgeCallSettings (§7.3 effective values)', () => {
     assert.equal(judgeAttempts(0), 1);
     assert.equal(judgeAttempts(2), 3);
     assert.equal(judgeAttempts(-5), 1);
-    assert.deepEqual([1, 2, 3].map((n) => judgeRetryDelayMs(1.5, n)), [1500, 3000, 6000]);
+    assert.deepEqual(
+      [1, 2, 3].map((n) => judgeRetryDelayMs(1.5, n)),
+      [1500, 3000, 6000],
+    );
     assert.equal(judgeRetryDelayMs(0, 3), 0);
   });
 });

@@ -12,7 +12,12 @@ describe('extractUsage', () => {
   });
 
   test('Anthropic shape: input/output tokens, cache tokens counted as input, total computed', () => {
-    const usage = { input_tokens: 10, output_tokens: 7, cache_creation_input_tokens: 100, cache_read_input_tokens: 5 };
+    const usage = {
+      input_tokens: 10,
+      output_tokens: 7,
+      cache_creation_input_tokens: 100,
+      cache_read_input_tokens: 5,
+    };
     assert.deepEqual(extractUsage(usage, null), {
       inputTokens: 115,
       outputTokens: 7,
@@ -30,7 +35,11 @@ describe('extractUsage', () => {
   });
 
   test('stdout wins over OTel; OTel used when stdout reports nothing usable', () => {
-    assert.equal(extractUsage({ prompt_tokens: 1, completion_tokens: 2 }, { inputTokens: 50, outputTokens: 60 }).inputTokens, 1);
+    assert.equal(
+      extractUsage({ prompt_tokens: 1, completion_tokens: 2 }, { inputTokens: 50, outputTokens: 60 })
+        .inputTokens,
+      1,
+    );
     for (const stdout of [null, undefined, 'usage', [1], {}, { prompt_tokens: -1, output_tokens: 1.5 }]) {
       assert.deepEqual(extractUsage(stdout, { inputTokens: 50, outputTokens: 60 }), {
         inputTokens: 50,

@@ -1,0 +1,168 @@
+/**
+ * bench/scale — the orchestrator alone at 10 000 cases (issue: Orchestration on Temporal).
+ *
+ *   node --import tsx bench/scale.ts [--cases 10000] [--concurrency 64]
+ *
+ * The container phase is replaced by a no-op activity that stores a trivial result, so what is
+ * measured is Temporal + our activities + Postgres. Reports cases/s, history events of every run
+ * of the chain (continue-as-new), peak RSS of this process (which hosts the worker), time to first
+ * finished case; and, as the baseline measured in the same run, the same per-case database work
+ * done by a plain loop with the same concurrency and no Temporal.
+ */
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { createActivities, RunRequestCache } from '../activities';
+import { loadConfig } from '../src/config';
+import { createLogger } from '../src/logger';
+import { parseExperimentMessage } from '../src/domain/message';
+import type { CaseExecutionSummary, CaseRef, ExperimentRunResult } from '../src/domain/experiment-run';
+import { saveCaseResult, type CaseRawResult } from '../src/db/case-result-repository';
+import { persistCaseResult, transitionCaseStatus } from '../src/db/run-case-repository';
+import { connectTemporalClient } from '../src/temporal/connection';
+import { WORKFLOWS_PATH } from '../src/temporal/case-worker';
+import { startExperimentRun } from '../src/temporal/run-starter';
+import { installTemporalLogging } from '../src/temporal/runtime-logging';
+import { fetchWorkflowHistories } from '../src/temporal/history-replay';
+import type { DockerSandbox } from '../src/docker/docker-sandbox';
+import type { ImagePuller } from '../src/docker/image-puller';
+import { Semaphore } from '../src/docker/semaphore';
+import { createTestDatabase, seedExperiment } from '../test/support/database';
+import { buildPlatformMessage } from '../test/support/platform';
+import { localTestEnv } from '../test/support/stack';
+
+const { values } = parseArgs({
+  options: { cases: { type: 'string', default: '10000' }, concurrency: { type: 'string', default: '64' } },
+});
+const CASES = Number(values.cases);
+const CONCURRENCY = Number(values.concurrency);
+
+function trivialResult(): CaseRawResult {
+  const now = new Date().toISOString();
+  return {
+    status: 'success',
+    errorMessage: null,
+    exitCode: 0,
+    agentOutput: 'ok',
+    logs: 'ok',
+    stdoutTrajectory: null,
+    agentUsage: null,
+    timings: { sandboxConnectMs: 0, caseExecMs: 0, totalMs: 1 },
+    startedAt: now,
+    finishedAt: now,
+    image: 'none',
+    containerName: null,
+    attempt: 1,
+  };
+}
+
+async function main(): Promise<void> {
+  const log = createLogger({ level: 'silent' });
+  installTemporalLogging(log, 'ERROR');
+  const taskQueue = `agentbench-scale-${randomBytes(4).toString('hex')}`;
+  const db = await createTestDatabase();
+  const config = loadConfig(localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_POOL_MAX: '20' }));
+  const client = await connectTemporalClient(config);
+  let rssPeak = 0;
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 100);
+  try {
+    // --- baseline: the same per-case database work, no Temporal -------------------------------
+    const base = await seedExperiment(db.pool, { cases: CASES });
+    const baseStart = Date.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (next < base.runCaseIds.length) {
+          const runCaseId = base.runCaseIds[next++] as number;
+          await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'running' });
+          await saveCaseResult(db.pool, 'baseline', runCaseId, trivialResult());
+          await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'trajectory' });
+          await persistCaseResult(db.pool, {
+            runCaseId, experimentId: base.experimentId, status: 'success', agentTrajectory: [], agentOutput: 'ok', latencyMs: 1,
+            logs: 'ok', errorMessage: null, runtimeSnapshot: {}, inspectEvalId: null, inspectSampleId: null, usage: {}, scores: null,
+          });
+        }
+      }),
+    );
+    const baseSeconds = (Date.now() - baseStart) / 1000;
+
+    // --- the orchestrator -----------------------------------------------------------------------
+    const seeded = await seedExperiment(db.pool, { cases: CASES });
+    const activities = createActivities({
+      config,
+      log,
+      pool: db.pool,
+      // Not used: the container phase is replaced below, and the no-op image check never pulls.
+      sandbox: {} as DockerSandbox,
+      images: { ensureImage: async () => ({ action: 'present' as const }) } as unknown as ImagePuller,
+      liveContainers: new Semaphore(1),
+      runRequests: new RunRequestCache(db.pool),
+      mockBaseUrl: 'http://unused',
+    });
+    const noopExecute = async (ref: CaseRef): Promise<CaseExecutionSummary> => {
+      await transitionCaseStatus(db.pool, { experimentId: ref.experimentId, runCaseId: ref.runCaseId, to: 'running' });
+      await saveCaseResult(db.pool, ref.workflowId, ref.runCaseId, trivialResult());
+      return { status: 'success', errorMessage: null, exitCode: 0 };
+    };
+    const connection = await NativeConnection.connect({ address: config.temporal.address });
+    const worker = await Worker.create({
+      connection,
+      taskQueue,
+      workflowsPath: WORKFLOWS_PATH,
+      activities: { ...activities, executeCase: noopExecute },
+      maxConcurrentActivityTaskExecutions: CONCURRENCY * 2,
+    });
+    const raw = buildPlatformMessage(seeded, {
+      queue: 'bench',
+      runtimeSpec: { agent_image: 'bench/busybox:latest', case_exec_command: 'true' },
+    });
+    const parsed = parseExperimentMessage(JSON.stringify(raw));
+    if (!parsed.ok) throw new Error(parsed.error);
+    const started = Date.now();
+    let firstCaseMs: number | null = null;
+    const firstWatch = setInterval(() => {
+      void db.pool
+        .query(`SELECT 1 FROM run_cases WHERE experiment_id = $1 AND status = 'success' LIMIT 1`, [seeded.experimentId])
+        .then((r) => {
+          if (r.rows.length > 0 && firstCaseMs === null) firstCaseMs = Date.now() - started;
+        });
+    }, 50);
+    const result = await worker.runUntil(async () => {
+      const { workflowId } = await startExperimentRun({ client, pool: db.pool, config, log }, parsed.message, parsed.message.message_id, {
+        concurrentCases: CONCURRENCY,
+      });
+      const r = (await client.workflow.getHandle(workflowId).result()) as ExperimentRunResult;
+      return { r, workflowId };
+    });
+    clearInterval(firstWatch);
+    const seconds = (Date.now() - started) / 1000;
+    const histories = await fetchWorkflowHistories(client, result.workflowId);
+    const lengths = histories.map((h) => (h.history as { events?: unknown[] }).events?.length ?? 0);
+    await connection.close();
+
+    const rate = CASES / seconds;
+    const baseRate = CASES / baseSeconds;
+    const lines = [
+      `bench/scale: ${CASES} cases, concurrency ${CONCURRENCY}, outcome ${result.r.outcome}, ${result.r.progress.success} success`,
+      `orchestrator: ${seconds.toFixed(1)} s, ${rate.toFixed(1)} cases/s (target >= 50)`,
+      `baseline (same DB work, no Temporal): ${baseSeconds.toFixed(1)} s, ${baseRate.toFixed(1)} cases/s`,
+      `ratio orchestrator/baseline throughput: ${(rate / baseRate).toFixed(2)}`,
+      `runs in the continue-as-new chain: ${lengths.length}; history events per run: max ${Math.max(...lengths)} (target <= 10240), all ${lengths.join(', ')}`,
+      `peak RSS of the worker process: ${(rssPeak / 1024 / 1024).toFixed(0)} MB (target < 400)`,
+      `time to first finished case: ${firstCaseMs ?? 'n/a'} ms`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    clearInterval(sampler);
+    await client.connection.close();
+    await db.drop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
