@@ -6,7 +6,7 @@ import { builtinModules } from 'node:module';
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', '.state/**', 'test/histories/**'] },
+  { ignores: ['node_modules/**', 'dist/**', '.*/**', 'test/histories/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -6,6 +6,17 @@ import type { ImagePuller } from '../src/docker/image-puller';
 import type { Semaphore } from '../src/docker/semaphore';
 import type { RunRequestCache } from './run-request-cache';
 
+/** The agent's OpenTelemetry data of one case, as trajectory steps (CONTRACT §4.4). */
+export interface CaseTelemetry {
+  query(runCaseId: number): Promise<{
+    steps: unknown[];
+    source: 'logs' | 'spans' | 'none';
+    usage: { inputTokens: number; outputTokens: number } | null;
+  } | null>;
+  /** Waits out what remains of the grace period, after the case finished, for late spans. */
+  flushGrace(caseFinishedAt: Date): Promise<void>;
+}
+
 /** Everything activities touch, injected so tests and the CLI build them against real clients. */
 export interface ActivityDeps {
   config: Config;
@@ -16,6 +27,7 @@ export interface ActivityDeps {
   /** DOCKER_MAX_LIVE_CONTAINERS: case containers alive at once in this worker process. */
   liveContainers: Semaphore;
   runRequests: RunRequestCache;
+  telemetry: CaseTelemetry;
   /** URL a case container uses to reach our OTel collector / mock gateway (`{{mock.base_url}}`). */
   mockBaseUrl: string;
 }

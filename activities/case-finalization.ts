@@ -1,17 +1,20 @@
 import { createHash } from 'node:crypto';
 import type { CaseStatus } from '../src/domain/case-status';
 import type { CaseFinalSummary, CaseRef } from '../src/domain/experiment-run';
+import { decideScoring } from '../src/domain/judge-score';
 import { buildRuntimeSnapshot } from '../src/domain/runtime-snapshot';
-import { loadCaseResult, type CaseRawResult } from '../src/db/case-result-repository';
-import { getCaseStatuses, persistCaseResult, transitionCaseStatus } from '../src/db/run-case-repository';
+import { extractUsage } from '../src/domain/usage';
+import { loadCasePhases, type CaseRawResult } from '../src/db/case-result-repository';
+import { getCaseStatuses, persistCaseResult, transitionCaseStatus, type CaseScore } from '../src/db/run-case-repository';
 import type { ActivityDeps } from './activity-deps';
+import { computeTrajectory } from './case-trajectory';
 
 const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
- * The final persist of one case into run_cases (CONTRACT §3.1 item 3), from the container phase's
- * stored record. Idempotent and cheap to retry: it never touches Docker. The write is guarded, so
- * a case canceled meanwhile stays canceled.
+ * The final persist of one case into run_cases (CONTRACT §3.1 item 3) from what the earlier phases
+ * stored. Idempotent and cheap to retry: it never touches Docker or a judge. The write is guarded,
+ * so a case canceled meanwhile stays canceled.
  */
 export function createCaseFinalization(deps: ActivityDeps) {
   const { pool } = deps;
@@ -19,23 +22,27 @@ export function createCaseFinalization(deps: ActivityDeps) {
   async function finalizeCase(ref: CaseRef & { notExecutedError: string | null }): Promise<CaseFinalSummary> {
     const { workflowId, experimentId, runCaseId } = ref;
     const log = deps.log.child({ workflow_id: workflowId, experiment_id: experimentId, run_case_id: runCaseId });
-    const raw = (await loadCaseResult(pool, workflowId, runCaseId)) ?? notExecuted(ref.notExecutedError);
+    const phases = await loadCasePhases(pool, workflowId, runCaseId);
+    const raw = phases?.result ?? notExecuted(ref.notExecutedError);
     const run = await deps.runRequests.get(workflowId);
 
     await transitionCaseStatus(pool, { experimentId, runCaseId, to: 'trajectory' });
-    const otelStart = Date.now();
-    // OTel ingest is not wired yet: the agent's own stdout trajectory is the only source (§4.5).
-    const trajectory = raw.stdoutTrajectory ?? [];
-    if (raw.stdoutTrajectory) log.info({ code: 'OTEL_FALLBACK_STDOUT', steps: trajectory.length }, 'stdout trajectory used');
-    const otelQueryMs = Date.now() - otelStart;
+    // Runs started before the trajectory and scoring phases existed come here without them.
+    const trajectory = phases?.trajectory ?? (phases ? await computeTrajectory(deps, runCaseId, raw) : null);
+    const scores: CaseScore[] = phases?.scores?.scores ?? defaultScores(run.request.scorers, raw.status);
+    const scorerBreakdown = phases?.scores?.durationsMs ?? {};
+    const scorerTotal = Object.values(scorerBreakdown).reduce((a, b) => a + b, 0);
+    const otelQueryMs = trajectory?.queryMs ?? 0;
+    const latencyMs = raw.timings.totalMs + otelQueryMs;
+    const usage = extractUsage(raw.agentUsage, trajectory?.otelUsage ?? null);
 
     const persisted = await persistCaseResult(pool, {
       runCaseId,
       experimentId,
       status: raw.status,
-      agentTrajectory: trajectory,
+      agentTrajectory: trajectory?.steps ?? [],
       agentOutput: raw.agentOutput,
-      latencyMs: raw.timings.totalMs + otelQueryMs,
+      latencyMs,
       logs: raw.logs,
       errorMessage: raw.errorMessage,
       runtimeSnapshot: buildRuntimeSnapshot({
@@ -49,20 +56,21 @@ export function createCaseFinalization(deps: ActivityDeps) {
       inspectSampleId: String(runCaseId),
       usage: {
         inspect_enabled: false,
-        input_tokens: 0,
-        output_tokens: 0,
-        total_tokens: 0,
+        ...usage.usageJson,
         timings_ms: {
           sandbox_connect: raw.timings.sandboxConnectMs,
           case_exec: raw.timings.caseExecMs,
           otel_query: otelQueryMs,
-          scorer_total: 0,
-          total: raw.timings.totalMs + otelQueryMs,
-          scorer_breakdown: {},
+          scorer_total: scorerTotal,
+          total: latencyMs,
+          scorer_breakdown: scorerBreakdown,
         },
+        trajectory_source: trajectory?.source ?? 'none',
       },
+      inputTokens: usage.inputTokens,
+      outputTokens: usage.outputTokens,
       startedAt: new Date(raw.startedAt),
-      scores: null,
+      scores,
     });
 
     if (!persisted) {
@@ -72,7 +80,10 @@ export function createCaseFinalization(deps: ActivityDeps) {
       return { status: now ?? 'canceled', errorMessage: null, persisted: false };
     }
     if (raw.status === 'success') {
-      log.info({ code: 'CASE_COMPLETED', latency_ms: raw.timings.totalMs, case_exec_ms: raw.timings.caseExecMs, docker_start_ms: raw.timings.sandboxConnectMs, otel_query_ms: otelQueryMs }, 'case completed');
+      log.info(
+        { code: 'CASE_COMPLETED', latency_ms: latencyMs, docker_start_ms: raw.timings.sandboxConnectMs, case_exec_ms: raw.timings.caseExecMs, otel_query_ms: otelQueryMs, scorer_ms: scorerTotal },
+        'case completed',
+      );
     } else {
       log.error({ code: 'E_CASE_FAILED', status: raw.status, error: raw.errorMessage, logs: raw.logs.slice(0, 512) }, 'case failed');
     }
@@ -80,6 +91,19 @@ export function createCaseFinalization(deps: ActivityDeps) {
   }
 
   return { finalizeCase };
+}
+
+/**
+ * Scores of a case that was never scored (not executed, or a run from before the scoring phase):
+ * the §7.2 sentinels, which need no judge call for a case that did not succeed.
+ */
+function defaultScores(scorers: Array<{ id: number; scorer_key: string; scorer_config: Record<string, unknown> }>, status: string): CaseScore[] {
+  const list = scorers.length > 0 ? scorers : [{ id: 0, scorer_key: 'task_success', scorer_config: {} }];
+  return list.flatMap((s) => {
+    const decision = decideScoring(status, s.scorer_config);
+    if (decision.kind !== 'default') return [];
+    return [{ scorerKey: s.scorer_key, evaluatorId: s.id, score: decision.score, reason: decision.reason, rawResult: { ...decision.rawResult, fallback: true, status } }];
+  });
 }
 
 function notExecuted(error: string | null): CaseRawResult {

@@ -27,6 +27,7 @@ import { fetchWorkflowHistories } from '../src/temporal/history-replay';
 import type { DockerSandbox } from '../src/docker/docker-sandbox';
 import type { ImagePuller } from '../src/docker/image-puller';
 import { Semaphore } from '../src/docker/semaphore';
+import { createCaseTelemetry } from '../src/otel/case-telemetry';
 import { createTestDatabase, seedExperiment } from '../test/support/database';
 import { buildPlatformMessage } from '../test/support/platform';
 import { localTestEnv } from '../test/support/stack';
@@ -97,6 +98,7 @@ async function main(): Promise<void> {
       images: { ensureImage: async () => ({ action: 'present' as const }) } as unknown as ImagePuller,
       liveContainers: new Semaphore(1),
       runRequests: new RunRequestCache(db.pool),
+      telemetry: createCaseTelemetry({ pool: db.pool, log, flushGraceMs: 0 }),
       mockBaseUrl: 'http://unused',
     });
     const noopExecute = async (ref: CaseRef): Promise<CaseExecutionSummary> => {

@@ -122,6 +122,7 @@ const envSchema = z.object({
   SANDBOX_REAPER_INTERVAL_SECONDS: intVar(60, 1),
   SANDBOX_REAPER_MIN_AGE_SECONDS: intVar(120, 0),
   OTEL_COLLECTOR_PORT: intVar(14318, 0),
+  OTEL_FLUSH_GRACE_MS: intVar(1000, 0),
   LOG_LEVEL: z.preprocess(
     blankToUndefined,
     z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -187,7 +188,7 @@ export interface Config {
     reaperIntervalSeconds: number;
     reaperMinAgeSeconds: number;
   };
-  otel: { collectorPort: number };
+  otel: { collectorPort: number; flushGraceMs: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -281,7 +282,7 @@ export function loadConfig(env: Env = process.env): Config {
       reaperIntervalSeconds: e.SANDBOX_REAPER_INTERVAL_SECONDS,
       reaperMinAgeSeconds: e.SANDBOX_REAPER_MIN_AGE_SECONDS,
     },
-    otel: { collectorPort: e.OTEL_COLLECTOR_PORT },
+    otel: { collectorPort: e.OTEL_COLLECTOR_PORT, flushGraceMs: e.OTEL_FLUSH_GRACE_MS },
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -5,6 +5,7 @@ import {
   continueAsNew,
   defineQuery,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -44,6 +45,9 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   const { experimentId, settings } = input;
   const progress = input.carry?.progress ?? emptyProgress(input.totalCases);
   setHandler(progressQuery, () => progress);
+  // Runs started before v2 keep their old shape on replay: the container slot was held until the
+  // final persist, and there were no trajectory and scoring phases.
+  const phasesV2 = patched('case-phases-v2');
 
   if (!input.carry) {
     const prep = await bookkeeping.prepareRun({ workflowId, experimentId, messageId: input.messageId });
@@ -78,34 +82,72 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
       startToCloseTimeout: '2 minutes',
       retry: DB_RETRY,
     });
+  const trajectoryActivities = (runCaseId: number) =>
+    proxyActivities<Activities>({
+      activityId: `case-${runCaseId}/trajectory`,
+      startToCloseTimeout: '2 minutes',
+      retry: DB_RETRY,
+    });
+  const scoringActivities = (runCaseId: number) =>
+    proxyActivities<Activities>({
+      activityId: `case-${runCaseId}/score`,
+      // Scorers of a case run concurrently, each bounded by the scorer hard timeout.
+      startToCloseTimeout: `${(settings.scorerHardTimeoutSeconds ?? 120) + 120}s`,
+      heartbeatTimeout: '30s',
+      retry: DB_RETRY,
+    });
 
+  /** Cases anywhere in their lifecycle (drained before continue-as-new and after cancel). */
   let inFlight = 0;
+  /** Cases holding one of the `concurrentCases` container slots. */
+  let slotsInUse = 0;
+  let scoringInUse = 0;
+  const scoringLimit = settings.scorerConcurrentCases ?? 2;
   let cursor = input.carry?.cursor ?? 0;
   let terminatedBy: string | null = null;
   let lastPublishedDone = -1;
 
   const runOneCase = async (runCaseId: number): Promise<void> => {
     progress.started++;
-    let notExecuted: string | null = null;
+    const ref = { workflowId, experimentId, runCaseId };
+    let slotHeld = true;
+    const releaseSlot = () => {
+      if (slotHeld) slotsInUse--;
+      slotHeld = false;
+    };
     try {
-      const exec = await caseActivities(runCaseId).executeCase({ workflowId, experimentId, runCaseId });
-      if (exec.status === 'not_active') {
-        // The row left the active set under us (terminated by the platform): nothing to persist.
-        recordCaseOutcome(progress, runCaseId, 'canceled', 'case no longer active');
-        return;
+      let notExecuted: string | null = null;
+      try {
+        const exec = await caseActivities(runCaseId).executeCase(ref);
+        if (exec.status === 'not_active') {
+          // The row left the active set under us (terminated by the platform): nothing to persist.
+          recordCaseOutcome(progress, runCaseId, 'canceled', 'case no longer active');
+          return;
+        }
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        // Infra failure that outlived its retries: the case is recorded as not executed.
+        notExecuted = `E_CASE_NOT_EXECUTED: ${errorText(err)}`;
       }
-    } catch (err) {
-      if (isCancellation(err)) throw err;
-      // Infra failure that outlived its retries: the case is recorded as not executed.
-      notExecuted = `E_CASE_NOT_EXECUTED: ${errorText(err)}`;
+      if (phasesV2) {
+        // The container is gone: the next case may start while this one is judged and persisted.
+        releaseSlot();
+        if (notExecuted === null) {
+          await trajectoryActivities(runCaseId).collectTrajectory(ref);
+          await condition(() => scoringInUse < scoringLimit);
+          scoringInUse++;
+          try {
+            await scoringActivities(runCaseId).scoreCase(ref);
+          } finally {
+            scoringInUse--;
+          }
+        }
+      }
+      const fin = await finalizeActivities(runCaseId).finalizeCase({ ...ref, notExecutedError: notExecuted });
+      recordCaseOutcome(progress, runCaseId, fin.status, fin.errorMessage);
+    } finally {
+      releaseSlot();
     }
-    const fin = await finalizeActivities(runCaseId).finalizeCase({
-      workflowId,
-      experimentId,
-      runCaseId,
-      notExecutedError: notExecuted,
-    });
-    recordCaseOutcome(progress, runCaseId, fin.status, fin.errorMessage);
   };
 
   const caseLoop = new CancellationScope();
@@ -134,7 +176,8 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
         const page = await bookkeeping.listCasePage({ workflowId, afterPosition: cursor, limit: CASE_PAGE_SIZE });
         if (page.length === 0) break;
         for (const c of page) {
-          await condition(() => inFlight < settings.concurrentCases);
+          await condition(() => slotsInUse < settings.concurrentCases);
+          slotsInUse++;
           inFlight++;
           cursor = c.position;
           void runOneCase(c.runCaseId)

@@ -4,6 +4,7 @@ import { cancelCommand } from './commands/cancel';
 import { doctorCommand } from './commands/doctor';
 import { replayCommand } from './commands/replay';
 import { rerunCommand } from './commands/rerun';
+import { rescoreCommand } from './commands/rescore';
 import { runCommand } from './commands/run';
 import { statusCommand } from './commands/status';
 import { workerCommand } from './commands/worker';
@@ -47,6 +48,12 @@ program
   .option('--failed', 'rerun the latest cases whose status is failed')
   .option('--no-worker', 'do not start an in-process worker (a running `benchctl worker` serves the run)')
   .action((id: number, opts: { failed?: boolean; worker: boolean }) => rerunCommand(id, { failed: opts.failed === true, worker: opts.worker }));
+program
+  .command('rescore')
+  .description("re-score an experiment's stored results with its evaluators (no container is started)")
+  .argument('<experimentId>', 'experiments.id', positiveInt)
+  .option('--scorer <key>', 'only this evaluator (its scores are replaced, the others kept)')
+  .action((id: number, opts: { scorer?: string }) => rescoreCommand(id, opts));
 program
   .command('replay')
   .description('replay a workflow history (from the server, or a JSON file) through the current workflow code')

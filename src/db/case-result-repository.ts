@@ -1,4 +1,6 @@
 import type pg from 'pg';
+import type { CaseScore } from './run-case-repository';
+import { toJsonbParam } from './postgres-text';
 
 /** What the container phase learned about one case; stored whole in agentbench_case_results. */
 export interface CaseRawResult {
@@ -27,7 +29,7 @@ export async function saveCaseResult(
   const inserted = await pool.query<{ result: CaseRawResult }>(
     `INSERT INTO agentbench_case_results (workflow_id, run_case_id, result) VALUES ($1, $2, $3)
      ON CONFLICT (workflow_id, run_case_id) DO NOTHING RETURNING result`,
-    [workflowId, runCaseId, JSON.stringify(result)],
+    [workflowId, runCaseId, toJsonbParam(result)],
   );
   if (inserted.rows[0]) return inserted.rows[0].result;
   const existing = await loadCaseResult(pool, workflowId, runCaseId);
@@ -45,4 +47,48 @@ export async function loadCaseResult(
     [workflowId, runCaseId],
   );
   return r.rows[0]?.result ?? null;
+}
+
+/** The trajectory phase's output (CONTRACT §4.4 steps, where they came from, OTel token usage). */
+export interface CaseTrajectory {
+  steps: unknown[];
+  source: 'logs' | 'spans' | 'stdout' | 'none';
+  otelUsage: { inputTokens: number; outputTokens: number } | null;
+  queryMs: number;
+}
+
+export interface StoredCaseScores {
+  scores: CaseScore[];
+  /** scorer_key → wall time, for usage_json.timings_ms.scorer_breakdown. */
+  durationsMs: Record<string, number>;
+}
+
+export interface CasePhases {
+  result: CaseRawResult;
+  trajectory: CaseTrajectory | null;
+  scores: StoredCaseScores | null;
+}
+
+export async function loadCasePhases(pool: pg.Pool, workflowId: string, runCaseId: number): Promise<CasePhases | null> {
+  const r = await pool.query<{ result: CaseRawResult; trajectory: CaseTrajectory | null; scores: StoredCaseScores | null }>(
+    'SELECT result, trajectory, scores FROM agentbench_case_results WHERE workflow_id = $1 AND run_case_id = $2',
+    [workflowId, runCaseId],
+  );
+  const row = r.rows[0];
+  return row ? { result: row.result, trajectory: row.trajectory, scores: row.scores } : null;
+}
+
+/** First write wins, like the container phase's record: a retried phase never changes a stored one. */
+export async function saveCaseTrajectory(pool: pg.Pool, workflowId: string, runCaseId: number, t: CaseTrajectory): Promise<void> {
+  await pool.query(
+    `UPDATE agentbench_case_results SET trajectory = $3 WHERE workflow_id = $1 AND run_case_id = $2 AND trajectory IS NULL`,
+    [workflowId, runCaseId, toJsonbParam(t)],
+  );
+}
+
+export async function saveCaseScores(pool: pg.Pool, workflowId: string, runCaseId: number, s: StoredCaseScores): Promise<void> {
+  await pool.query(
+    `UPDATE agentbench_case_results SET scores = $3 WHERE workflow_id = $1 AND run_case_id = $2 AND scores IS NULL`,
+    [workflowId, runCaseId, toJsonbParam(s)],
+  );
 }

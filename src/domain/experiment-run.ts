@@ -16,6 +16,10 @@ export interface RunSettings {
   terminationCheckSeconds: number;
   /** Continue-as-new once history grows past this many events (in-flight work drained first). */
   maxHistoryEvents: number;
+  /** CONSUMER_SCORER_CONCURRENT_CASES: cases being scored at once (absent in runs started before scoring). */
+  scorerConcurrentCases?: number;
+  /** CONSUMER_SCORER_HARD_TIMEOUT_SECONDS, to size the scoring activity's timeout. */
+  scorerHardTimeoutSeconds?: number;
 }
 
 export interface RunProgress {

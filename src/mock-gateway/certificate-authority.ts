@@ -127,8 +127,10 @@ export class CertificateAuthority {
 
   private static fromPem(pem: string, source: string): CertificateAuthority {
     try {
-      const cert = forge.pki.certificateFromPem(pem);
-      const key = forge.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey;
+      // node-forge reads only the first PEM block of a text: hand each parser its own block.
+      const block = (type: string) => new RegExp(`-----BEGIN ${type}-----[^-]+-----END ${type}-----`).exec(pem)?.[0] ?? '';
+      const cert = forge.pki.certificateFromPem(block('CERTIFICATE'));
+      const key = forge.pki.privateKeyFromPem(block('RSA PRIVATE KEY')) as forge.pki.rsa.PrivateKey;
       return new CertificateAuthority(forge.pki.certificateToPem(cert), cert, key);
     } catch (err) {
       throw new Error(

@@ -13,6 +13,7 @@ import { OrphanReaper } from '../docker/orphan-reaper';
 import { LABELS } from '../docker/labels';
 import { getCaseStatuses } from '../db/run-case-repository';
 import { isTerminalStatus } from '../domain/case-status';
+import { createCaseTelemetry } from '../otel/case-telemetry';
 
 export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
 
@@ -52,6 +53,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     images: new ImagePuller(docker, ops, log),
     liveContainers: new Semaphore(config.docker.maxLiveContainers),
     runRequests: new RunRequestCache(pool),
+    telemetry: createCaseTelemetry({ pool, log, flushGraceMs: config.otel.flushGraceMs }),
     mockBaseUrl: `http://host.docker.internal:${config.otel.collectorPort}`,
   });
 

@@ -36,6 +36,8 @@ export function runSettings(config: Config, message: ExperimentRunRequested): Ru
     caseActivityTimeoutSeconds: 2 * caseTimeout + startup + CASE_ACTIVITY_SLACK_SECONDS,
     terminationCheckSeconds: 5,
     maxHistoryEvents: 8000,
+    scorerConcurrentCases: config.consumer.scorerConcurrentCases,
+    scorerHardTimeoutSeconds: config.evaluator.scorerHardTimeoutSeconds,
   };
 }
 
