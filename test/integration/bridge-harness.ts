@@ -101,13 +101,15 @@ export function queueDepth(queue: string): Promise<number> {
 
 /** Closes this bridge's broker connections from the server side (as a broker restart would). */
 export async function forceCloseConnections(queue: string): Promise<number> {
-  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties', '--formatter', 'json']);
-  const rows = JSON.parse(stdout) as Array<{ pid: string; client_properties: Array<[string, string, unknown]> }>;
-  const ours = rows.filter((row) =>
-    row.client_properties.some(([key, , value]) => key === 'connection_name' && typeof value === 'string' && value.includes(queue)),
-  );
-  for (const row of ours) await execFileAsync('rabbitmqctl', ['close_connection', row.pid, 'agentbench test: forced close']);
-  return ours.length;
+  // Tab-separated rows: the Erlang pid as close_connection wants it, then the client properties
+  // (whose connection_name the bridge sets to include its queue).
+  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties']);
+  const pids = stdout
+    .split('\n')
+    .filter((line) => line.includes(`{"connection_name","agentbench-bridge ${queue} `))
+    .map((line) => line.split('\t')[0] ?? '');
+  for (const pid of pids) await execFileAsync('rabbitmqctl', ['close_connection', pid, 'agentbench test: forced close']);
+  return pids.length;
 }
 
 export interface StartCall {

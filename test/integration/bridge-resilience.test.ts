@@ -187,6 +187,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       assert.equal(calls.length, 1);
       assert.equal(await queueDepth(fx.queue), 0);
     } finally {
+      openGate();
       await fx.cleanup();
     }
   });

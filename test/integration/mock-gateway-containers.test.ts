@@ -4,6 +4,7 @@ import { createDockerClient, pingDocker } from '../../src/docker/docker-client';
 import { DockerSandbox } from '../../src/docker/docker-sandbox';
 import { Semaphore } from '../../src/docker/semaphore';
 import { CertificateAuthority } from '../../src/mock-gateway/certificate-authority';
+import { dockerHostAddress } from '../../src/mock-gateway/host-address';
 import type { CaseGateway, MockGatewayManager } from '../../src/mock-gateway/case-gateway';
 import {
   AGENT_BASE,
@@ -15,7 +16,6 @@ import {
   SOCKET_PATH,
 } from './docker-fixtures';
 import {
-  dockerBridgeGateway,
   manager,
   mockConfig,
   recordingOtelSink,
@@ -140,7 +140,7 @@ describe('mock gateway with real containers', () => {
   before(async () => {
     assert.ok(await pingDocker(docker, 5000), 'docker daemon must be reachable');
     await ensureBenchImages(docker);
-    bridgeIp = await dockerBridgeGateway(docker);
+    bridgeIp = await dockerHostAddress(docker);
     upstream = await startEchoUpstream();
     tlsUpstream = await startTlsEchoUpstream(upstreamCa, bridgeIp);
     tunnelledTlsUpstream = await startTlsEchoUpstream(upstreamCa, bridgeIp);

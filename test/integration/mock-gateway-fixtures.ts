@@ -1,7 +1,6 @@
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
-import type Dockerode from 'dockerode';
 import type { Logger } from '../../src/logger';
 import { parseMockConfig, type MockConfig } from '../../src/domain/message';
 import { CertificateAuthority } from '../../src/mock-gateway/certificate-authority';
@@ -84,14 +83,6 @@ export async function startTlsEchoUpstream(ca: CertificateAuthority, hostname: s
       await new Promise<void>((resolve) => listener.close(() => resolve()));
     },
   };
-}
-
-/** Address of docker0 (= host.docker.internal for containers): where per-case listeners bind in tests. */
-export async function dockerBridgeGateway(docker: Dockerode): Promise<string> {
-  const info = (await docker.getNetwork('bridge').inspect()) as { IPAM?: { Config?: Array<{ Gateway?: string }> } };
-  const gateway = info.IPAM?.Config?.find((c) => c.Gateway)?.Gateway;
-  if (!gateway) throw new Error('the default bridge network has no gateway');
-  return gateway;
 }
 
 /** The OTel sink of CONTRACT §4.1 as the ingest module answers; counts and keeps what it got. */
