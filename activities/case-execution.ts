@@ -36,6 +36,7 @@ export function createCaseExecution(deps: ActivityDeps) {
     const attempt = ctx.info.attempt;
     const log = deps.log.child({ workflow_id: workflowId, experiment_id: experimentId, run_case_id: runCaseId, attempt });
 
+    const phaseStart = Date.now();
     const done = await loadCaseResult(pool, workflowId, runCaseId);
     if (done) return summarize(done);
 
@@ -191,6 +192,7 @@ export function createCaseExecution(deps: ActivityDeps) {
       }
       throw err;
     });
+    result.timings.containerPhaseMs = Date.now() - phaseStart;
     return summarize(await save(result));
 
     function save(r: CaseRawResult): Promise<CaseRawResult> {

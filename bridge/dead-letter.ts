@@ -57,9 +57,15 @@ export function publishDeadLetter(
   reason: DeadLetterReason,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
-    channel.sendToQueue(deadLetterQueueName(queue), msg.content, deadLetterProperties(queue, msg, reason), (err: unknown) => {
-      if (err) reject(err instanceof Error ? err : new Error(`dead-letter publish not confirmed: ${String(err)}`));
-      else resolve();
-    });
+    channel.sendToQueue(
+      deadLetterQueueName(queue),
+      msg.content,
+      deadLetterProperties(queue, msg, reason),
+      (err: unknown) => {
+        if (err)
+          reject(err instanceof Error ? err : new Error(`dead-letter publish not confirmed: ${String(err)}`));
+        else resolve();
+      },
+    );
   });
 }

@@ -5,8 +5,19 @@ import type { Redis } from 'ioredis';
 import { parseExperimentMessage, type ExperimentRunRequested } from '../src/domain/message';
 import type { Logger } from '../src/logger';
 import { dedupSuffix, workflowIdFor } from './dedup-key';
-import { assertDeadLetterQueue, deadLetterQueueName, publishDeadLetter, type DeadLetterReason } from './dead-letter';
-import { CONTRACT_LOCK_TTL, MessageLocks, processedKey, processingKey, type AcquireResult } from './redis-lock';
+import {
+  assertDeadLetterQueue,
+  deadLetterQueueName,
+  publishDeadLetter,
+  type DeadLetterReason,
+} from './dead-letter';
+import {
+  CONTRACT_LOCK_TTL,
+  MessageLocks,
+  processedKey,
+  processingKey,
+  type AcquireResult,
+} from './redis-lock';
 
 /**
  * RabbitMQ → Temporal: validates each `experiment.run.requested` delivery, deduplicates it, starts
@@ -50,6 +61,8 @@ export interface BridgeHandle {
 
 const DEFAULT_RECONNECT = { initialDelayMs: 1000, maxDelayMs: 30_000 };
 const DEFAULT_START_RETRY = { attempts: 5, initialDelayMs: 500 };
+const CHANNEL_CLOSE_GRACE_MS = 100;
+const CONNECT_TIMEOUT_MS = 10_000;
 
 interface Session {
   model: ChannelModel;
@@ -66,7 +79,8 @@ interface SessionState {
   lastError: Error | undefined;
 }
 
-type StartOutcome = { ok: true; workflowId: string; started: boolean } | { ok: false; error: string; attempts: number };
+type StartOutcome =
+  { ok: true; workflowId: string; started: boolean } | { ok: false; error: string; attempts: number };
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -81,7 +95,13 @@ class ExperimentBridge implements BridgeHandle {
   /** Shown in the RabbitMQ management UI, and how an operator finds this bridge's connection. */
   private readonly connectionName: string;
 
-  private readonly counters: BridgeStats = { received: 0, started: 0, duplicates: 0, deadLettered: 0, reconnects: 0 };
+  private readonly counters: BridgeStats = {
+    received: 0,
+    started: 0,
+    duplicates: 0,
+    deadLettered: 0,
+    reconnects: 0,
+  };
   private readonly inFlight = new Set<Promise<void>>();
   private readonly sleepers = new Set<() => void>();
 
@@ -96,7 +116,8 @@ class ExperimentBridge implements BridgeHandle {
   constructor(private readonly deps: BridgeDeps) {
     this.log = deps.log.child({ component: 'bridge', queue: deps.queue });
     const ownerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-    this.locks = deps.locks ?? (deps.redis ? new MessageLocks(deps.redis, CONTRACT_LOCK_TTL, this.log, ownerId) : null);
+    this.locks =
+      deps.locks ?? (deps.redis ? new MessageLocks(deps.redis, CONTRACT_LOCK_TTL, this.log, ownerId) : null);
     this.reconnect = deps.reconnect ?? DEFAULT_RECONNECT;
     this.startRetry = deps.startRetry ?? DEFAULT_START_RETRY;
     this.deadLetterQueue = deadLetterQueueName(deps.queue);
@@ -168,7 +189,11 @@ class ExperimentBridge implements BridgeHandle {
             if (this.everConnected) this.counters.reconnects += 1;
             this.everConnected = true;
             this.log.info(
-              { prefetch: this.deps.prefetch, dead_letter_queue: this.deadLetterQueue, reconnects: this.counters.reconnects },
+              {
+                prefetch: this.deps.prefetch,
+                dead_letter_queue: this.deadLetterQueue,
+                reconnects: this.counters.reconnects,
+              },
               'consumer started',
             );
             return;
@@ -191,28 +216,37 @@ class ExperimentBridge implements BridgeHandle {
   }
 
   private async openSession(): Promise<Session> {
-    const model = await connect(this.deps.amqpUrl, { clientProperties: { connection_name: this.connectionName } });
+    const model = await connect(this.deps.amqpUrl, {
+      clientProperties: { connection_name: this.connectionName },
+      // A black-holed broker address would otherwise hang each attempt for the OS TCP timeout.
+      timeout: CONNECT_TIMEOUT_MS,
+    });
     const state: SessionState = { lost: false, closing: false, lastError: undefined };
     let session: Session | null = null;
     const noteError = (err: Error): void => {
       state.lastError = err;
     };
-    const onClose = (what: string) => (err?: Error) => {
+    const lost = (what: string, err?: Error): void => {
       this.sessionLost(session ?? { model, state }, `${what} closed`, err ?? state.lastError);
     };
+    // When the connection drops, its channels close first and without a reason; the grace lets
+    // the connection's own error (e.g. CONNECTION_FORCED) be the one reported.
+    const onChannelClose = (what: string) => (): void => {
+      setTimeout(() => lost(what), CHANNEL_CLOSE_GRACE_MS);
+    };
     model.on('error', noteError);
-    model.on('close', onClose('connection'));
+    model.on('close', (err?: Error) => lost('connection', err));
     try {
       const channel = await model.createChannel();
       channel.on('error', noteError);
-      channel.on('close', onClose('channel'));
+      channel.on('close', onChannelClose('channel'));
       // Exactly the platform's declaration (CONTRACT §1.1): any argument would be a 406 mismatch.
       await channel.assertQueue(this.deps.queue, { durable: true });
       await channel.prefetch(this.deps.prefetch);
 
       const confirm = await model.createConfirmChannel();
       confirm.on('error', noteError);
-      confirm.on('close', onClose('dead-letter channel'));
+      confirm.on('close', onChannelClose('dead-letter channel'));
       await assertDeadLetterQueue(confirm, this.deps.queue);
 
       const pending: Session = { model, channel, confirm, consumerTag: '', state };
@@ -236,7 +270,11 @@ class ExperimentBridge implements BridgeHandle {
     if (state.closing) return;
     if (this.session === session) this.session = null;
     this.log.error(
-      { code: 'E_MQ_CONNECTION_LOST', error: err ? errorText(err) : what, retry_in_ms: this.reconnect.initialDelayMs },
+      {
+        code: 'E_MQ_CONNECTION_LOST',
+        error: err ? errorText(err) : what,
+        retry_in_ms: this.reconnect.initialDelayMs,
+      },
       `rabbitmq ${what}; reconnecting (unacked messages will be redelivered)`,
     );
     state.closing = true;
@@ -296,19 +334,35 @@ class ExperimentBridge implements BridgeHandle {
     }
   }
 
-  private async dispatch(session: Session, msg: ConsumeMessage, message: ExperimentRunRequested): Promise<void> {
+  private async dispatch(
+    session: Session,
+    msg: ConsumeMessage,
+    message: ExperimentRunRequested,
+  ): Promise<void> {
     const suffix = dedupSuffix(message.message_id, msg.content);
     const workflowId = workflowIdFor(message.experiment.id, suffix);
-    const ctx = { message_id: message.message_id, experiment_id: message.experiment.id, workflow_id: workflowId };
+    const ctx = {
+      message_id: message.message_id,
+      experiment_id: message.experiment.id,
+      workflow_id: workflowId,
+    };
     this.log.info(
-      { code: 'MESSAGE_RECEIVED', ...ctx, run_cases: message.run_cases.length, redelivered: msg.fields.redelivered },
+      {
+        code: 'MESSAGE_RECEIVED',
+        ...ctx,
+        run_cases: message.run_cases.length,
+        redelivered: msg.fields.redelivered,
+      },
       'message received',
     );
 
     const lock: AcquireResult | 'unlocked' = this.locks ? await this.locks.acquire(suffix) : 'unlocked';
     if (lock === 'processed') {
       this.counters.duplicates += 1;
-      this.log.info({ code: 'E_DUPLICATE_MESSAGE_PROCESSED', key: processedKey(suffix), ...ctx }, 'already processed; acked');
+      this.log.info(
+        { code: 'E_DUPLICATE_MESSAGE_PROCESSED', key: processedKey(suffix), ...ctx },
+        'already processed; acked',
+      );
       this.settle(session, msg, 'ack');
       return;
     }
@@ -335,7 +389,10 @@ class ExperimentBridge implements BridgeHandle {
     await this.locks?.markProcessed(suffix);
     if (outcome.started) {
       this.counters.started += 1;
-      this.log.info({ code: 'WORKFLOW_STARTED', ...ctx, workflow_id: outcome.workflowId }, 'workflow started');
+      this.log.info(
+        { code: 'WORKFLOW_STARTED', ...ctx, workflow_id: outcome.workflowId },
+        'workflow started',
+      );
     } else {
       this.counters.duplicates += 1;
       this.log.info(
@@ -359,7 +416,8 @@ class ExperimentBridge implements BridgeHandle {
         return { ok: true, ...result };
       } catch (err) {
         const error = errorText(err);
-        if (attempt >= this.startRetry.attempts || this.stopping) return { ok: false, error, attempts: attempt };
+        if (attempt >= this.startRetry.attempts || this.stopping)
+          return { ok: false, error, attempts: attempt };
         this.log.warn({ ...ctx, attempt, retry_in_ms: delay, error }, 'workflow start failed; retrying');
         await this.sleep(delay);
         if (this.stopping) return { ok: false, error, attempts: attempt };
@@ -378,7 +436,10 @@ class ExperimentBridge implements BridgeHandle {
       await publishDeadLetter(session.confirm, this.deps.queue, msg, reason);
     } catch (err) {
       // Not acked, so the broker redelivers it on the fresh connection that a reconnect opens.
-      this.log.error({ code: 'E_MESSAGE_PROCESS', error: errorText(err), message_id }, 'dead-letter publish failed');
+      this.log.error(
+        { code: 'E_MESSAGE_PROCESS', error: errorText(err), message_id },
+        'dead-letter publish failed',
+      );
       this.sessionLost(session, 'dead-letter publish failed', err instanceof Error ? err : undefined);
       return;
     }
@@ -390,7 +451,10 @@ class ExperimentBridge implements BridgeHandle {
   private settle(session: Session, msg: ConsumeMessage, how: 'ack' | 'requeue'): void {
     const code = how === 'ack' ? 'E_ACK_FAILED' : 'E_NACK_FAILED';
     if (session.state.lost) {
-      this.log.warn({ code, delivery_tag: msg.fields.deliveryTag }, 'channel gone; the broker will redeliver');
+      this.log.warn(
+        { code, delivery_tag: msg.fields.deliveryTag },
+        'channel gone; the broker will redeliver',
+      );
       return;
     }
     try {

@@ -1,5 +1,10 @@
 export { dedupSuffix, workflowIdFor } from './dedup-key';
-export { assertDeadLetterQueue, deadLetterQueueName, publishDeadLetter, type DeadLetterReason } from './dead-letter';
+export {
+  assertDeadLetterQueue,
+  deadLetterQueueName,
+  publishDeadLetter,
+  type DeadLetterReason,
+} from './dead-letter';
 export {
   CONTRACT_LOCK_TTL,
   MessageLocks,
@@ -9,4 +14,10 @@ export {
   type AcquireResult,
   type LockTtl,
 } from './redis-lock';
-export { startBridge, type BridgeDeps, type BridgeHandle, type BridgeStats, type StartRun } from './experiment-bridge';
+export {
+  startBridge,
+  type BridgeDeps,
+  type BridgeHandle,
+  type BridgeStats,
+  type StartRun,
+} from './experiment-bridge';

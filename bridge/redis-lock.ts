@@ -39,7 +39,9 @@ export function processedKey(suffix: string): string {
 }
 
 /** A client that fails fast instead of queueing commands while Redis is away. */
-export function createRedis(config: Pick<Config['redis'], 'host' | 'port' | 'username' | 'password' | 'db'>): Redis {
+export function createRedis(
+  config: Pick<Config['redis'], 'host' | 'port' | 'username' | 'password' | 'db'>,
+): Redis {
   return new Redis({
     host: config.host,
     port: config.port,
@@ -130,7 +132,10 @@ export class MessageLocks {
       this.noteHealthy();
       if (outcome === 'processed' || outcome === 'held-by-other') return outcome;
       if (outcome === 'taken-over') {
-        this.log.info({ key: processingKey(suffix) }, 'took over a processing lock left by another agentbench bridge');
+        this.log.info(
+          { key: processingKey(suffix) },
+          'took over a processing lock left by another agentbench bridge',
+        );
       }
       return 'acquired';
     } catch (err) {

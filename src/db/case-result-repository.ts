@@ -11,7 +11,8 @@ export interface CaseRawResult {
   logs: string;
   stdoutTrajectory: unknown[] | null;
   agentUsage: unknown;
-  timings: { sandboxConnectMs: number; caseExecMs: number; totalMs: number };
+  /** containerPhaseMs: the whole container phase, container removal included (absent in older rows). */
+  timings: { sandboxConnectMs: number; caseExecMs: number; totalMs: number; containerPhaseMs?: number };
   startedAt: string;
   finishedAt: string;
   image: string;

@@ -96,7 +96,6 @@ export interface ManagedContainer {
 /** Per stream; an agent that prints more keeps only its tail (the end is where the answer and errors are). */
 export const EXEC_OUTPUT_CAP_BYTES = 1024 * 1024;
 const STARTUP_LOG_TAIL_CHARS = 2000;
-const STARTUP_SETTLE_MS = 200;
 const LOGS_READ_TIMEOUT_MS = 10_000;
 const EXEC_SETTLE_TIMEOUT_MS = 5_000;
 const KILL_EXEC_TIMEOUT_MS = 10_000;
@@ -291,6 +290,13 @@ export class DockerSandbox {
       });
       stream = await exec.start({ hijack: true, stdin: false });
     } catch (err) {
+      // 409: the container stopped — its start command ended. Say so, with its exit code and logs.
+      if (statusCode(err) === 409) {
+        const state = await this.inspectState(containerId);
+        if (state && !state.running) {
+          throw await this.startupFailure(containerId, `container=${containerId} stopped before the command could run;`, state);
+        }
+      }
       throw new DockerInfraError('E_DOCKER_EXEC', errorDetail(err), { cause: err });
     }
 
@@ -423,28 +429,26 @@ export class DockerSandbox {
     }
   }
 
+  private async startupFailure(containerId: string, detail: string, state: ContainerState | null): Promise<DockerInfraError> {
+    if (state === null) return new DockerInfraError('E_CONTAINER_STARTUP_TIMEOUT', `${detail} (container disappeared)`);
+    if (state.exitCode === null) return new DockerInfraError('E_CONTAINER_STARTUP_TIMEOUT', detail);
+    const logs = await this.logs(containerId, STARTUP_LOG_TAIL_CHARS);
+    return new DockerInfraError(
+      'E_CONTAINER_STARTUP_TIMEOUT',
+      `${detail} exited with code ${state.exitCode}${state.oomKilled ? ' (OOM killed)' : ''}; last logs: ${logs.trim() || '(none)'}`,
+    );
+  }
+
   private async waitRunning(containerId: string, name: string, timeoutSeconds: number, pollSeconds: number) {
     const deadline = Date.now() + timeoutSeconds * 1000;
-    let seenRunning = false;
     for (;;) {
       const state = await this.inspectState(containerId);
-      if (state?.running) {
-        if (seenRunning) return;
-        // A start command that exits at once still reads as running for a few ms after start;
-        // one short second look turns that into a clear startup error instead of a confusing exec error.
-        seenRunning = true;
-        await delay(STARTUP_SETTLE_MS);
-        continue;
-      }
+      // No fixed settle delay here (it would cost every case): a start command that exits right
+      // after reading as running is diagnosed by the exec that finds the container stopped.
+      if (state?.running) return;
       // Without a restart policy an exited container never runs again: fail now, with its story.
       if (state === null || state.exitCode !== null || Date.now() >= deadline) {
-        let detail = `container=${name} timeout=${timeoutSeconds}s`;
-        if (state === null) detail += ' (container disappeared)';
-        else if (state.exitCode !== null) {
-          const logs = await this.logs(containerId, STARTUP_LOG_TAIL_CHARS);
-          detail += ` exited with code ${state.exitCode}${state.oomKilled ? ' (OOM killed)' : ''}; last logs: ${logs.trim() || '(none)'}`;
-        }
-        throw new DockerInfraError('E_CONTAINER_STARTUP_TIMEOUT', detail);
+        throw await this.startupFailure(containerId, `container=${name} timeout=${timeoutSeconds}s`, state);
       }
       await delay(Math.min(pollSeconds * 1000, Math.max(0, deadline - Date.now())));
     }

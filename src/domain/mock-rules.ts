@@ -107,7 +107,7 @@ export function ruleLabel(rule: MockRule, index: number): string {
 // Responses
 
 export const JSON_CONTENT_TYPE = 'application/json';
-export const TEXT_CONTENT_TYPE = 'text/plain; charset=utf-8';
+const TEXT_CONTENT_TYPE = 'text/plain; charset=utf-8';
 
 export interface RenderedResponse {
   status: number;
@@ -120,7 +120,10 @@ function hasHeader(headers: Record<string, string>, name: string): boolean {
   return Object.keys(headers).some((k) => k.toLowerCase() === lower);
 }
 
-function withDefaultContentType(headers: Record<string, string>, contentType: string | null): Record<string, string> {
+function withDefaultContentType(
+  headers: Record<string, string>,
+  contentType: string | null,
+): Record<string, string> {
   if (contentType === null || hasHeader(headers, 'content-type')) return headers;
   return { ...headers, 'content-type': contentType };
 }
@@ -165,7 +168,10 @@ export function handlerResponseHead(
     }
     headers[name] = value;
   }
-  return { status: result.status ?? response.status, headers: withDefaultContentType(headers, result.contentType) };
+  return {
+    status: result.status ?? response.status,
+    headers: withDefaultContentType(headers, result.contentType),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -938,8 +938,10 @@ export interface LogStep {
 const NAIVE_ISO = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/;
 
 /**
- * The original's `to_epoch_ms`: Date → ms; ISO string → ms (naive = UTC here: the original used the
- * host's local zone, which only ever agreed on UTC hosts); numbers: > 1e12 ns, > 1e9 ms, else s.
+ * The original's `to_epoch_ms`: Date → ms; ISO string → ms; invalid → 0. Two fixes (CONTRACT §13
+ * item 13): naive ISO strings are UTC (the original used the host's zone), and numbers are
+ * classified by magnitude so that current epoch milliseconds are not read as nanoseconds
+ * (the original's "> 1e12 = ns" did): > 1e17 ns, > 1e14 µs, > 1e11 ms, else seconds.
  */
 export function toEpochMs(value: unknown): number {
   if (value instanceof Date) {
@@ -951,9 +953,10 @@ export function toEpochMs(value: unknown): number {
     const ms = Date.parse(NAIVE_ISO.test(text) ? `${text.replace(' ', 'T')}Z` : text);
     return Number.isFinite(ms) ? ms : 0;
   }
-  if (typeof value === 'number' && Number.isFinite(value)) {
-    if (value > 1e12) return Math.trunc(value / 1e6);
-    if (value > 1e9) return Math.trunc(value);
+  if (typeof value === 'number' && Number.isFinite(value) && value > 0) {
+    if (value > 1e17) return Math.trunc(value / 1e6);
+    if (value > 1e14) return Math.trunc(value / 1e3);
+    if (value > 1e11) return Math.trunc(value);
     return Math.trunc(value * 1000);
   }
   return 0;

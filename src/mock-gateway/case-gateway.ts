@@ -109,8 +109,8 @@ export const CA_CERT_CONTAINER_PATH = '/benchmark/mock-gateway-ca.pem';
  */
 export const CA_BUNDLE_CONTAINER_PATH = '/benchmark/mock-gateway-ca-bundle.pem';
 
-export const OTEL_PATHS: ReadonlySet<string> = new Set(['/api/otel/v1/traces', '/api/otel/v1/logs']);
-export const FORWARD_TIMEOUT_MS = 30_000;
+const OTEL_PATHS: ReadonlySet<string> = new Set(['/api/otel/v1/traces', '/api/otel/v1/logs']);
+const FORWARD_TIMEOUT_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 /** Bodies are buffered (rules and python see them whole); beyond this the answer is 413. */
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
@@ -137,7 +137,11 @@ interface Answer {
 }
 
 function jsonAnswer(status: number, value: unknown, headers: Record<string, string> = {}): Answer {
-  return { status, headers: { 'content-type': JSON_CONTENT_TYPE, ...headers }, body: Buffer.from(JSON.stringify(value)) };
+  return {
+    status,
+    headers: { 'content-type': JSON_CONTENT_TYPE, ...headers },
+    body: Buffer.from(JSON.stringify(value)),
+  };
 }
 
 function describeError(err: unknown): string {
@@ -169,10 +173,16 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
   });
 }
 
+function rawHeaderPairs(rawHeaders: readonly string[]): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    pairs.push([rawHeaders[i] ?? '', rawHeaders[i + 1] ?? '']);
+  return pairs;
+}
+
 /** Header pairs without hop-by-hop headers (and those the Connection header names), duplicates kept. */
 function endToEndHeaders(rawHeaders: readonly string[]): Array<[string, string]> {
-  const pairs: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) pairs.push([rawHeaders[i] ?? '', rawHeaders[i + 1] ?? '']);
+  const pairs = rawHeaderPairs(rawHeaders);
   const named = new Set(
     pairs
       .filter(([name]) => name.toLowerCase() === 'connection')
@@ -196,12 +206,6 @@ function headerObject(pairs: ReadonlyArray<[string, string]>): Record<string, st
     }
   }
   return out;
-}
-
-function rawHeaderPairs(rawHeaders: readonly string[]): Array<[string, string]> {
-  const pairs: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) pairs.push([rawHeaders[i] ?? '', rawHeaders[i + 1] ?? '']);
-  return pairs;
 }
 
 /** `host:port` of a CONNECT request; IPv6 literals in brackets. */
@@ -242,10 +246,12 @@ class MockCaseGateway implements CaseGateway {
   ) {
     this.caCertPem = p.ca.certPem;
     this.mayDecrypt = config.rules.length > 0;
-    this.server = http.createServer((req, res) => void this.onRequest(req, res, 'http'));
-    this.tlsServer = http.createServer((req, res) => void this.onRequest(req, res, 'https'));
+    this.server = http.createServer((req, res) => this.serve(req, res, 'http'));
+    this.tlsServer = http.createServer((req, res) => this.serve(req, res, 'https'));
     this.server.on('connection', (socket: net.Socket) => this.track(socket));
-    this.server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onConnect(req, socket, head));
+    this.server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
+      this.onConnect(req, socket, head),
+    );
     for (const server of [this.server, this.tlsServer]) {
       server.on('clientError', (_err, socket: net.Socket) => {
         if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -345,11 +351,22 @@ class MockCaseGateway implements CaseGateway {
   }
 
   private record(entry: Omit<RecordedRequest, 'latencyMs' | 'at'>, startedAt: number): void {
-    const full: RecordedRequest = { ...entry, latencyMs: Date.now() - startedAt, at: new Date(startedAt).toISOString() };
+    const full: RecordedRequest = {
+      ...entry,
+      latencyMs: Date.now() - startedAt,
+      at: new Date(startedAt).toISOString(),
+    };
     this.recorded.push(full);
     if (this.recorded.length > MAX_RECORDED_REQUESTS) this.recorded.shift();
     this.log.debug(
-      { code: 'MOCK_GATEWAY_HTTP', method: full.method, url: full.url, matched: full.matched, status: full.status, latency_ms: full.latencyMs },
+      {
+        code: 'MOCK_GATEWAY_HTTP',
+        method: full.method,
+        url: full.url,
+        matched: full.matched,
+        status: full.status,
+        latency_ms: full.latencyMs,
+      },
       'mock gateway request',
     );
   }
@@ -357,13 +374,30 @@ class MockCaseGateway implements CaseGateway {
   // -------------------------------------------------------------------------------------------
   // HTTP requests (plain, absolute-form proxy requests, and decrypted CONNECT streams)
 
-  private async onRequest(req: http.IncomingMessage, res: http.ServerResponse, scheme: 'http' | 'https'): Promise<void> {
+  /** onRequest answers every failure itself; this only guards against a bug escaping it as an unhandled rejection. */
+  private serve(req: http.IncomingMessage, res: http.ServerResponse, scheme: 'http' | 'https'): void {
+    this.onRequest(req, res, scheme).catch((err: unknown) => {
+      this.log.error(
+        { code: 'E_MOCK_GATEWAY_REQUEST', url: req.url, err: describeError(err) },
+        'mock gateway bug',
+      );
+      res.destroy();
+    });
+  }
+
+  private async onRequest(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    scheme: 'http' | 'https',
+  ): Promise<void> {
     const startedAt = Date.now();
     const method = (req.method ?? 'GET').toUpperCase();
     const tunnel = this.tunnels.get(req.socket);
     const target = req.url ?? '/';
     const host = req.headers.host ?? tunnel?.netloc ?? `${this.advertisedHost}:${this.port}`;
-    const url = ABSOLUTE_FORM.test(target) ? target : `${scheme}://${host}${target.startsWith('/') ? '' : '/'}${target}`;
+    const url = ABSOLUTE_FORM.test(target)
+      ? target
+      : `${scheme}://${host}${target.startsWith('/') ? '' : '/'}${target}`;
     let matched = 'no_match';
     let answer: Answer;
     try {
@@ -374,7 +408,10 @@ class MockCaseGateway implements CaseGateway {
         answer = await this.otel(req, url, path, body, tunnel?.sourceIp ?? req.socket.remoteAddress ?? '');
       } else {
         if (method === 'POST' && /otel|trace/i.test(path)) {
-          this.log.info({ code: 'MOCK_GATEWAY_OTEL_CANDIDATE', method, url }, 'POST looks like telemetry but is not an OTel default path');
+          this.log.info(
+            { code: 'MOCK_GATEWAY_OTEL_CANDIDATE', method, url },
+            'POST looks like telemetry but is not an OTel default path',
+          );
         }
         const hit = matchRule(this.config.rules, { method, url });
         if (hit) {
@@ -390,7 +427,10 @@ class MockCaseGateway implements CaseGateway {
     } catch (err) {
       if (err instanceof BodyTooLargeError) answer = jsonAnswer(413, { ok: false, error: err.message });
       else {
-        this.log.warn({ code: 'E_MOCK_GATEWAY_REQUEST', method, url, err: describeError(err) }, 'mock gateway request failed');
+        this.log.warn(
+          { code: 'E_MOCK_GATEWAY_REQUEST', method, url, err: describeError(err) },
+          'mock gateway request failed',
+        );
         answer = jsonAnswer(500, { ok: false, error: describeError(err) });
       }
     }
@@ -404,9 +444,11 @@ class MockCaseGateway implements CaseGateway {
     for (const [name, value] of Object.entries(answer.headers)) {
       if (!HOP_BY_HOP.has(name.toLowerCase())) headers[name] = value;
     }
-    const keepsLength = method === 'HEAD' && Object.keys(headers).some((k) => k.toLowerCase() === 'content-length');
+    const keepsLength =
+      method === 'HEAD' && Object.keys(headers).some((k) => k.toLowerCase() === 'content-length');
     if (!keepsLength) {
-      for (const name of Object.keys(headers)) if (name.toLowerCase() === 'content-length') delete headers[name];
+      for (const name of Object.keys(headers))
+        if (name.toLowerCase() === 'content-length') delete headers[name];
       headers['content-length'] = String(answer.body.length);
     }
     try {
@@ -425,11 +467,20 @@ class MockCaseGateway implements CaseGateway {
     }
   }
 
-  private async otel(req: http.IncomingMessage, url: string, path: string, body: Buffer, sourceIp: string): Promise<Answer> {
+  private async otel(
+    req: http.IncomingMessage,
+    url: string,
+    path: string,
+    body: Buffer,
+    sourceIp: string,
+  ): Promise<Answer> {
     const fields = { method: req.method, url, content_length: body.length };
     try {
       const forwarded = await this.p.otelForward({ path, headers: req.headers, body, sourceIp });
-      this.log.info({ code: 'MOCK_GATEWAY_OTEL_DEFAULT_HIT', ...fields, status: forwarded.status }, 'OTel default endpoint hit');
+      this.log.info(
+        { code: 'MOCK_GATEWAY_OTEL_DEFAULT_HIT', ...fields, status: forwarded.status },
+        'OTel default endpoint hit',
+      );
       return {
         status: forwarded.status,
         headers: { 'x-mock-gateway': 'otel-default', ...forwarded.headers },
@@ -437,8 +488,15 @@ class MockCaseGateway implements CaseGateway {
       };
     } catch (err) {
       // §4.1: the agent always gets 200; a failed ingest is reported as nothing inserted.
-      this.log.warn({ code: 'MOCK_GATEWAY_OTEL_INGEST_FAILED', ...fields, err: describeError(err) }, 'OTel ingest failed');
-      return jsonAnswer(200, { ok: true, mock: 'otel-default', inserted: 0 }, { 'x-mock-gateway': 'otel-default' });
+      this.log.warn(
+        { code: 'MOCK_GATEWAY_OTEL_INGEST_FAILED', ...fields, err: describeError(err) },
+        'OTel ingest failed',
+      );
+      return jsonAnswer(
+        200,
+        { ok: true, mock: 'otel-default', inserted: 0 },
+        { 'x-mock-gateway': 'otel-default' },
+      );
     }
   }
 
@@ -466,7 +524,10 @@ class MockCaseGateway implements CaseGateway {
       return { status: head.status, headers: head.headers, body: result.body };
     } catch (err) {
       if (!(err instanceof PythonHandlerError)) throw err;
-      this.log.warn({ code: err.code, rule: label, method, url, err: err.message }, 'mock python handler failed');
+      this.log.warn(
+        { code: err.code, rule: label, method, url, err: err.message },
+        'mock python handler failed',
+      );
       return jsonAnswer(500, { ok: false, error: err.message, rule: label });
     }
   }
@@ -475,12 +536,18 @@ class MockCaseGateway implements CaseGateway {
   private forward(req: http.IncomingMessage, method: string, url: string, body: Buffer): Promise<Answer> {
     const scheme = splitUrl(url)?.scheme;
     if (scheme !== 'http' && scheme !== 'https') {
-      return Promise.resolve(jsonAnswer(502, { ok: false, error: `cannot forward ${scheme ?? 'relative'} URL ${url}` }));
+      return Promise.resolve(
+        jsonAnswer(502, { ok: false, error: `cannot forward ${scheme ?? 'relative'} URL ${url}` }),
+      );
     }
     const pairs = endToEndHeaders(req.rawHeaders).filter(([name]) => name.toLowerCase() !== 'content-length');
-    const hadBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    const hadBody =
+      req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     if (hadBody || body.length > 0) pairs.push(['Content-Length', String(body.length)]);
-    const ca = scheme === 'https' && this.p.upstreamCaCerts?.length ? [...tls.rootCertificates, ...this.p.upstreamCaCerts] : undefined;
+    const ca =
+      scheme === 'https' && this.p.upstreamCaCerts?.length
+        ? [...tls.rootCertificates, ...this.p.upstreamCaCerts]
+        : undefined;
 
     return new Promise((resolve) => {
       const fail = (err: unknown) => resolve(jsonAnswer(502, { ok: false, error: describeError(err) }));
@@ -488,13 +555,20 @@ class MockCaseGateway implements CaseGateway {
       try {
         upstream = (scheme === 'https' ? https : http).request(
           url,
-          { method, headers: headerObject(pairs), agent: false, ca, signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS) },
+          {
+            method,
+            headers: headerObject(pairs),
+            agent: false,
+            ca,
+            signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
+          },
           (res) => {
             const chunks: Buffer[] = [];
             let size = 0;
             res.on('data', (chunk: Buffer) => {
               size += chunk.length;
-              if (size > MAX_BODY_BYTES) res.destroy(new Error(`upstream response exceeds ${MAX_BODY_BYTES} bytes`));
+              if (size > MAX_BODY_BYTES)
+                res.destroy(new Error(`upstream response exceeds ${MAX_BODY_BYTES} bytes`));
               else chunks.push(chunk);
             });
             res.once('error', fail);
@@ -512,7 +586,11 @@ class MockCaseGateway implements CaseGateway {
         return;
       }
       upstream.once('error', (err) =>
-        fail(err.name === 'AbortError' || err.name === 'TimeoutError' ? new Error(`upstream timed out after ${FORWARD_TIMEOUT_MS} ms`) : err),
+        fail(
+          err.name === 'AbortError' || err.name === 'TimeoutError'
+            ? new Error(`upstream timed out after ${FORWARD_TIMEOUT_MS} ms`)
+            : err,
+        ),
       );
       upstream.end(body);
     });
@@ -522,9 +600,22 @@ class MockCaseGateway implements CaseGateway {
   // CONNECT
 
   private onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    try {
+      this.handleConnect(req, socket, head);
+    } catch (err) {
+      // Thrown inside the HTTP parser's event: it must not reach (and crash) the worker.
+      this.log.warn(
+        { code: 'E_MOCK_GATEWAY_REQUEST', method: 'CONNECT', url: req.url, err: describeError(err) },
+        'CONNECT failed',
+      );
+      socket.destroy();
+    }
+  }
+
+  private handleConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const startedAt = Date.now();
     const targetText = req.url ?? '';
-    socket.on('error', () => socket.destroy());
     const target = parseConnectTarget(targetText);
     const refuse = (status: number, reason: string) => {
       socket.end(
@@ -541,7 +632,7 @@ class MockCaseGateway implements CaseGateway {
       return;
     }
     if (!this.config.passthrough) return refuse(502, 'CONNECT disabled by mock config');
-    this.tunnel(socket, head, target.hostname.replace(/^\[|\]$/g, ''), target.port, targetText, startedAt);
+    this.tunnel(socket, head, hostname, target.port, targetText, startedAt);
   }
 
   /** TLS man-in-the-middle: the client's stream is answered by tlsServer with a leaf for its SNI name. */
@@ -564,19 +655,30 @@ class MockCaseGateway implements CaseGateway {
     this.tunnels.set(tlsSocket, { netloc, sourceIp });
     this.track(tlsSocket);
     tlsSocket.on('error', (err) => {
-      this.log.debug({ target: netloc, err: describeError(err) }, 'decrypted CONNECT stream failed (client may not trust the CA)');
+      this.log.debug(
+        { target: netloc, err: describeError(err) },
+        'decrypted CONNECT stream failed (client may not trust the CA)',
+      );
       tlsSocket.destroy();
     });
     this.tlsServer.emit('connection', tlsSocket);
   }
 
   /** §5.3 step 1: plain TCP relay, 10 s to connect, until either side closes. */
-  private tunnel(socket: net.Socket, head: Buffer, hostname: string, port: number, targetText: string, startedAt: number): void {
+  private tunnel(
+    socket: net.Socket,
+    head: Buffer,
+    hostname: string,
+    port: number,
+    targetText: string,
+    startedAt: number,
+  ): void {
     const upstream = net.connect({ host: hostname, port });
     this.track(upstream);
     let connected = false;
     upstream.setTimeout(CONNECT_TIMEOUT_MS, () => {
-      if (!connected) upstream.destroy(new Error(`connect to ${targetText} timed out after ${CONNECT_TIMEOUT_MS} ms`));
+      if (!connected)
+        upstream.destroy(new Error(`connect to ${targetText} timed out after ${CONNECT_TIMEOUT_MS} ms`));
     });
     upstream.once('connect', () => {
       connected = true;
@@ -620,12 +722,19 @@ export class MockGatewayManager {
     let sealed: SealedNetwork | undefined;
     if (p.sealed) {
       if (!this.p.docker) throw new Error('E_MOCK_SEALED_NETWORK: a sealed gateway needs the Docker client');
-      sealed = await createSealedNetwork(this.p.docker, `agentbench-mock-${p.runCaseId}-${randomBytes(4).toString('hex')}`, {
-        [LABELS.runCaseId]: String(p.runCaseId),
-      });
+      sealed = await createSealedNetwork(
+        this.p.docker,
+        `agentbench-mock-${p.runCaseId}-${randomBytes(4).toString('hex')}`,
+        {
+          [LABELS.runCaseId]: String(p.runCaseId),
+        },
+      );
     }
     const gateway = new MockCaseGateway(
-      { ...this.p, caBundlePem: () => (this.caBundle ??= `${tls.rootCertificates.join('\n')}\n${this.p.ca.certPem}`) },
+      {
+        ...this.p,
+        caBundlePem: () => (this.caBundle ??= `${tls.rootCertificates.join('\n')}\n${this.p.ca.certPem}`),
+      },
       config,
       sealed?.gatewayIp ?? this.p.bindHost,
       sealed?.gatewayIp ?? this.p.advertisedHost,

@@ -27,7 +27,11 @@ interface Leaf {
   notAfterMs: number;
 }
 
-function rsaKeyPair(): { privateKey: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey; keyPem: string } {
+function rsaKeyPair(): {
+  privateKey: forge.pki.rsa.PrivateKey;
+  publicKey: forge.pki.rsa.PublicKey;
+  keyPem: string;
+} {
   const { privateKey: keyPem } = generateKeyPairSync('rsa', {
     modulusLength: 2048,
     publicKeyEncoding: { type: 'spki', format: 'pem' },
@@ -128,7 +132,8 @@ export class CertificateAuthority {
   private static fromPem(pem: string, source: string): CertificateAuthority {
     try {
       // node-forge reads only the first PEM block of a text: hand each parser its own block.
-      const block = (type: string) => new RegExp(`-----BEGIN ${type}-----[^-]+-----END ${type}-----`).exec(pem)?.[0] ?? '';
+      const block = (type: string) =>
+        new RegExp(`-----BEGIN ${type}-----[^-]+-----END ${type}-----`).exec(pem)?.[0] ?? '';
       const cert = forge.pki.certificateFromPem(block('CERTIFICATE'));
       const key = forge.pki.privateKeyFromPem(block('RSA PRIVATE KEY')) as forge.pki.rsa.PrivateKey;
       return new CertificateAuthority(forge.pki.certificateToPem(cert), cert, key);
@@ -170,7 +175,9 @@ export class CertificateAuthority {
     // Common names are limited to 64 characters; the SAN is what clients check anyway.
     cert.setSubject([{ name: 'commonName', value: hostname.slice(0, 64) }]);
     cert.setIssuer(this.caCert.subject.attributes);
-    const altName = isIpAddress(hostname) ? { type: 7, ip: hostname.replace(/^\[|\]$/g, '') } : { type: 2, value: hostname };
+    const altName = isIpAddress(hostname)
+      ? { type: 7, ip: hostname.replace(/^\[|\]$/g, '') }
+      : { type: 2, value: hostname };
     cert.setExtensions([
       { name: 'basicConstraints', cA: false, critical: true },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },

@@ -21,7 +21,10 @@ export async function dockerHostAddress(docker: Dockerode): Promise<string> {
   const bridge = info.Options?.['com.docker.network.bridge.name'] ?? 'docker0';
   const listed = os.networkInterfaces()[bridge]?.find((a) => a.family === 'IPv4')?.address;
   if (listed) return listed;
-  const subnet = configs.map((c) => /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/\d+$/.exec(c.Subnet ?? '')).find((m) => m !== null);
-  if (!subnet) throw new Error(`E_MOCK_GATEWAY_BIND: cannot tell the host's address on Docker's bridge ${bridge}`);
+  const subnet = configs
+    .map((c) => /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/\d+$/.exec(c.Subnet ?? ''))
+    .find((m) => m !== null);
+  if (!subnet)
+    throw new Error(`E_MOCK_GATEWAY_BIND: cannot tell the host's address on Docker's bridge ${bridge}`);
   return `${subnet[1]}.${subnet[2]}.${subnet[3]}.${Number(subnet[4]) + 1}`;
 }

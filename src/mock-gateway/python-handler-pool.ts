@@ -317,7 +317,9 @@ let isolationProbe: Promise<NetworkIsolation> | undefined;
 
 function commandSucceeds(file: string, args: string[]): Promise<boolean> {
   return new Promise((resolve) => {
-    execFile(file, args, { timeout: PROBE_TIMEOUT_MS, env: { PATH: SAFE_PATH } }, (err) => resolve(err === null));
+    execFile(file, args, { timeout: PROBE_TIMEOUT_MS, env: { PATH: SAFE_PATH } }, (err) =>
+      resolve(err === null),
+    );
   });
 }
 
@@ -381,7 +383,10 @@ export class PythonHandlerPool {
     try {
       handler = await this.handlerProcess();
     } catch (err) {
-      throw new PythonHandlerError('E_MOCK_PYTHON_ERROR', `could not start python: ${(err as Error).message}`);
+      throw new PythonHandlerError(
+        'E_MOCK_PYTHON_ERROR',
+        `could not start python: ${(err as Error).message}`,
+      );
     }
     const id = this.nextId++;
     const line = JSON.stringify({
@@ -399,7 +404,12 @@ export class PythonHandlerPool {
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         handler.kill();
-        reject(new PythonHandlerError('E_MOCK_PYTHON_TIMEOUT', `handle(request) did not return within ${this.timeoutMs} ms`));
+        reject(
+          new PythonHandlerError(
+            'E_MOCK_PYTHON_TIMEOUT',
+            `handle(request) did not return within ${this.timeoutMs} ms`,
+          ),
+        );
       }, this.timeoutMs);
     });
     let reply: Reply;
@@ -432,7 +442,18 @@ export class PythonHandlerPool {
     let command: string[];
     if (isolation === 'socket-block') command = python;
     else if (isRoot()) {
-      command = ['unshare', '--net', '--', 'setpriv', `--reuid=${NOBODY_ID}`, `--regid=${NOBODY_ID}`, '--clear-groups', '--no-new-privs', '--', ...python];
+      command = [
+        'unshare',
+        '--net',
+        '--',
+        'setpriv',
+        `--reuid=${NOBODY_ID}`,
+        `--regid=${NOBODY_ID}`,
+        '--clear-groups',
+        '--no-new-privs',
+        '--',
+        ...python,
+      ];
     } else command = ['unshare', '--map-root-user', '--net', '--', ...python];
 
     const [file, ...args] = command as [string, ...string[]];
@@ -448,7 +469,10 @@ export class PythonHandlerPool {
       await Promise.race([
         handler.ready(),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no ready line within ${STARTUP_TIMEOUT_MS} ms`)), STARTUP_TIMEOUT_MS);
+          timer = setTimeout(
+            () => reject(new Error(`no ready line within ${STARTUP_TIMEOUT_MS} ms`)),
+            STARTUP_TIMEOUT_MS,
+          );
         }),
       ]);
     } catch (err) {

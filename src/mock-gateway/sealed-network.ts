@@ -122,7 +122,9 @@ export async function createSealedNetwork(
   } catch (err) {
     await removeFirewall(bridge);
     await removeDockerNetwork(docker, name).catch(() => undefined);
-    throw new SealedNetworkError(`could not create sealed network ${name}: ${errorDetail(err)}`, { cause: err });
+    throw new SealedNetworkError(`could not create sealed network ${name}: ${errorDetail(err)}`, {
+      cause: err,
+    });
   }
   const ip = gatewayIp;
 
@@ -132,9 +134,24 @@ export async function createSealedNetwork(
     gatewayIp: ip,
     async allowGatewayPort(port) {
       try {
-        await run('iptables', ['-w', '-I', chainOf(bridge), '1', '-p', 'tcp', '-d', ip, '--dport', String(port), '-j', 'ACCEPT']);
+        await run('iptables', [
+          '-w',
+          '-I',
+          chainOf(bridge),
+          '1',
+          '-p',
+          'tcp',
+          '-d',
+          ip,
+          '--dport',
+          String(port),
+          '-j',
+          'ACCEPT',
+        ]);
       } catch (err) {
-        throw new SealedNetworkError(`could not open ${ip}:${port} on ${name}: ${errorDetail(err)}`, { cause: err });
+        throw new SealedNetworkError(`could not open ${ip}:${port} on ${name}: ${errorDetail(err)}`, {
+          cause: err,
+        });
       }
     },
     async remove() {
@@ -156,7 +173,12 @@ export async function reapSealedNetworks(docker: Dockerode, minAgeMs: number): P
     const info = (await docker
       .getNetwork(summary.Id)
       .inspect()
-      .catch(() => null)) as { Name: string; Created?: string; Containers?: Record<string, unknown>; Options?: Record<string, string> } | null;
+      .catch(() => null)) as {
+      Name: string;
+      Created?: string;
+      Containers?: Record<string, unknown>;
+      Options?: Record<string, string>;
+    } | null;
     if (!info) continue;
     const age = Date.now() - Date.parse(info.Created ?? '');
     if (!(age >= minAgeMs) || Object.keys(info.Containers ?? {}).length > 0) continue;

@@ -34,7 +34,10 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
         call.message.run_cases.map((c) => c.run_case_id),
         [1, 2, 3],
       );
-      assert.deepEqual(call.meta, { workflowId: `experiment-1-${msg.message_id}`, dedupSuffix: msg.message_id });
+      assert.deepEqual(call.meta, {
+        workflowId: `experiment-1-${msg.message_id}`,
+        dedupSuffix: msg.message_id,
+      });
 
       const [received] = fx.logs.withCode('MESSAGE_RECEIVED');
       assert.ok(received);
@@ -42,7 +45,10 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       assert.equal(received.experiment_id, 1);
       assert.equal(received.run_cases, 3);
       assert.equal(fx.logs.withCode('WORKFLOW_STARTED')[0]?.workflow_id, `experiment-1-${msg.message_id}`);
-      assert.ok(!JSON.stringify(fx.logs.lines).includes('sk-interop-SECRET-123'), 'the evaluator api_key must not be logged');
+      assert.ok(
+        !JSON.stringify(fx.logs.lines).includes('sk-interop-SECRET-123'),
+        'the evaluator api_key must not be logged',
+      );
 
       assert.equal(await fx.redis.get(processedKey(msg.message_id)), '1');
       const ttl = await fx.redis.ttl(processedKey(msg.message_id));
@@ -52,7 +58,13 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       await fx.bridge.stop();
       // Stopping returns unacked deliveries to the queue, so an empty queue proves the ack.
       assert.equal(await queueDepth(fx.queue), 0);
-      assert.deepEqual(fx.bridge.stats(), { received: 1, started: 1, duplicates: 0, deadLettered: 0, reconnects: 0 });
+      assert.deepEqual(fx.bridge.stats(), {
+        received: 1,
+        started: 1,
+        duplicates: 0,
+        deadLettered: 0,
+        reconnects: 0,
+      });
     } finally {
       await fx.cleanup();
     }
@@ -69,12 +81,21 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       await pollUntil('first start', () => fx.logs.withCode('WORKFLOW_STARTED')[0]);
       await publishLikePlatform(fx.queue, body, msg.message_id);
 
-      const duplicate = await pollUntil('duplicate log', () => fx.logs.withCode('E_DUPLICATE_MESSAGE_PROCESSED')[0]);
+      const duplicate = await pollUntil(
+        'duplicate log',
+        () => fx.logs.withCode('E_DUPLICATE_MESSAGE_PROCESSED')[0],
+      );
       assert.equal(duplicate.key, processedKey(msg.message_id));
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
       assert.equal(await queueDepth(fx.queue), 0);
-      assert.deepEqual(fx.bridge.stats(), { received: 2, started: 1, duplicates: 1, deadLettered: 0, reconnects: 0 });
+      assert.deepEqual(fx.bridge.stats(), {
+        received: 2,
+        started: 1,
+        duplicates: 1,
+        deadLettered: 0,
+        reconnects: 0,
+      });
     } finally {
       await fx.cleanup();
     }
@@ -90,12 +111,21 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       await pollUntil('first start', () => fx.logs.withCode('WORKFLOW_STARTED')[0]);
       await publishLikePlatform(fx.queue, body, msg.message_id);
 
-      const duplicate = await pollUntil('duplicate workflow', () => fx.logs.withCode('E_DUPLICATE_WORKFLOW')[0]);
+      const duplicate = await pollUntil(
+        'duplicate workflow',
+        () => fx.logs.withCode('E_DUPLICATE_WORKFLOW')[0],
+      );
       assert.equal(duplicate.workflow_id, `experiment-1-${msg.message_id}`);
       await fx.bridge.stop();
       assert.equal(calls.length, 2);
       assert.equal(await queueDepth(fx.queue), 0);
-      assert.deepEqual(fx.bridge.stats(), { received: 2, started: 1, duplicates: 1, deadLettered: 0, reconnects: 0 });
+      assert.deepEqual(fx.bridge.stats(), {
+        received: 2,
+        started: 1,
+        duplicates: 1,
+        deadLettered: 0,
+        reconnects: 0,
+      });
     } finally {
       await fx.cleanup();
     }
@@ -128,7 +158,11 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       const withoutExperiment: Record<string, unknown> = { ...base, message_id: randomUUID() };
       delete withoutExperiment.experiment;
       const poison: Array<{ id: string; body: string; code: string }> = [
-        { id: randomUUID(), body: '{"message_type": "experiment.run.requested", oops', code: 'E_MESSAGE_INVALID_JSON' },
+        {
+          id: randomUUID(),
+          body: '{"message_type": "experiment.run.requested", oops',
+          code: 'E_MESSAGE_INVALID_JSON',
+        },
         {
           id: randomUUID(),
           body: JSON.stringify({ ...base, message_id: randomUUID(), message_type: 'experiment.deleted' }),

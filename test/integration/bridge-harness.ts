@@ -69,7 +69,11 @@ export function platformMessage(queue: string): Record<string, unknown> & { mess
 }
 
 /** Publishes the way platform/lib/rabbitmq.ts does (CONTRACT §1.1): own connection, confirm channel. */
-export async function publishLikePlatform(queue: string, body: string | Buffer, messageId?: string): Promise<void> {
+export async function publishLikePlatform(
+  queue: string,
+  body: string | Buffer,
+  messageId?: string,
+): Promise<void> {
   const model = await connect(AMQP_URL);
   try {
     const channel = await model.createConfirmChannel();
@@ -103,12 +107,18 @@ export function queueDepth(queue: string): Promise<number> {
 export async function forceCloseConnections(queue: string): Promise<number> {
   // Tab-separated rows: the Erlang pid as close_connection wants it, then the client properties
   // (whose connection_name the bridge sets to include its queue).
-  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties']);
+  const { stdout } = await execFileAsync('rabbitmqctl', [
+    '-q',
+    'list_connections',
+    'pid',
+    'client_properties',
+  ]);
   const pids = stdout
     .split('\n')
     .filter((line) => line.includes(`{"connection_name","agentbench-bridge ${queue} `))
     .map((line) => line.split('\t')[0] ?? '');
-  for (const pid of pids) await execFileAsync('rabbitmqctl', ['close_connection', pid, 'agentbench test: forced close']);
+  for (const pid of pids)
+    await execFileAsync('rabbitmqctl', ['close_connection', pid, 'agentbench test: forced close']);
   return pids.length;
 }
 

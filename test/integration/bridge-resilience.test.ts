@@ -34,12 +34,19 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       await fx.redis.set(processingKey(msg.message_id), '1', 'EX', 300);
       await publishLikePlatform(fx.queue, JSON.stringify(msg), msg.message_id);
 
-      const dup = await pollUntil('duplicate log', () => fx.logs.withCode('E_DUPLICATE_MESSAGE_PROCESSING')[0]);
+      const dup = await pollUntil(
+        'duplicate log',
+        () => fx.logs.withCode('E_DUPLICATE_MESSAGE_PROCESSING')[0],
+      );
       assert.equal(dup.key, processingKey(msg.message_id));
       await fx.bridge.stop();
       assert.equal(calls.length, 0);
       assert.equal(await queueDepth(fx.queue), 0);
-      assert.equal(await fx.redis.get(processingKey(msg.message_id)), '1', "the old consumer's lock is left alone");
+      assert.equal(
+        await fx.redis.get(processingKey(msg.message_id)),
+        '1',
+        "the old consumer's lock is left alone",
+      );
     } finally {
       await fx.cleanup();
     }
@@ -49,7 +56,8 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
     const { startRun, calls } = recordingStartRun();
     const fx = await startFixture({
       startRun,
-      locks: (redis, log) => new MessageLocks(redis, { processingSeconds: 300, processedSeconds: 600 }, log, 'test-owner'),
+      locks: (redis, log) =>
+        new MessageLocks(redis, { processingSeconds: 300, processedSeconds: 600 }, log, 'test-owner'),
     });
     try {
       const msg = platformMessage(fx.queue);
@@ -109,7 +117,9 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
   });
 
   test('a start that keeps failing requeues the message and releases the lock', async () => {
-    const { startRun, calls } = recordingStartRun(() => new Error('14 UNAVAILABLE: temporal frontend unreachable'));
+    const { startRun, calls } = recordingStartRun(
+      () => new Error('14 UNAVAILABLE: temporal frontend unreachable'),
+    );
     const fx = await startFixture({ startRun, startRetry: { attempts: 2, initialDelayMs: 20 } });
     try {
       const msg = platformMessage(fx.queue);
@@ -181,7 +191,10 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       openGate();
 
       await pollUntil('ack failure logged', () => fx.logs.withCode('E_ACK_FAILED')[0]);
-      const dup = await pollUntil('redelivery deduplicated', () => fx.logs.withCode('E_DUPLICATE_MESSAGE_PROCESSED')[0]);
+      const dup = await pollUntil(
+        'redelivery deduplicated',
+        () => fx.logs.withCode('E_DUPLICATE_MESSAGE_PROCESSED')[0],
+      );
       assert.equal(dup.key, processedKey(msg.message_id));
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
@@ -206,6 +219,12 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
     });
     await pollUntil('two failed attempts', () => logs.withCode('E_MQ_CONNECTION_LOST').length >= 2);
     await bridge.stop();
-    assert.deepEqual(bridge.stats(), { received: 0, started: 0, duplicates: 0, deadLettered: 0, reconnects: 0 });
+    assert.deepEqual(bridge.stats(), {
+      received: 0,
+      started: 0,
+      duplicates: 0,
+      deadLettered: 0,
+      reconnects: 0,
+    });
   });
 });

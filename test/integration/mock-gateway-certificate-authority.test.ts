@@ -23,7 +23,13 @@ async function handshake(
   const { port } = server.address() as net.AddressInfo;
   try {
     return await new Promise((resolve) => {
-      const client = tls.connect({ host: '127.0.0.1', port, servername: connect.servername, ca: trusted, checkServerIdentity: (_h, cert) => tls.checkServerIdentity(connect.host, cert) });
+      const client = tls.connect({
+        host: '127.0.0.1',
+        port,
+        servername: connect.servername,
+        ca: trusted,
+        checkServerIdentity: (_h, cert) => tls.checkServerIdentity(connect.host, cert),
+      });
       client.once('secureConnect', () => {
         resolve({ authorized: client.authorized });
         client.destroy();
@@ -55,15 +61,35 @@ describe('CertificateAuthority', () => {
   });
 
   test('leaf certificates for DNS names and IP addresses verify against the CA, and only against it', async () => {
-    assert.deepEqual(await handshake(ca, 'api.example.com', { host: 'api.example.com', servername: 'api.example.com' }, ca.certPem), {
+    assert.deepEqual(
+      await handshake(
+        ca,
+        'api.example.com',
+        { host: 'api.example.com', servername: 'api.example.com' },
+        ca.certPem,
+      ),
+      {
+        authorized: true,
+      },
+    );
+    assert.deepEqual(await handshake(ca, '127.0.0.1', { host: '127.0.0.1' }, ca.certPem), {
       authorized: true,
     });
-    assert.deepEqual(await handshake(ca, '127.0.0.1', { host: '127.0.0.1' }, ca.certPem), { authorized: true });
 
-    const wrongName = await handshake(ca, 'api.example.com', { host: 'other.example.com', servername: 'other.example.com' }, ca.certPem);
+    const wrongName = await handshake(
+      ca,
+      'api.example.com',
+      { host: 'other.example.com', servername: 'other.example.com' },
+      ca.certPem,
+    );
     assert.match(wrongName.error ?? '', /other\.example\.com/);
     const otherCa = CertificateAuthority.generate();
-    const untrusted = await handshake(ca, 'api.example.com', { host: 'api.example.com', servername: 'api.example.com' }, otherCa.certPem);
+    const untrusted = await handshake(
+      ca,
+      'api.example.com',
+      { host: 'api.example.com', servername: 'api.example.com' },
+      otherCa.certPem,
+    );
     assert.equal(untrusted.authorized, false);
   });
 
@@ -84,7 +110,10 @@ describe('CertificateAuthority', () => {
     const second = await CertificateAuthority.loadOrCreate(dir);
     assert.equal(second.certPem, first.certPem);
     // The reloaded key signs leaves that verify against the original certificate.
-    assert.deepEqual(await handshake(second, 'x.test', { host: 'x.test', servername: 'x.test' }, first.certPem), { authorized: true });
+    assert.deepEqual(
+      await handshake(second, 'x.test', { host: 'x.test', servername: 'x.test' }, first.certPem),
+      { authorized: true },
+    );
   });
 
   test('concurrent creators in one directory all end up with the same CA', async () => {
@@ -97,6 +126,9 @@ describe('CertificateAuthority', () => {
   test('an unreadable CA file is a clear error, not a silent new CA', async () => {
     const dir = await tempDir();
     await writeFile(path.join(dir, CA_FILE_NAME), 'not a pem');
-    await assert.rejects(CertificateAuthority.loadOrCreate(dir), /E_MOCK_GATEWAY_CA: .*agentbench-mock-ca\.pem/);
+    await assert.rejects(
+      CertificateAuthority.loadOrCreate(dir),
+      /E_MOCK_GATEWAY_CA: .*agentbench-mock-ca\.pem/,
+    );
   });
 });

@@ -92,7 +92,10 @@ interface Agent {
 }
 
 /** A hardened case container that knows the gateway only through its env and files. */
-async function agentFor(gateway: CaseGateway, extraFiles: Array<{ path: string; content: string }> = []): Promise<Agent> {
+async function agentFor(
+  gateway: CaseGateway,
+  extraFiles: Array<{ path: string; content: string }> = [],
+): Promise<Agent> {
   const { containerId } = await sandbox.createAndStart(
     baseSpec(runId, {
       image: AGENT_BASE,
@@ -114,7 +117,9 @@ async function agentFor(gateway: CaseGateway, extraFiles: Array<{ path: string; 
       return parseAnswers(r.stdout);
     },
     async urllib(cases) {
-      const r = await exec(`python3 -c ${shellQuote(URLLIB_SCRIPT)} <<'CASES'\n${JSON.stringify(cases)}\nCASES`);
+      const r = await exec(
+        `python3 -c ${shellQuote(URLLIB_SCRIPT)} <<'CASES'\n${JSON.stringify(cases)}\nCASES`,
+      );
       assert.equal(r.exitCode, 0, r.stderr);
       return parseAnswers(r.stdout);
     },
@@ -132,7 +137,11 @@ describe('mock gateway with real containers', () => {
   const otel = recordingOtelSink(0);
 
   async function start(raw: unknown | null, runCaseId = 7000 + gateways.length): Promise<CaseGateway> {
-    const g = await gatewayManager.start({ runCaseId, config: raw === null ? null : mockConfig(raw), sealed: false });
+    const g = await gatewayManager.start({
+      runCaseId,
+      config: raw === null ? null : mockConfig(raw),
+      sealed: false,
+    });
     gateways.push(g);
     return g;
   }
@@ -164,12 +173,32 @@ describe('mock gateway with real containers', () => {
       passthrough: false,
       rules: [
         { name: 'method', match: { methods: ['DELETE'] }, response: { type: 'text', text: 'by-method' } },
-        { name: 'url', match: { url: 'http://exact.test/exact?q=1' }, response: { type: 'text', text: 'by-url-http' } },
-        { name: 'url-https', match: { url: 'https://exact.test/exact?q=1' }, response: { type: 'text', text: 'by-url-https' } },
-        { name: 'url_regex', match: { url_regex: 'https?://regex\\.test/items/\\d+' }, response: { type: 'text', text: 'by-url_regex' } },
+        {
+          name: 'url',
+          match: { url: 'http://exact.test/exact?q=1' },
+          response: { type: 'text', text: 'by-url-http' },
+        },
+        {
+          name: 'url-https',
+          match: { url: 'https://exact.test/exact?q=1' },
+          response: { type: 'text', text: 'by-url-https' },
+        },
+        {
+          name: 'url_regex',
+          match: { url_regex: 'https?://regex\\.test/items/\\d+' },
+          response: { type: 'text', text: 'by-url_regex' },
+        },
         { name: 'host', match: { host: 'host.test:8443' }, response: { type: 'text', text: 'by-host' } },
-        { name: 'path', match: { path: '/exact-path' }, response: { type: 'json', status: 201, json: { by: 'path', city: 'Zürich' } } },
-        { name: 'path_regex', match: { path_regex: '^/re/[a-z]+$' }, response: { type: 'text', text: 'by-path_regex' } },
+        {
+          name: 'path',
+          match: { path: '/exact-path' },
+          response: { type: 'json', status: 201, json: { by: 'path', city: 'Zürich' } },
+        },
+        {
+          name: 'path_regex',
+          match: { path_regex: '^/re/[a-z]+$' },
+          response: { type: 'text', text: 'by-path_regex' },
+        },
         {
           name: 'python',
           match: { methods: ['POST'], path: '/py' },
@@ -186,11 +215,27 @@ describe('mock gateway with real containers', () => {
     for (const scheme of ['http', 'https']) {
       cases.push(
         { method: 'DELETE', url: `${scheme}://m.test/x`, expect: { status: 200, body: 'by-method' } },
-        { method: 'GET', url: `${scheme}://exact.test/exact?q=1`, expect: { status: 200, body: `by-url-${scheme}` } },
-        { method: 'GET', url: `${scheme}://exact.test/exact?q=2`, expect: { status: 404, body: '{"ok":false,"error":"no_mock_rule"}' } },
-        { method: 'GET', url: `${scheme}://regex.test/items/42?x=1`, expect: { status: 200, body: 'by-url_regex' } },
+        {
+          method: 'GET',
+          url: `${scheme}://exact.test/exact?q=1`,
+          expect: { status: 200, body: `by-url-${scheme}` },
+        },
+        {
+          method: 'GET',
+          url: `${scheme}://exact.test/exact?q=2`,
+          expect: { status: 404, body: '{"ok":false,"error":"no_mock_rule"}' },
+        },
+        {
+          method: 'GET',
+          url: `${scheme}://regex.test/items/42?x=1`,
+          expect: { status: 200, body: 'by-url_regex' },
+        },
         { method: 'GET', url: `${scheme}://host.test:8443/any`, expect: { status: 200, body: 'by-host' } },
-        { method: 'GET', url: `${scheme}://p.test/exact-path?ignored=1`, expect: { status: 201, body: '{"by":"path","city":"Zürich"}' } },
+        {
+          method: 'GET',
+          url: `${scheme}://p.test/exact-path?ignored=1`,
+          expect: { status: 201, body: '{"by":"path","city":"Zürich"}' },
+        },
         { method: 'GET', url: `${scheme}://p.test/re/abc`, expect: { status: 200, body: 'by-path_regex' } },
         {
           method: 'POST',
@@ -198,7 +243,13 @@ describe('mock gateway with real containers', () => {
           body: 'hello',
           expect: {
             status: 202,
-            body: JSON.stringify({ scheme, host: 'py.test', path: '/py', q: { a: ['1', ''], b: ['2'] }, body: 'hello' }).replace(/[:,]/g, '$& '),
+            body: JSON.stringify({
+              scheme,
+              host: 'py.test',
+              path: '/py',
+              q: { a: ['1', ''], b: ['2'] },
+              body: 'hello',
+            }).replace(/[:,]/g, '$& '),
           },
         },
       );
@@ -209,14 +260,19 @@ describe('mock gateway with real containers', () => {
     assert.deepEqual(await agent.urllib(cases), expected, 'urllib');
 
     const connects = g.requests().filter((r) => r.method === 'CONNECT');
-    assert.ok(connects.length >= 8 && connects.every((r) => r.status === 200), 'https went through decrypted CONNECTs');
+    assert.ok(
+      connects.length >= 8 && connects.every((r) => r.status === 200),
+      'https went through decrypted CONNECTs',
+    );
     assert.ok(g.requests().some((r) => r.url === 'https://py.test/py?a=1&a=&b=2' && r.matched === 'python'));
   });
 
   test('passthrough: plain http forwarded, a named https origin decrypted (rule or forward), other https tunnelled untouched', async () => {
     const tlsOrigin = `${bridgeIp}:${tlsUpstream.port}`;
     const g = await start({
-      rules: [{ name: 'mocked', match: { host: tlsOrigin, path: '/mocked' }, response: { json: { mocked: true } } }],
+      rules: [
+        { name: 'mocked', match: { host: tlsOrigin, path: '/mocked' }, response: { json: { mocked: true } } },
+      ],
     });
     const agent = await agentFor(g, [{ path: UPSTREAM_CA_PATH, content: upstreamCa.certPem }]);
     const big = 'chunked-body-'.repeat(5000);
@@ -249,34 +305,65 @@ describe('mock gateway with real containers', () => {
     assert.deepEqual(viaPython, [{ status: 200, body: '{"mocked":true}' }]);
 
     assert.deepEqual(
-      g.requests().map((r) => `${r.method} ${r.matched} ${r.status}`).filter((r) => !r.startsWith('CONNECT')),
-      ['GET passthrough 200', 'GET mocked 200', 'PUT passthrough 200', 'POST passthrough 200', 'GET mocked 200'],
+      g
+        .requests()
+        .map((r) => `${r.method} ${r.matched} ${r.status}`)
+        .filter((r) => !r.startsWith('CONNECT')),
+      [
+        'GET passthrough 200',
+        'GET mocked 200',
+        'PUT passthrough 200',
+        'POST passthrough 200',
+        'GET mocked 200',
+      ],
     );
   });
 
   test('two gateways with different configs serve their own cases side by side', async () => {
     const [a, b] = await Promise.all(
-      ['A', 'B'].map((who) => start({ passthrough: false, rules: [{ match: { path: '/who' }, response: { type: 'text', text: who } }] })),
+      ['A', 'B'].map((who) =>
+        start({
+          passthrough: false,
+          rules: [{ match: { path: '/who' }, response: { type: 'text', text: who } }],
+        }),
+      ),
     );
     assert.ok(a && b);
     assert.notEqual(a.port, b.port);
     const [agentA, agentB] = await Promise.all([agentFor(a), agentFor(b)]);
     const both = async (agent: Agent, gateway: CaseGateway) =>
       Promise.all([
-        agent.curl([{ method: 'GET', url: 'http://who.test/who' }, { method: 'GET', url: `${gateway.baseUrl}/who` }]),
+        agent.curl([
+          { method: 'GET', url: 'http://who.test/who' },
+          { method: 'GET', url: `${gateway.baseUrl}/who` },
+        ]),
         agent.urllib([{ method: 'GET', url: 'https://who.test/who' }]),
       ]);
     const [fromA, fromB] = await Promise.all([both(agentA, a), both(agentB, b)]);
-    assert.deepEqual(fromA.flat().map((x) => x.body), ['A', 'A', 'A']);
-    assert.deepEqual(fromB.flat().map((x) => x.body), ['B', 'B', 'B']);
+    assert.deepEqual(
+      fromA.flat().map((x) => x.body),
+      ['A', 'A', 'A'],
+    );
+    assert.deepEqual(
+      fromB.flat().map((x) => x.body),
+      ['B', 'B', 'B'],
+    );
   });
 
   test('a python handler that loops forever answers 500 within the timeout and the gateway serves the next request', async () => {
     const g = await start({
       passthrough: false,
       rules: [
-        { name: 'loop', match: { path: '/loop' }, response: { type: 'python', python_code: 'def handle(r):\n    while True:\n        pass' } },
-        { name: 'ok', match: { path: '/ok' }, response: { type: 'python', python_code: 'def handle(r):\n    return {"text": "served"}' } },
+        {
+          name: 'loop',
+          match: { path: '/loop' },
+          response: { type: 'python', python_code: 'def handle(r):\n    while True:\n        pass' },
+        },
+        {
+          name: 'ok',
+          match: { path: '/ok' },
+          response: { type: 'python', python_code: 'def handle(r):\n    return {"text": "served"}' },
+        },
       ],
     });
     const agent = await agentFor(g);
@@ -315,6 +402,9 @@ describe('mock gateway with real containers', () => {
       'no_proxy=127.0.0.1,localhost,host.docker.internal',
     ]);
     const sources = otel.calls.map((c) => c.sourceIp);
-    assert.ok(sources.length >= 2 && sources.every((ip) => ip.startsWith('172.')), `source IPs: ${sources.join(',')}`);
+    assert.ok(
+      sources.length >= 2 && sources.every((ip) => ip.startsWith('172.')),
+      `source IPs: ${sources.join(',')}`,
+    );
   });
 });

@@ -24,7 +24,11 @@ describe('mock gateway (host side)', () => {
   let upstream: Upstream;
 
   async function start(raw: unknown | null, extra: Parameters<typeof manager>[1] = {}): Promise<CaseGateway> {
-    const gateway = await manager(log, extra).start({ runCaseId: 900 + gateways.length, config: raw === null ? null : mockConfig(raw), sealed: false });
+    const gateway = await manager(log, extra).start({
+      runCaseId: 900 + gateways.length,
+      config: raw === null ? null : mockConfig(raw),
+      sealed: false,
+    });
     gateways.push(gateway);
     return gateway;
   }
@@ -42,7 +46,13 @@ describe('mock gateway (host side)', () => {
     test('passthrough false + json rule GET /v1/ping → {pong: true}', async () => {
       const g = await start({
         passthrough: false,
-        rules: [{ name: 'ping', match: { methods: ['GET'], path: '/v1/ping' }, response: { type: 'json', json: { pong: true } } }],
+        rules: [
+          {
+            name: 'ping',
+            match: { methods: ['GET'], path: '/v1/ping' },
+            response: { type: 'json', json: { pong: true } },
+          },
+        ],
       });
       const res = await request(g.port, '/v1/ping');
       assert.equal(res.status, 200);
@@ -58,7 +68,8 @@ describe('mock gateway (host side)', () => {
             match: { methods: ['GET'], path: '/v1/echo' },
             response: {
               type: 'python',
-              python_code: 'def handle(request):\n    name = request["query"].get("name", ["world"])[0]\n    return {"json": {"hello": name}}',
+              python_code:
+                'def handle(request):\n    name = request["query"].get("name", ["world"])[0]\n    return {"json": {"hello": name}}',
             },
           },
         ],
@@ -73,7 +84,11 @@ describe('mock gateway (host side)', () => {
         ['/api/otel/v1/traces', '{"resourceSpans":[]}'],
         ['/api/otel/v1/logs', '{"resourceLogs":[]}'],
       ] as const) {
-        const res = await request(g.port, path, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+        const res = await request(g.port, path, {
+          method: 'POST',
+          body,
+          headers: { 'content-type': 'application/json' },
+        });
         assert.equal(res.status, 200);
         assert.equal(JSON.parse(res.body).mock, 'otel-default');
         assert.equal(res.headers['x-mock-gateway'], 'otel-default');
@@ -84,7 +99,11 @@ describe('mock gateway (host side)', () => {
       const sink = recordingOtelSink(7);
       const g = await start({ passthrough: false, rules: [] }, { otelForward: sink.forward });
       const body = '{"resourceSpans":[{"scopeSpans":[]}], "ü": 1}';
-      const res = await request(g.port, '/api/otel/v1/traces', { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      const res = await request(g.port, '/api/otel/v1/traces', {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
       assert.equal(JSON.parse(res.body).inserted, 7);
       assert.equal(sink.calls.length, 1);
       const [call] = sink.calls;
@@ -136,18 +155,31 @@ describe('mock gateway (host side)', () => {
       assert.equal(env.CURL_CA_BUNDLE, env.SSL_CERT_FILE);
       assert.equal(files.find((f) => f.path === env.NODE_EXTRA_CA_CERTS)?.content, g.caCertPem);
       assert.ok(bundle?.content.endsWith(g.caCertPem), 'bundle ends with our CA');
-      assert.ok((bundle?.content.match(/BEGIN CERTIFICATE/g) ?? []).length > 100, 'bundle carries the public roots');
+      assert.ok(
+        (bundle?.content.match(/BEGIN CERTIFICATE/g) ?? []).length > 100,
+        'bundle carries the public roots',
+      );
     });
   });
 
   describe('§5.3 handling order and forwarding', () => {
     test('OTel paths win over rules, also as absolute-URI proxy requests to any host', async () => {
       const sink = recordingOtelSink(3);
-      const g = await start({ passthrough: false, rules: [{ name: 'all', response: { json: { rule: true } } }] }, { otelForward: sink.forward });
-      const res = await request(g.port, 'http://collector.example:4318/api/otel/v1/logs', { method: 'POST', body: 'x' });
+      const g = await start(
+        { passthrough: false, rules: [{ name: 'all', response: { json: { rule: true } } }] },
+        { otelForward: sink.forward },
+      );
+      const res = await request(g.port, 'http://collector.example:4318/api/otel/v1/logs', {
+        method: 'POST',
+        body: 'x',
+      });
       assert.equal(JSON.parse(res.body).inserted, 3);
       assert.equal(sink.calls[0]?.path, '/api/otel/v1/logs');
-      assert.deepEqual(JSON.parse((await request(g.port, '/api/otel/v1/traces')).body), { rule: true }, 'GET is not intercepted');
+      assert.deepEqual(
+        JSON.parse((await request(g.port, '/api/otel/v1/traces')).body),
+        { rule: true },
+        'GET is not intercepted',
+      );
     });
 
     test('a failing ingest still answers 200 otel-default with inserted 0 and logs the code', async () => {
@@ -157,7 +189,11 @@ describe('mock gateway (host side)', () => {
       const res = await request(g.port, '/api/otel/v1/traces', { method: 'POST', body: '{}' });
       assert.equal(res.status, 200);
       assert.deepEqual(JSON.parse(res.body), { ok: true, mock: 'otel-default', inserted: 0 });
-      assert.ok(lines.some((l) => l.code === 'MOCK_GATEWAY_OTEL_INGEST_FAILED' && String(l.err).includes('database down')));
+      assert.ok(
+        lines.some(
+          (l) => l.code === 'MOCK_GATEWAY_OTEL_INGEST_FAILED' && String(l.err).includes('database down'),
+        ),
+      );
     });
 
     test('passthrough false, no match → 404 no_mock_rule', async () => {
@@ -173,7 +209,12 @@ describe('mock gateway (host side)', () => {
       const res = await request(g.port, `http://127.0.0.1:${upstream.port}/up?status=418`, {
         method: 'PATCH',
         body: 'payload',
-        headers: { 'X-Custom': 'kept', 'Proxy-Connection': 'keep-alive', Connection: 'close, X-Hop', 'X-Hop': 'dropped' },
+        headers: {
+          'X-Custom': 'kept',
+          'Proxy-Connection': 'keep-alive',
+          Connection: 'close, X-Hop',
+          'X-Hop': 'dropped',
+        },
       });
       assert.equal(res.status, 418);
       assert.equal(res.headers['x-upstream'], 'echo');
@@ -190,13 +231,23 @@ describe('mock gateway (host side)', () => {
 
     test('chunked request bodies reach rules and upstreams whole', async () => {
       const g = await start({
-        rules: [{ name: 'py', match: { path: '/py' }, response: { type: 'python', python_code: 'def handle(r):\n    return {"text": r["body_text"]}' } }],
+        rules: [
+          {
+            name: 'py',
+            match: { path: '/py' },
+            response: { type: 'python', python_code: 'def handle(r):\n    return {"text": r["body_text"]}' },
+          },
+        ],
       });
       const body = 'chunk-one|chunk-two|' + 'x'.repeat(100_000);
       const mocked = await request(g.port, 'http://any.test/py', { method: 'POST', body, chunked: true });
       assert.equal(mocked.body, body);
       upstream.requests.length = 0;
-      const forwarded = await request(g.port, `http://127.0.0.1:${upstream.port}/chunked`, { method: 'POST', body, chunked: true });
+      const forwarded = await request(g.port, `http://127.0.0.1:${upstream.port}/chunked`, {
+        method: 'POST',
+        body,
+        chunked: true,
+      });
       assert.equal((JSON.parse(forwarded.body) as EchoedRequest).body, body);
       assert.equal(upstream.requests[0]?.headers['content-length'], String(Buffer.byteLength(body)));
       assert.equal(upstream.requests[0]?.headers['transfer-encoding'], undefined);
@@ -217,10 +268,16 @@ describe('mock gateway (host side)', () => {
     });
 
     test('a python handler error is a 500 with the CONTRACT code, logged with it', async () => {
-      const g = await start({ rules: [{ name: 'broken', response: { type: 'python', python_code: 'x = 1' } }] });
+      const g = await start({
+        rules: [{ name: 'broken', response: { type: 'python', python_code: 'x = 1' } }],
+      });
       const res = await request(g.port, '/anything');
       assert.equal(res.status, 500);
-      assert.deepEqual(JSON.parse(res.body), { ok: false, error: 'E_MOCK_PYTHON_MISSING_HANDLE: define handle(request)', rule: 'broken' });
+      assert.deepEqual(JSON.parse(res.body), {
+        ok: false,
+        error: 'E_MOCK_PYTHON_MISSING_HANDLE: define handle(request)',
+        rule: 'broken',
+      });
       assert.ok(lines.some((l) => l.code === 'E_MOCK_PYTHON_MISSING_HANDLE' && l.rule === 'broken'));
     });
 
@@ -267,12 +324,17 @@ describe('mock gateway (host side)', () => {
 
   test('every request is recorded, and logged as MOCK_GATEWAY_HTTP', async () => {
     // Tied to http URLs, so the CONNECT is refused rather than decrypted.
-    const g = await start({ passthrough: false, rules: [{ name: 'hit', match: { url_regex: '^http://[^/]+/hit$' } }] });
+    const g = await start({
+      passthrough: false,
+      rules: [{ name: 'hit', match: { url_regex: '^http://[^/]+/hit$' } }],
+    });
     await request(g.port, '/hit');
     await request(g.port, 'http://a.test/miss');
     await request(g.port, '/api/otel/v1/traces', { method: 'POST', body: '{}' });
     (await connect(g.port, 'blocked.test:443')).socket.destroy();
-    const recorded = g.requests().map(({ method, url, matched, status }) => ({ method, url, matched, status }));
+    const recorded = g
+      .requests()
+      .map(({ method, url, matched, status }) => ({ method, url, matched, status }));
     assert.deepEqual(recorded, [
       { method: 'GET', url: `http://127.0.0.1:${g.port}/hit`, matched: 'hit', status: 200 },
       { method: 'GET', url: 'http://a.test/miss', matched: 'no_match', status: 404 },
@@ -283,15 +345,23 @@ describe('mock gateway (host side)', () => {
       assert.ok(r.latencyMs >= 0);
       assert.ok(!Number.isNaN(Date.parse(r.at)));
     }
-    assert.ok(lines.some((l) => l.code === 'MOCK_GATEWAY_HTTP' && l.url === 'http://a.test/miss' && l.status === 404));
-    assert.ok(lines.some((l) => l.code === 'MOCK_GATEWAY_STARTED' && l.run_case_id !== undefined && l.passthrough === false));
+    assert.ok(
+      lines.some((l) => l.code === 'MOCK_GATEWAY_HTTP' && l.url === 'http://a.test/miss' && l.status === 404),
+    );
+    assert.ok(
+      lines.some(
+        (l) => l.code === 'MOCK_GATEWAY_STARTED' && l.run_case_id !== undefined && l.passthrough === false,
+      ),
+    );
     assert.ok(lines.some((l) => l.code === 'MOCK_GATEWAY_OTEL_DEFAULT_HIT'));
   });
 
   test('a POST that looks like telemetry on another path is logged as an OTel candidate', async () => {
     const g = await start(null, {});
     await request(g.port, `http://127.0.0.1:${upstream.port}/v1/traces`, { method: 'POST', body: '{}' });
-    assert.ok(lines.some((l) => l.code === 'MOCK_GATEWAY_OTEL_CANDIDATE' && String(l.url).endsWith('/v1/traces')));
+    assert.ok(
+      lines.some((l) => l.code === 'MOCK_GATEWAY_OTEL_CANDIDATE' && String(l.url).endsWith('/v1/traces')),
+    );
   });
 
   test('close() ends open connections and tunnels and frees the port', async () => {

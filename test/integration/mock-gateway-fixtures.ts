@@ -37,7 +37,11 @@ function echoHandler(requests: EchoedRequest[]) {
       };
       requests.push(seen);
       const status = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('status') ?? 200);
-      res.writeHead(status, { 'content-type': 'application/json', 'x-upstream': 'echo', 'set-cookie': ['a=1', 'b=2'] });
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        'x-upstream': 'echo',
+        'set-cookie': ['a=1', 'b=2'],
+      });
       res.end(JSON.stringify(seen));
     });
   };
@@ -139,11 +143,24 @@ export function request(
 ): Promise<ProxiedResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: '127.0.0.1', port, method: opts.method ?? 'GET', path: target, headers: opts.headers, agent: false },
+      {
+        host: '127.0.0.1',
+        port,
+        method: opts.method ?? 'GET',
+        path: target,
+        headers: opts.headers,
+        agent: false,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
         res.on('error', reject);
       },
     );
@@ -158,7 +175,10 @@ export function request(
 }
 
 /** Sends CONNECT and returns the proxy's status line and, for non-200, the body it sent before closing. */
-export function connect(port: number, target: string): Promise<{ status: number; socket: net.Socket; body: string }> {
+export function connect(
+  port: number,
+  target: string,
+): Promise<{ status: number; socket: net.Socket; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method: 'CONNECT', path: target, agent: false });
     // Node reports every answer to CONNECT as 'connect'; a refusal's body follows on the socket until close.

@@ -22,7 +22,11 @@ const REQUEST: PythonHandlerRequest = {
   body: Buffer.from([0x68, 0xc3, 0xa9, 0xff]),
 };
 
-async function rejectsWith(promise: Promise<unknown>, code: string, detail?: RegExp): Promise<PythonHandlerError> {
+async function rejectsWith(
+  promise: Promise<unknown>,
+  code: string,
+  detail?: RegExp,
+): Promise<PythonHandlerError> {
   const err = await promise.then(
     () => assert.fail(`expected ${code}`),
     (e: unknown) => e,
@@ -39,7 +43,9 @@ function json(buffer: Buffer): unknown {
 
 describe('PythonHandlerPool (real python3)', () => {
   const pools: PythonHandlerPool[] = [];
-  function pool(options: Partial<ConstructorParameters<typeof PythonHandlerPool>[0]> = {}): PythonHandlerPool {
+  function pool(
+    options: Partial<ConstructorParameters<typeof PythonHandlerPool>[0]> = {},
+  ): PythonHandlerPool {
     const created = new PythonHandlerPool({ log, ...options });
     pools.push(created);
     return created;
@@ -76,7 +82,10 @@ describe('PythonHandlerPool (real python3)', () => {
     assert.deepEqual(both.headers, { 'X-N': '5' });
     assert.equal(both.body.toString('utf8'), '{"ü": 1}', 'json.dumps with non-ASCII kept');
 
-    const text = await p.run('def handle(request):\n    return {"text": "plain", "body_base64": "AAE="}', REQUEST);
+    const text = await p.run(
+      'def handle(request):\n    return {"text": "plain", "body_base64": "AAE="}',
+      REQUEST,
+    );
     assert.equal(text.body.toString('utf8'), 'plain');
     assert.equal(text.contentType, 'text/plain; charset=utf-8');
 
@@ -92,24 +101,43 @@ describe('PythonHandlerPool (real python3)', () => {
     const p = pool();
     await rejectsWith(p.run('   \n', REQUEST), 'E_MOCK_PYTHON_EMPTY_CODE');
     await rejectsWith(p.run('x = 1', REQUEST), 'E_MOCK_PYTHON_MISSING_HANDLE', /define handle\(request\)/);
-    await rejectsWith(p.run('def handle(r):\n    return [1]', REQUEST), 'E_MOCK_PYTHON_INVALID_RESULT', /must return dict/);
-    await rejectsWith(p.run('def handle(r):\n    raise ValueError("boom")', REQUEST), 'E_MOCK_PYTHON_ERROR', /ValueError: boom/);
+    await rejectsWith(
+      p.run('def handle(r):\n    return [1]', REQUEST),
+      'E_MOCK_PYTHON_INVALID_RESULT',
+      /must return dict/,
+    );
+    await rejectsWith(
+      p.run('def handle(r):\n    raise ValueError("boom")', REQUEST),
+      'E_MOCK_PYTHON_ERROR',
+      /ValueError: boom/,
+    );
     await rejectsWith(p.run('def handle(r:\n', REQUEST), 'E_MOCK_PYTHON_ERROR', /SyntaxError/);
-    await rejectsWith(p.run('def handle(r):\n    raise SystemExit(3)', REQUEST), 'E_MOCK_PYTHON_ERROR', /SystemExit/);
+    await rejectsWith(
+      p.run('def handle(r):\n    raise SystemExit(3)', REQUEST),
+      'E_MOCK_PYTHON_ERROR',
+      /SystemExit/,
+    );
     const ok = await p.run('def handle(r):\n    return {"text": "still here"}', REQUEST);
     assert.equal(ok.body.toString(), 'still here');
   });
 
   test('print() in a handler goes to stderr and cannot corrupt the protocol', async () => {
     const p = pool();
-    const result = await p.run('def handle(r):\n    print("{\\"id\\": 1, \\"ok\\": false}")\n    return {"text": "clean"}', REQUEST);
+    const result = await p.run(
+      'def handle(r):\n    print("{\\"id\\": 1, \\"ok\\": false}")\n    return {"text": "clean"}',
+      REQUEST,
+    );
     assert.equal(result.body.toString(), 'clean');
   });
 
   test('a handler that loops forever times out; the process is replaced and serves the next request', async () => {
     const p = pool({ timeoutMs: 1000 });
     const startedAt = Date.now();
-    await rejectsWith(p.run('def handle(r):\n    while True:\n        pass', REQUEST), 'E_MOCK_PYTHON_TIMEOUT', /1000 ms/);
+    await rejectsWith(
+      p.run('def handle(r):\n    while True:\n        pass', REQUEST),
+      'E_MOCK_PYTHON_TIMEOUT',
+      /1000 ms/,
+    );
     const elapsed = Date.now() - startedAt;
     assert.ok(elapsed >= 1000 && elapsed < 4000, `timed out after ${elapsed} ms`);
     const next = await p.run('def handle(r):\n    return {"text": "fresh"}', REQUEST);
@@ -130,13 +158,24 @@ describe('PythonHandlerPool (real python3)', () => {
 
   test('a crashing process fails its request and is respawned', async () => {
     const p = pool();
-    await rejectsWith(p.run('import os\ndef handle(r):\n    os._exit(9)', REQUEST), 'E_MOCK_PYTHON_ERROR', /exited/);
-    assert.equal((await p.run('def handle(r):\n    return {"text": "again"}', REQUEST)).body.toString(), 'again');
+    await rejectsWith(
+      p.run('import os\ndef handle(r):\n    os._exit(9)', REQUEST),
+      'E_MOCK_PYTHON_ERROR',
+      /exited/,
+    );
+    assert.equal(
+      (await p.run('def handle(r):\n    return {"text": "again"}', REQUEST)).body.toString(),
+      'again',
+    );
   });
 
   test('address-space limit: a large allocation is a MemoryError, not a worker problem', async () => {
     const p = pool({ memoryMb: 128 });
-    await rejectsWith(p.run('def handle(r):\n    b = bytearray(512 * 1024 * 1024)\n    return {}', REQUEST), 'E_MOCK_PYTHON_ERROR', /MemoryError/);
+    await rejectsWith(
+      p.run('def handle(r):\n    b = bytearray(512 * 1024 * 1024)\n    return {}', REQUEST),
+      'E_MOCK_PYTHON_ERROR',
+      /MemoryError/,
+    );
     assert.equal((await p.run('def handle(r):\n    return {"text": "ok"}', REQUEST)).body.toString(), 'ok');
   });
 
@@ -171,7 +210,9 @@ describe('PythonHandlerPool (real python3)', () => {
     });
 
     const connectCode = () =>
-      'import socket\ndef handle(r):\n    s = socket.create_connection(("127.0.0.1", ' + port + '), timeout=2)\n    return {"text": "connected"}';
+      'import socket\ndef handle(r):\n    s = socket.create_connection(("127.0.0.1", ' +
+      port +
+      '), timeout=2)\n    return {"text": "connected"}';
 
     test('strongest isolation here: an empty network namespace (the worker runs as root)', async (t) => {
       const p = pool();
@@ -183,7 +224,11 @@ describe('PythonHandlerPool (real python3)', () => {
 
     test('fallback: socket creation is blocked before user code runs', async () => {
       const p = pool({ networkIsolation: 'socket-block' });
-      await rejectsWith(p.run(connectCode(), REQUEST), 'E_MOCK_PYTHON_ERROR', /PermissionError: network access is disabled/);
+      await rejectsWith(
+        p.run(connectCode(), REQUEST),
+        'E_MOCK_PYTHON_ERROR',
+        /PermissionError: network access is disabled/,
+      );
       assert.equal(p.isolation, 'socket-block');
       assert.equal(connections, 0);
     });

@@ -18,7 +18,13 @@ import {
   removeTestContainers,
   SOCKET_PATH,
 } from './docker-fixtures';
-import { manager, mockConfig, recordingOtelSink, startEchoUpstream, type Upstream } from './mock-gateway-fixtures';
+import {
+  manager,
+  mockConfig,
+  recordingOtelSink,
+  startEchoUpstream,
+  type Upstream,
+} from './mock-gateway-fixtures';
 
 /**
  * passthrough:false cases on a sealed network: the container reaches its gateway and nothing else,
@@ -35,7 +41,9 @@ const sandbox = new DockerSandbox(docker, new Semaphore(4), log);
 function hostLanAddresses(): string[] {
   return Object.entries(os.networkInterfaces())
     .filter(([name]) => !/^(lo|docker\d*|br-|abm|veth)/.test(name))
-    .flatMap(([, addresses]) => (addresses ?? []).filter((a) => a.family === 'IPv4' && !a.internal).map((a) => a.address));
+    .flatMap(([, addresses]) =>
+      (addresses ?? []).filter((a) => a.family === 'IPv4' && !a.internal).map((a) => a.address),
+    );
 }
 
 async function iptablesRules(): Promise<string> {
@@ -52,9 +60,19 @@ async function networkExists(name: string): Promise<boolean> {
   }
 }
 
-async function container(env: Record<string, string>, network?: string, files: Array<{ path: string; content: string }> = []) {
+async function container(
+  env: Record<string, string>,
+  network?: string,
+  files: Array<{ path: string; content: string }> = [],
+) {
   const { containerId } = await sandbox.createAndStart(
-    baseSpec(runId, { image: AGENT_BASE, env, network, files, limits: { memoryMb: 256, cpus: 1, pidsLimit: 128 } }),
+    baseSpec(runId, {
+      image: AGENT_BASE,
+      env,
+      network,
+      files,
+      limits: { memoryMb: 256, cpus: 1, pidsLimit: 128 },
+    }),
   );
   return async (command: string) => {
     const r = await sandbox.exec(containerId, { command, timeoutMs: 60_000 });
@@ -90,7 +108,12 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
     await ensureBenchImages(docker);
     upstream = await startEchoUpstream();
     bridgeIp = await dockerHostAddress(docker);
-    gatewayManager = manager(log, { docker, bindHost: bridgeIp, advertisedHost: 'host.docker.internal', otelForward: recordingOtelSink().forward });
+    gatewayManager = manager(log, {
+      docker,
+      bindHost: bridgeIp,
+      advertisedHost: 'host.docker.internal',
+      otelForward: recordingOtelSink().forward,
+    });
   });
 
   after(async () => {
@@ -100,16 +123,23 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
   });
 
   async function startSealed(raw: unknown): Promise<CaseGateway> {
-    const g = await gatewayManager.start({ runCaseId: 8100 + gateways.length, config: mockConfig(raw), sealed: true });
+    const g = await gatewayManager.start({
+      runCaseId: 8100 + gateways.length,
+      config: mockConfig(raw),
+      sealed: true,
+    });
     gateways.push(g);
     return g;
   }
 
   test('only the gateway is reachable: proxied requests work, a client ignoring the proxy env gets no connection out', async () => {
     const control = await container({});
-    const directTargets = [bridgeIp, ...hostLanAddresses()].map((ip) => `http://${ip}:${upstream.port}/direct`);
+    const directTargets = [bridgeIp, ...hostLanAddresses()].map(
+      (ip) => `http://${ip}:${upstream.port}/direct`,
+    );
     // Control: the same direct requests work from an ordinary container, so "blocked" below means sealed.
-    for (const url of directTargets) assert.match(await control(`curl -s -m 5 ${url}`), /"url":"\/direct"/, url);
+    for (const url of directTargets)
+      assert.match(await control(`curl -s -m 5 ${url}`), /"url":"\/direct"/, url);
 
     const g = await startSealed({
       passthrough: false,
@@ -126,11 +156,18 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
         `curl -s -m 10 ${g.baseUrl}/v1/ping; echo; ` +
         `curl -s -m 10 -X POST -d '{}' http://host.docker.internal:14318/api/otel/v1/traces`,
     );
-    assert.deepEqual(viaProxy.split('\n'), ['{"pong":true}', '{"pong":true}', '{"pong":true}', '{"ok":true,"mock":"otel-default","inserted":0}']);
+    assert.deepEqual(viaProxy.split('\n'), [
+      '{"pong":true}',
+      '{"pong":true}',
+      '{"pong":true}',
+      '{"ok":true,"mock":"otel-default","inserted":0}',
+    ]);
 
     upstream.requests.length = 0;
     const curlDirect = await sealed(
-      directTargets.map((url) => `curl -s -m 5 --noproxy '*' -o /dev/null ${url}; echo "${url} exit=$?"`).join('\n'),
+      directTargets
+        .map((url) => `curl -s -m 5 --noproxy '*' -o /dev/null ${url}; echo "${url} exit=$?"`)
+        .join('\n'),
     );
     for (const line of curlDirect.split('\n')) assert.match(line, /exit=(7|28)$/, line);
 
@@ -163,7 +200,10 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
     const name = g.network ?? '';
     const gatewayIp = new URL(g.baseUrl).hostname;
     await container(g.proxyEnv(), name);
-    assert.match(await iptablesRules(), new RegExp(`-d ${gatewayIp.replace(/\./g, '\\.')}/32 -p tcp -m tcp --dport ${g.port} -j ACCEPT`));
+    assert.match(
+      await iptablesRules(),
+      new RegExp(`-d ${gatewayIp.replace(/\./g, '\\.')}/32 -p tcp -m tcp --dport ${g.port} -j ACCEPT`),
+    );
     await g.close();
     assert.equal(await networkExists(name), false);
     assert.doesNotMatch(await iptablesRules(), new RegExp(`--dport ${g.port} -j ACCEPT`));
@@ -172,7 +212,10 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
   test('reapSealedNetworks removes old unattached sealed networks and their rules, and leaves young ones', async () => {
     const network = await createSealedNetwork(docker, `agentbench-mock-reap-${runId}`);
     try {
-      assert.match(await iptablesRules(), new RegExp(`-A INPUT -i ${network.bridge} -j AGENTBENCH-${network.bridge}`));
+      assert.match(
+        await iptablesRules(),
+        new RegExp(`-A INPUT -i ${network.bridge} -j AGENTBENCH-${network.bridge}`),
+      );
       assert.deepEqual(await reapSealedNetworks(docker, 3_600_000), []);
       assert.equal(await networkExists(network.name), true);
       assert.ok((await reapSealedNetworks(docker, 0)).includes(network.name));

@@ -52,7 +52,11 @@ describe('matchRule', () => {
     assert.equal(matched(rules, 'DELETE', 'http://any/where'), 'method');
     assert.equal(matched(rules, 'GET', 'http://h/p?q=1'), 'url');
     assert.equal(matched(rules, 'GET', 'http://h/p?q=2'), undefined, 'url is exact equality');
-    assert.equal(matched(rules, 'GET', 'https://shop.test/api/items/42/details'), 'url_regex', 'unanchored search');
+    assert.equal(
+      matched(rules, 'GET', 'https://shop.test/api/items/42/details'),
+      'url_regex',
+      'unanchored search',
+    );
     assert.equal(matched(rules, 'GET', 'http://api.x.com:8080/anything'), 'host');
     assert.equal(matched(rules, 'GET', 'http://api.x.com/anything'), undefined, 'host includes the port');
     assert.equal(matched(rules, 'GET', 'http://a/v1/x?ignored=query'), 'path', 'path excludes the query');
@@ -80,8 +84,14 @@ describe('matchRule', () => {
   });
 
   test('Python-only regex spellings are translated; an uncompilable pattern never matches', () => {
-    assert.equal(matched({ rules: [{ match: { url_regex: '(?i)EXAMPLE\\.COM' } }] }, 'GET', 'http://example.com/'), 'rules[0]');
-    assert.equal(matched({ rules: [{ match: { path_regex: '^/(?P<id>\\d+)/(?P=id)\\Z' } }] }, 'GET', 'http://x/7/7'), 'rules[0]');
+    assert.equal(
+      matched({ rules: [{ match: { url_regex: '(?i)EXAMPLE\\.COM' } }] }, 'GET', 'http://example.com/'),
+      'rules[0]',
+    );
+    assert.equal(
+      matched({ rules: [{ match: { path_regex: '^/(?P<id>\\d+)/(?P=id)\\Z' } }] }, 'GET', 'http://x/7/7'),
+      'rules[0]',
+    );
     assert.equal(matched({ rules: [{ match: { path_regex: '\\A/a' } }] }, 'GET', 'http://x/b/a'), undefined);
     assert.equal(compilePythonPattern('(unclosed'), null);
     assert.equal(matched({ rules: [{ match: { path_regex: '(unclosed' } }] }, 'GET', 'http://x/'), undefined);
@@ -102,7 +112,16 @@ describe('renderStaticResponse', () => {
 
   test('text: default content type; rule headers stringified and a given content type kept', () => {
     const [rule] = config({
-      rules: [{ response: { type: 'text', status: 418, text: 'teapot', headers: { 'Content-Type': 'text/html', 'X-N': 5 } } }],
+      rules: [
+        {
+          response: {
+            type: 'text',
+            status: 418,
+            text: 'teapot',
+            headers: { 'Content-Type': 'text/html', 'X-N': 5 },
+          },
+        },
+      ],
     }).rules;
     assert.ok(rule);
     assert.deepEqual(renderStaticResponse(rule.response), {
@@ -123,22 +142,37 @@ describe('renderStaticResponse', () => {
 });
 
 describe('handlerResponseHead', () => {
-  const [rule] = config({ rules: [{ response: { type: 'python', status: 201, headers: { 'X-Rule': 'r', 'x-both': 'rule' } } }] }).rules;
+  const [rule] = config({
+    rules: [{ response: { type: 'python', status: 201, headers: { 'X-Rule': 'r', 'x-both': 'rule' } } }],
+  }).rules;
   assert.ok(rule);
 
   test('handler headers win over rule headers (case-insensitively); status defaults to the rule status', () => {
     assert.deepEqual(
-      handlerResponseHead(rule.response, { status: null, headers: { 'X-Both': 'handler' }, contentType: 'application/json' }),
+      handlerResponseHead(rule.response, {
+        status: null,
+        headers: { 'X-Both': 'handler' },
+        contentType: 'application/json',
+      }),
       { status: 201, headers: { 'X-Rule': 'r', 'X-Both': 'handler', 'content-type': 'application/json' } },
     );
   });
 
   test('a handler status and content type win; body_base64 gets no default content type', () => {
     assert.deepEqual(
-      handlerResponseHead(rule.response, { status: 404, headers: { 'content-type': 'image/png' }, contentType: 'text/plain; charset=utf-8' }),
+      handlerResponseHead(rule.response, {
+        status: 404,
+        headers: { 'content-type': 'image/png' },
+        contentType: 'text/plain; charset=utf-8',
+      }),
       { status: 404, headers: { 'X-Rule': 'r', 'x-both': 'rule', 'content-type': 'image/png' } },
     );
-    assert.equal(handlerResponseHead(rule.response, { status: null, headers: {}, contentType: null }).headers['content-type'], undefined);
+    assert.equal(
+      handlerResponseHead(rule.response, { status: null, headers: {}, contentType: null }).headers[
+        'content-type'
+      ],
+      undefined,
+    );
   });
 });
 
@@ -154,11 +188,19 @@ describe('interceptsHttpsOrigin', () => {
       ],
     });
     assert.equal(interceptsHttpsOrigin(c, 'api.x.com', 443), true);
-    assert.equal(interceptsHttpsOrigin(c, 'api.x.com', 8443), false, 'host without port means the default port');
+    assert.equal(
+      interceptsHttpsOrigin(c, 'api.x.com', 8443),
+      false,
+      'host without port means the default port',
+    );
     assert.equal(interceptsHttpsOrigin(c, 'pay.test', 8443), true);
     assert.equal(interceptsHttpsOrigin(c, 'pay.test', 443), false);
     assert.equal(interceptsHttpsOrigin(c, 'api.example.com', 443), true, 'the README example works now');
-    assert.equal(interceptsHttpsOrigin(c, 'api.openai.com', 443), false, 'path-only rules do not decrypt with passthrough');
+    assert.equal(
+      interceptsHttpsOrigin(c, 'api.openai.com', 443),
+      false,
+      'path-only rules do not decrypt with passthrough',
+    );
   });
 
   test('without passthrough every rule that could match the origin decrypts it', () => {
@@ -166,14 +208,21 @@ describe('interceptsHttpsOrigin', () => {
     assert.equal(interceptsHttpsOrigin(pathOnly, 'api.openai.com', 443), true);
     const elsewhere = config({
       passthrough: false,
-      rules: [{ match: { host: 'other.test' } }, { match: { url_regex: '^http://plain\\.test/' } }, { match: { url: 'http://api.x.com/' } }],
+      rules: [
+        { match: { host: 'other.test' } },
+        { match: { url_regex: '^http://plain\\.test/' } },
+        { match: { url: 'http://api.x.com/' } },
+      ],
     });
     assert.equal(interceptsHttpsOrigin(elsewhere, 'api.x.com', 443), false);
     assert.equal(interceptsHttpsOrigin(config({ passthrough: false, rules: [] }), 'api.x.com', 443), false);
   });
 
   test('a url_regex matching any https URL names every origin', () => {
-    assert.equal(interceptsHttpsOrigin(config({ rules: [{ match: { url_regex: '.*' } }] }), 'a.test', 443), true);
+    assert.equal(
+      interceptsHttpsOrigin(config({ rules: [{ match: { url_regex: '.*' } }] }), 'a.test', 443),
+      true,
+    );
   });
 });
 
@@ -181,7 +230,13 @@ describe('CONTRACT §11 test_parser', () => {
   test('passthrough false and the first rule path /healthz survive the tolerant parse', () => {
     const c = config({
       passthrough: false,
-      rules: [{ name: 'health', match: { methods: ['GET'], path: '/healthz' }, response: { type: 'json', status: 200, json: { ok: true } } }],
+      rules: [
+        {
+          name: 'health',
+          match: { methods: ['GET'], path: '/healthz' },
+          response: { type: 'json', status: 200, json: { ok: true } },
+        },
+      ],
     });
     assert.equal(c.passthrough, false);
     assert.equal(c.rules[0]?.match.path, '/healthz');

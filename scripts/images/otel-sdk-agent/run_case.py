@@ -11,9 +11,15 @@ usage: python3 /agent/run_case.py [question ...]
 
 import json
 import sys
+import time
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.auto_instrumentation import initialize
+
+
+def work() -> None:
+    """Each step takes a few milliseconds, as real ones do, so the steps' order is the spans' order."""
+    time.sleep(0.005)
 
 
 def main() -> int:
@@ -26,15 +32,18 @@ def main() -> int:
             plan.set_attribute("model", "fake-llm-1")
             plan.set_attribute("gen_ai.usage.input_tokens", 120)
             plan.set_attribute("gen_ai.usage.output_tokens", 30)
+            work()
         with tracer.start_as_current_span("tool.search") as search:
             search.set_attribute("tool.name", "search")
             search.set_attribute("query", question)
             search.set_attribute("results", json.dumps(["Tokyo is UTC+9", "It is 12:00 in Tokyo"]))
+            work()
             search.add_event("search.done", {"hits": 2})
         with tracer.start_as_current_span("llm.answer") as answer_span:
             answer_span.set_attribute("model", "fake-llm-1")
             answer_span.set_attribute("gen_ai.usage.input_tokens", 200)
             answer_span.set_attribute("gen_ai.usage.output_tokens", 12)
+            work()
         answer = "12:00"
         root.set_attribute("final_answer", answer)
     provider = trace.get_tracer_provider()

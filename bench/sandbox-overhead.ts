@@ -1,0 +1,153 @@
+/**
+ * bench/sandbox-overhead — what our pipeline costs on top of Docker itself (issue: Case sandbox).
+ *
+ *   node --import tsx bench/sandbox-overhead.ts [--cases 40] [--concurrency 1,2,4,8]
+ *
+ * For each concurrency C: N trivial cases (busybox, `sleep infinity` + `echo '{"output":"ok"}'`)
+ * through the real pipeline — message published to RabbitMQ → bridge → Temporal workflow →
+ * activities → Postgres — and, in the same run, the bare floor: the same create → start → exec →
+ * remove sequence straight through dockerode, C at a time, no orchestration. Prints cases/min and
+ * per-case p50/p95 for both and the ratios. Per-case latency of the pipeline is its container
+ * phase (create to remove, as recorded by the activity), the floor's is the same four calls.
+ * Targets (2 cores): p50 at C=1 within 1.15x the floor; throughput at C=4 at least 0.9x the floor.
+ */
+import { parseArgs } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import amqp from 'amqplib';
+import type Dockerode from 'dockerode';
+import { amqpUrl, requireBridgeSettings } from '../src/config';
+import { createLogger } from '../src/logger';
+import { startBridge } from '../bridge/experiment-bridge';
+import { createRedis } from '../bridge/redis-lock';
+import { deadLetterQueueName } from '../bridge/dead-letter';
+import { startExperimentRun } from '../src/temporal/run-starter';
+import { seedExperiment } from '../test/support/database';
+import { buildPlatformMessage, publishAsPlatform } from '../test/support/platform';
+import { eventually, startStack } from '../test/support/stack';
+
+const { values } = parseArgs({
+  options: { cases: { type: 'string', default: '40' }, concurrency: { type: 'string', default: '1,2,4,8' } },
+});
+const CASES = Number(values.cases);
+const LEVELS = values.concurrency.split(',').map(Number);
+const IMAGE = 'bench/busybox:latest';
+
+function percentile(xs: number[], p: number): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+/** The floor: the four Docker calls every case needs, nothing else. */
+async function bareCase(docker: Dockerode): Promise<number> {
+  const start = Date.now();
+  const container = await docker.createContainer({
+    Image: IMAGE,
+    Cmd: ['sh', '-lc', 'sleep infinity'],
+    HostConfig: { ExtraHosts: ['host.docker.internal:host-gateway'] },
+  });
+  await container.start();
+  const exec = await container.exec({ Cmd: ['sh', '-lc', `echo '{"output":"ok"}'`], AttachStdout: true, AttachStderr: true });
+  const stream = await exec.start({ hijack: true, stdin: false });
+  await new Promise<void>((resolve, reject) => {
+    stream.on('end', resolve).on('close', resolve).on('error', reject);
+    stream.resume();
+  });
+  await exec.inspect();
+  await container.remove({ force: true });
+  return Date.now() - start;
+}
+
+async function floor(docker: Dockerode, c: number): Promise<{ perCase: number[]; seconds: number }> {
+  const perCase: number[] = [];
+  let next = 0;
+  const start = Date.now();
+  await Promise.all(
+    Array.from({ length: c }, async () => {
+      while (next++ < CASES) perCase.push(await bareCase(docker));
+    }),
+  );
+  return { perCase, seconds: (Date.now() - start) / 1000 };
+}
+
+async function main(): Promise<void> {
+  const log = createLogger({ level: 'silent' });
+  const queue = `agentbench.bench.${randomBytes(4).toString('hex')}`;
+  const stack = await startStack({
+    log,
+    env: { RABBITMQ_EXPERIMENT_QUEUE: queue, DOCKER_MAX_LIVE_CONTAINERS: '16', OTEL_FLUSH_GRACE_MS: '0' },
+  });
+  const settings = requireBridgeSettings(stack.config);
+  const redis = createRedis(settings.redis);
+  let concurrency = 1;
+  const bridge = await startBridge({
+    amqpUrl: settings.amqpUrl,
+    queue,
+    prefetch: 16,
+    redis,
+    log,
+    startRun: (message, meta) =>
+      startExperimentRun({ client: stack.client, pool: stack.db.pool, config: stack.config, log }, message, meta.dedupSuffix, {
+        concurrentCases: concurrency,
+      }),
+  });
+  const rows: string[] = [];
+  try {
+    await bareCase(stack.docker); // warm the image and the daemon once for both sides
+    for (const c of LEVELS) {
+      concurrency = c;
+      const seeded = await seedExperiment(stack.db.pool, { cases: CASES });
+      const message = buildPlatformMessage(seeded, {
+        queue,
+        runtimeSpec: { agent_image: IMAGE, sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"ok"}'` },
+      });
+      const started = Date.now();
+      await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
+      await eventually(
+        async () => {
+          const { rows: r } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
+          return r[0]?.queue_status === 'done' ? true : undefined;
+        },
+        600_000,
+        'pipeline run',
+      );
+      const pipeSeconds = (Date.now() - started) / 1000;
+      const { rows: phases } = await stack.db.pool.query<{ ms: number }>(
+        `SELECT (result->'timings'->>'containerPhaseMs')::int AS ms FROM agentbench_case_results r
+           JOIN run_cases rc ON rc.id = r.run_case_id WHERE rc.experiment_id = $1`,
+        [seeded.experimentId],
+      );
+      const pipe = phases.map((p) => p.ms);
+      const bare = await floor(stack.docker, c);
+
+      const pipeRate = (CASES / pipeSeconds) * 60;
+      const bareRate = (CASES / bare.seconds) * 60;
+      rows.push(
+        [
+          `C=${c}`,
+          `pipeline ${pipeRate.toFixed(0)} cases/min p50 ${percentile(pipe, 50)} ms p95 ${percentile(pipe, 95)} ms`,
+          `floor ${bareRate.toFixed(0)} cases/min p50 ${percentile(bare.perCase, 50)} ms p95 ${percentile(bare.perCase, 95)} ms`,
+          `ratio p50 ${(percentile(pipe, 50) / percentile(bare.perCase, 50)).toFixed(2)}x throughput ${(pipeRate / bareRate).toFixed(2)}x`,
+        ].join(' | '),
+      );
+      process.stdout.write(`${rows[rows.length - 1]}\n`);
+    }
+    process.stdout.write(`\nbench/sandbox-overhead: ${CASES} cases per level (targets: p50 ratio at C=1 <= 1.15, throughput ratio at C=4 >= 0.9)\n${rows.join('\n')}\n`);
+  } finally {
+    await bridge.stop();
+    redis.disconnect();
+    const conn = await amqp.connect(amqpUrl(stack.config));
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(queue);
+    await ch.deleteQueue(deadLetterQueueName(queue));
+    await conn.close();
+    await stack.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
