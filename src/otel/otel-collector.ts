@@ -46,6 +46,7 @@ const MAX_CONCURRENT_INGESTS = 64;
 /** Bytes of an oversized body read and discarded so the client can still read the 413. */
 const OVERSIZE_DRAIN_BYTES = 8 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 60_000;
+const STORAGE_UNAVAILABLE = 'telemetry storage unavailable, retry';
 const STOP_GRACE_MS = 5_000;
 
 export interface OtelCollectorParams {
@@ -112,7 +113,11 @@ function normalizeIp(ip: string): string {
   return lower.startsWith('::ffff:') && lower.includes('.') ? lower.slice('::ffff:'.length) : lower;
 }
 
-function reply(status: number, payload: Record<string, unknown>, extraHeaders: Record<string, string> = {}): OtelIngestResponse {
+function reply(
+  status: number,
+  payload: Record<string, unknown>,
+  extraHeaders: Record<string, string> = {},
+): OtelIngestResponse {
   return {
     status,
     headers: { 'content-type': 'application/json', [GATEWAY_HEADER]: GATEWAY_NAME, ...extraHeaders },
@@ -152,7 +157,8 @@ export class OtelCollector {
     });
     // Malformed HTTP: answer 400 if the socket still can, never let it reach 'error'.
     server.on('clientError', (_err, socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      if (socket.writable)
+        socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       else socket.destroy();
     });
     await new Promise<void>((resolve, reject) => {
@@ -162,7 +168,9 @@ export class OtelCollector {
         resolve();
       });
     });
-    server.on('error', (err) => this.log.error({ code: 'E_OTEL_COLLECTOR_SERVER', err }, 'otel collector server error'));
+    server.on('error', (err) =>
+      this.log.error({ code: 'E_OTEL_COLLECTOR_SERVER', err }, 'otel collector server error'),
+    );
     this.server = server;
     const { port } = server.address() as AddressInfo;
     this.log.info({ code: 'OTEL_COLLECTOR_STARTED', host: this.host, port }, 'otel collector listening');
@@ -213,8 +221,16 @@ export class OtelCollector {
   async ingestForCase(token: string, req: OtelIngestRequest): Promise<OtelIngestResponse> {
     const path = pathOf(req.path);
     const attribution = this.cases.get(token);
-    if (!attribution) return this.rejected(new IngestRejection(403, 'unknown ingest token'), path ?? req.path, 'gateway');
-    return this.ingest(path, attribution, req, 'gateway');
+    if (!attribution)
+      return this.rejected(new IngestRejection(403, 'unknown ingest token'), path ?? req.path, 'gateway');
+    const busy = this.busy(path ?? req.path, 'gateway');
+    if (busy) return busy;
+    this.inFlight++;
+    try {
+      return await this.ingest(path, attribution, req, 'gateway');
+    } finally {
+      this.inFlight--;
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -223,26 +239,51 @@ export class OtelCollector {
     const remote = normalizeIp(req.socket.remoteAddress ?? '');
     const path = pathOf(req.url ?? '/');
     if (path === null || signalForPath(path) === null) {
-      this.refuseUnread(req, res, this.rejected(new IngestRejection(404, 'not an OTLP ingest path'), req.url ?? '', remote));
+      this.refuseUnread(
+        req,
+        res,
+        this.rejected(new IngestRejection(404, 'not an OTLP ingest path'), req.url ?? '', remote),
+      );
       return;
     }
-    const early = this.precheck(req, path, remote);
+    const early = this.precheck(req, path, remote) ?? this.busy(path, remote);
     if (early) {
       this.refuseUnread(req, res, early);
       return;
     }
-    const body = await this.readBody(req);
-    if (body === 'aborted') return;
-    if (body === 'too-large') {
-      this.send(res, this.rejected(new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`), path, remote), true);
-      return;
+    // Counted from before the body is read: the limit bounds the memory bodies take, too.
+    this.inFlight++;
+    try {
+      const body = await this.readBody(req);
+      if (body === 'aborted') return;
+      if (body === 'too-large') {
+        this.send(
+          res,
+          this.rejected(new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`), path, remote),
+          true,
+        );
+        return;
+      }
+      const attribution = this.attributionOf(req.headers, remote) ?? null;
+      this.send(res, await this.ingest(path, attribution, { path, headers: req.headers, body }, remote));
+    } finally {
+      this.inFlight--;
     }
-    const attribution = this.attributionOf(req.headers, remote) ?? null;
-    this.send(res, await this.ingest(path, attribution, { path, headers: req.headers, body }, remote));
+  }
+
+  /** 503 (clients retry) while MAX_CONCURRENT_INGESTS requests are being read, decoded or stored. */
+  private busy(path: string, origin: string): OtelIngestResponse | null {
+    if (this.inFlight < MAX_CONCURRENT_INGESTS) return null;
+    const response = this.rejected(new IngestRejection(503, 'collector busy, retry'), path, origin);
+    return { ...response, headers: { ...response.headers, 'retry-after': '1' } };
   }
 
   /** Answers without reading the body; the connection closes after the answer. */
-  private refuseUnread(req: http.IncomingMessage, res: http.ServerResponse, response: OtelIngestResponse): void {
+  private refuseUnread(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    response: OtelIngestResponse,
+  ): void {
     this.send(res, response, true);
     req.resume();
   }
@@ -299,11 +340,6 @@ export class OtelCollector {
     if (path === null || signal === null) {
       return this.rejected(new IngestRejection(404, 'not an OTLP ingest path'), path ?? req.path, origin);
     }
-    if (this.inFlight >= MAX_CONCURRENT_INGESTS) {
-      const busy = this.rejected(new IngestRejection(503, 'collector busy, retry'), path, origin);
-      return { ...busy, headers: { ...busy.headers, 'retry-after': '1' } };
-    }
-    this.inFlight++;
     try {
       const document = await this.decode(signal, req);
       const extras = correlationFromHeaders(req.headers);
@@ -326,22 +362,23 @@ export class OtelCollector {
       return reply(200, { inserted });
     } catch (err) {
       if (err instanceof IngestRejection) return this.rejected(err, path, origin, attribution);
-      if (err instanceof OtlpPayloadError) return this.rejected(new IngestRejection(400, err.message), path, origin, attribution);
+      if (err instanceof OtlpPayloadError)
+        return this.rejected(new IngestRejection(400, err.message), path, origin, attribution);
       throw err;
-    } finally {
-      this.inFlight--;
     }
   }
 
   private async decode(signal: OtelSignal, req: OtelIngestRequest): Promise<unknown> {
     const encoding = headerText(req.headers, 'content-encoding').toLowerCase();
     let body = Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength);
-    if (body.length > this.maxBodyBytes) throw new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`);
+    if (body.length > this.maxBodyBytes)
+      throw new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`);
     if (encoding === 'gzip' || encoding === 'x-gzip') {
       try {
         body = await gunzip(body, { maxOutputLength: this.maxBodyBytes });
       } catch (err) {
-        if (err instanceof RangeError) throw new IngestRejection(413, `decompressed body exceeds ${this.maxBodyBytes} bytes`);
+        if (err instanceof RangeError)
+          throw new IngestRejection(413, `decompressed body exceeds ${this.maxBodyBytes} bytes`);
         throw new IngestRejection(400, `invalid gzip body: ${(err as Error).message}`);
       }
     } else if (encoding !== '' && encoding !== 'identity') {
@@ -358,7 +395,9 @@ export class OtelCollector {
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw new OtlpPayloadError(`body is neither OTLP protobuf (by content-type) nor JSON: ${(err as Error).message}`);
+      throw new OtlpPayloadError(
+        `body is neither OTLP protobuf (by content-type) nor JSON: ${(err as Error).message}`,
+      );
     }
     return sanitizeDocument(parsed);
   }
@@ -384,8 +423,11 @@ export class OtelCollector {
     try {
       return await insert(this.pool, rows);
     } catch (err) {
-      this.log.error({ code: 'E_OTEL_INGEST_FAILED', rows: rows.length, err }, 'otel ingest could not be stored');
-      throw new IngestRejection(503, 'telemetry storage unavailable, retry');
+      this.log.error(
+        { code: 'E_OTEL_INGEST_FAILED', rows: rows.length, err },
+        'otel ingest could not be stored',
+      );
+      throw new IngestRejection(503, STORAGE_UNAVAILABLE);
     }
   }
 
@@ -395,8 +437,8 @@ export class OtelCollector {
     origin: string,
     attribution?: CaseAttribution | null,
   ): OtelIngestResponse {
-    // 503s are logged where they happen (with the cause); everything else is the client's doing.
-    if (rejection.status !== 503) {
+    // A storage 503 is logged where it happens, with its cause; everything else is the client's doing.
+    if (rejection.reason !== STORAGE_UNAVAILABLE) {
       this.log.warn(
         {
           code: 'E_OTEL_INGEST_REJECTED',

@@ -1,4 +1,7 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import {
   logsToTrajectory,
   spansToTrajectory,
@@ -11,77 +14,129 @@ import {
 } from '../domain/otlp-flatten';
 
 /**
- * otel_traces / otel_logs (CONTRACT §4.2 columns, §4.4 queries). A request's rows go in as one
- * `json_to_recordset` INSERT per chunk — one parameter, one round trip, no bind-parameter limit —
- * inside one transaction when there is more than one chunk, so a request is stored whole or not at all.
+ * otel_traces / otel_logs (CONTRACT §4.2 columns, §4.4 queries). A request's rows go in with one
+ * COPY … FROM STDIN: one statement, so a request is stored whole or not at all, and about half
+ * the server CPU of an INSERT that carries the same rows as JSON (json_to_recordset) or as bind
+ * parameters — measured by bench/otel-ingest.ts, whose floor is the plain multi-row INSERT.
  */
 
-/** Rows per statement: bounds the JSON text of one statement (~2 KB a span) well below pg's limits. */
-export const INSERT_CHUNK_ROWS = 2000;
+/** Rows encoded per write to the COPY stream: bounds the text held in memory at once. */
+export const COPY_CHUNK_ROWS = 500;
 
-const SPAN_COLUMNS = `trace_id text, span_id text, parent_span_id text, name text, service_name text, status text,
-  attributes jsonb, resource_attributes jsonb, scope_attributes jsonb, scope_name text, scope_version text,
-  start_time timestamptz, end_time timestamptz, run_case_id bigint, experiment_id bigint, raw jsonb`;
+const SPAN_COLUMNS = [
+  'trace_id',
+  'span_id',
+  'parent_span_id',
+  'name',
+  'service_name',
+  'status',
+  'attributes',
+  'resource_attributes',
+  'scope_attributes',
+  'scope_name',
+  'scope_version',
+  'start_time',
+  'end_time',
+  'run_case_id',
+  'experiment_id',
+  'raw',
+] as const satisfies ReadonlyArray<keyof SpanRow>;
 
-const INSERT_SPANS = `
-INSERT INTO otel_traces (trace_id, span_id, parent_span_id, name, service_name, status, attributes,
-  resource_attributes, scope_attributes, scope_name, scope_version, start_time, end_time, run_case_id,
-  experiment_id, raw)
-SELECT trace_id, span_id, parent_span_id, name, service_name, status, attributes, resource_attributes,
-  scope_attributes, scope_name, scope_version, start_time, end_time, run_case_id, experiment_id, raw
-FROM json_to_recordset($1::json) AS r(${SPAN_COLUMNS})`;
+const LOG_COLUMNS = [
+  'trace_id',
+  'span_id',
+  'service_name',
+  'severity_text',
+  'severity_number',
+  'body_text',
+  'body_json',
+  'attributes',
+  'resource_attributes',
+  'scope_attributes',
+  'scope_name',
+  'scope_version',
+  'flags',
+  'dropped_attributes_count',
+  'event_time',
+  'observed_time',
+  'run_case_id',
+  'experiment_id',
+  'raw',
+] as const satisfies ReadonlyArray<keyof LogRow>;
 
-const LOG_COLUMNS = `trace_id text, span_id text, service_name text, severity_text text, severity_number int,
-  body_text text, body_json jsonb, attributes jsonb, resource_attributes jsonb, scope_attributes jsonb,
-  scope_name text, scope_version text, flags int, dropped_attributes_count int, event_time timestamptz,
-  observed_time timestamptz, run_case_id bigint, experiment_id bigint, raw jsonb`;
+const JSONB_COLUMNS: ReadonlySet<string> = new Set([
+  'attributes',
+  'resource_attributes',
+  'scope_attributes',
+  'raw',
+  'body_json',
+]);
 
-// json_to_recordset reads a JSON null as SQL NULL; body_json must be JSON null instead (§4.2).
-const INSERT_LOGS = `
-INSERT INTO otel_logs (trace_id, span_id, service_name, severity_text, severity_number, body_text, body_json,
-  attributes, resource_attributes, scope_attributes, scope_name, scope_version, flags, dropped_attributes_count,
-  event_time, observed_time, run_case_id, experiment_id, raw)
-SELECT trace_id, span_id, service_name, severity_text, severity_number, body_text,
-  COALESCE(body_json, 'null'::jsonb), attributes, resource_attributes, scope_attributes, scope_name, scope_version,
-  flags, dropped_attributes_count, event_time, observed_time, run_case_id, experiment_id, raw
-FROM json_to_recordset($1::json) AS r(${LOG_COLUMNS})`;
+const COPY_SPECIAL = /[\\\n\r\t]/;
+const COPY_ESCAPES: Readonly<Record<string, string>> = {
+  '\\': '\\\\',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+};
 
-async function insertChunked(pool: pg.Pool, name: string, sql: string, rows: readonly object[]): Promise<number> {
+/**
+ * One field of COPY's text format. jsonb columns always get JSON text, so a null body_json is
+ * stored as JSON null, never SQL NULL (§4.2). JSON text has no raw control characters, only
+ * backslashes to double. Row builders already removed NUL characters.
+ */
+function copyField(value: unknown, jsonb: boolean): string {
+  if (jsonb) {
+    const json = JSON.stringify(value ?? null);
+    return json.includes('\\') ? json.replace(/\\/g, '\\\\') : json;
+  }
+  if (value === null || value === undefined) return '\\N';
+  const text = String(value);
+  return COPY_SPECIAL.test(text) ? text.replace(/[\\\n\r\t]/g, (ch) => COPY_ESCAPES[ch] ?? ch) : text;
+}
+
+function* copyText<T extends object>(
+  rows: readonly T[],
+  columns: ReadonlyArray<keyof T & string>,
+): Generator<string> {
+  const jsonb = columns.map((column) => JSONB_COLUMNS.has(column));
+  for (let start = 0; start < rows.length; start += COPY_CHUNK_ROWS) {
+    let chunk = '';
+    for (const row of rows.slice(start, start + COPY_CHUNK_ROWS)) {
+      chunk += `${columns.map((column, i) => copyField(row[column], jsonb[i] === true)).join('\t')}\n`;
+    }
+    yield chunk;
+  }
+}
+
+async function copyRows<T extends object>(
+  pool: pg.Pool,
+  table: 'otel_traces' | 'otel_logs',
+  columns: ReadonlyArray<keyof T & string>,
+  rows: readonly T[],
+): Promise<number> {
   if (rows.length === 0) return 0;
-  const chunks: string[] = [];
-  for (let i = 0; i < rows.length; i += INSERT_CHUNK_ROWS) {
-    chunks.push(JSON.stringify(rows.slice(i, i + INSERT_CHUNK_ROWS)));
-  }
-  // Named: each connection parses and plans the statement once.
-  const statement = (json: string): pg.QueryConfig => ({ name, text: sql, values: [json] });
-  if (chunks.length === 1) {
-    await pool.query(statement(chunks[0] as string));
-    return rows.length;
-  }
   const client = await pool.connect();
-  // A connection whose ROLLBACK failed is in an unknown state: released with the error, pg discards it.
-  let broken: Error | undefined;
+  // A connection whose COPY failed midway is released with the error, so pg discards it.
+  let failure: Error | undefined;
   try {
-    await client.query('BEGIN');
-    for (const json of chunks) await client.query(statement(json));
-    await client.query('COMMIT');
+    const sink = client.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`));
+    await pipeline(Readable.from(copyText(rows, columns)), sink);
     return rows.length;
   } catch (err) {
-    await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
-      broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
-    });
+    failure = err instanceof Error ? err : new Error(String(err));
     throw err;
   } finally {
-    client.release(broken);
+    client.release(failure);
   }
 }
 
 export function insertSpans(pool: pg.Pool, rows: readonly SpanRow[]): Promise<number> {
-  return insertChunked(pool, 'agentbench-otel-insert-spans', INSERT_SPANS, rows);
+  return copyRows(pool, 'otel_traces', SPAN_COLUMNS, rows);
 }
 
 export function insertLogs(pool: pg.Pool, rows: readonly LogRow[]): Promise<number> {
-  return insertChunked(pool, 'agentbench-otel-insert-logs', INSERT_LOGS, rows);
+  return copyRows(pool, 'otel_logs', LOG_COLUMNS, rows);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -93,9 +148,14 @@ export const QUERY_WINDOW_AFTER_MS = 60_000 + 60_000;
 export const LOG_QUERY_LIMIT = 4000;
 export const SPAN_QUERY_LIMIT = 2000;
 
+/** A timestamptz as ISO text with its microseconds (a JS Date would keep milliseconds only). */
+function isoMicros(column: string): string {
+  return `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ${column}`;
+}
+
 const SELECT_LOGS = `
-SELECT trace_id, span_id, service_name, severity_text, body_text, body_json, attributes, event_time, observed_time,
-  created_at
+SELECT trace_id, span_id, service_name, severity_text, body_text, body_json, attributes, ${isoMicros('event_time')},
+  ${isoMicros('observed_time')}, ${isoMicros('created_at')}
 FROM otel_logs
 WHERE is_deleted = false AND run_case_id = $1
   AND ((event_time BETWEEN $2 AND $3) OR (created_at BETWEEN $2 AND $3))
@@ -104,8 +164,8 @@ LIMIT ${LOG_QUERY_LIMIT}`;
 
 // The mapping reads only raw.events; shipping the whole raw span would triple the bytes fetched.
 const SELECT_SPANS = `
-SELECT span_id, parent_span_id, name, status, attributes, start_time, end_time, created_at,
-  jsonb_build_object('events', raw->'events') AS raw
+SELECT span_id, parent_span_id, name, status, attributes, ${isoMicros('start_time')}, ${isoMicros('end_time')},
+  ${isoMicros('created_at')}, jsonb_build_object('events', raw->'events') AS raw
 FROM otel_traces
 WHERE is_deleted = false AND run_case_id = $1
   AND ((start_time BETWEEN $2 AND $3) OR (created_at BETWEEN $2 AND $3))
@@ -142,11 +202,22 @@ export interface CaseTelemetry {
  * The case's trajectory: its logs if they map to any step, else its spans (CONTRACT §4.4), plus
  * the token usage its spans report (gen_ai.usage.*), null when none does.
  */
-export async function queryCaseTelemetry(pool: pg.Pool, runCaseId: number, nowMs: number): Promise<CaseTelemetry> {
-  const window = [runCaseId, new Date(nowMs - QUERY_WINDOW_BEFORE_MS), new Date(nowMs + QUERY_WINDOW_AFTER_MS)];
+export async function queryCaseTelemetry(
+  pool: pg.Pool,
+  runCaseId: number,
+  nowMs: number,
+): Promise<CaseTelemetry> {
+  const window = [
+    runCaseId,
+    new Date(nowMs - QUERY_WINDOW_BEFORE_MS),
+    new Date(nowMs + QUERY_WINDOW_AFTER_MS),
+  ];
   const [logs, usage] = await Promise.all([
     pool.query<StoredLog>(SELECT_LOGS, window),
-    pool.query<{ input_tokens: number | null; output_tokens: number | null; reported: number }>(SELECT_USAGE, window),
+    pool.query<{ input_tokens: number | null; output_tokens: number | null; reported: number }>(
+      SELECT_USAGE,
+      window,
+    ),
   ]);
   const usageRow = usage.rows[0];
   const tokens =

@@ -36,8 +36,9 @@ const REQUEST_TYPES: Record<OtelSignal, protobuf.Type> = {
 // `long` when installed, which it depends on) or numbers; bytes are Uint8Arrays.
 
 interface LongLike {
-  toString(): string;
-  isZero(): boolean;
+  low: number;
+  high: number;
+  unsigned: boolean;
 }
 type Int64 = LongLike | number;
 
@@ -147,12 +148,15 @@ function text(s: string): string {
   return storableString(s);
 }
 
+/** Via BigInt: several times faster than Long's own toString, which divides in 32-bit halves. */
 function int64Text(v: Int64): string {
-  return typeof v === 'number' ? String(v) : v.toString();
+  if (typeof v === 'number') return String(v);
+  const bits = (BigInt(v.high >>> 0) << 32n) | BigInt(v.low >>> 0);
+  return (v.unsigned ? bits : BigInt.asIntN(64, bits)).toString();
 }
 
 function isZero(v: Int64 | null | undefined): boolean {
-  return v === null || v === undefined || (typeof v === 'number' ? v === 0 : v.isZero());
+  return v === null || v === undefined || (typeof v === 'number' ? v === 0 : v.low === 0 && v.high === 0);
 }
 
 /** An absent bytes field reads as protobufjs' shared empty default, which need not be a Uint8Array. */
@@ -190,7 +194,8 @@ function anyValue(v: PbAnyValue, depth: number): Json {
   if (has(v, 'arrayValue')) {
     return { arrayValue: { values: (v.arrayValue?.values ?? []).map((item) => anyValue(item, depth + 1)) } };
   }
-  if (has(v, 'kvlistValue')) return { kvlistValue: { values: keyValues(v.kvlistValue?.values ?? [], depth + 1) } };
+  if (has(v, 'kvlistValue'))
+    return { kvlistValue: { values: keyValues(v.kvlistValue?.values ?? [], depth + 1) } };
   if (has(v, 'bytesValue')) return { bytesValue: bytesText(v.bytesValue, 'base64') };
   return {};
 }
@@ -303,7 +308,11 @@ function scopeGroup<T>(
 function resourceSpans(rs: PbResourceSpans): Json {
   const out: Json = {};
   if (rs.resource) out.resource = resource(rs.resource);
-  put(out, 'scopeSpans', rs.scopeSpans.map((g) => scopeGroup(g, 'spans', g.spans, span)));
+  put(
+    out,
+    'scopeSpans',
+    rs.scopeSpans.map((g) => scopeGroup(g, 'spans', g.spans, span)),
+  );
   put(
     out,
     'instrumentationLibrarySpans',
@@ -316,7 +325,11 @@ function resourceSpans(rs: PbResourceSpans): Json {
 function resourceLogs(rl: PbResourceLogs): Json {
   const out: Json = {};
   if (rl.resource) out.resource = resource(rl.resource);
-  put(out, 'scopeLogs', rl.scopeLogs.map((g) => scopeGroup(g, 'logRecords', g.logRecords, logRecord)));
+  put(
+    out,
+    'scopeLogs',
+    rl.scopeLogs.map((g) => scopeGroup(g, 'logRecords', g.logRecords, logRecord)),
+  );
   put(
     out,
     'instrumentationLibraryLogs',
@@ -336,7 +349,8 @@ export function decodeOtlpProtobuf(signal: OtelSignal, body: Uint8Array): Json {
     message = REQUEST_TYPES[signal].decode(body);
   } catch (err) {
     // RangeError covers both "index out of range" (truncated) and a stack overflow from nesting.
-    const detail = err instanceof RangeError && /call stack/i.test(err.message) ? 'nested too deeply' : errorText(err);
+    const detail =
+      err instanceof RangeError && /call stack/i.test(err.message) ? 'nested too deeply' : errorText(err);
     throw new OtlpPayloadError(`invalid protobuf ${signal} request: ${detail}`);
   }
   if (signal === 'traces') {

@@ -14,6 +14,7 @@ import { LABELS } from '../docker/labels';
 import { getCaseStatuses } from '../db/run-case-repository';
 import { isTerminalStatus } from '../domain/case-status';
 import { createCaseTelemetry } from '../otel/case-telemetry';
+import { installTemporalLogging } from './runtime-logging';
 
 export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
 
@@ -43,6 +44,7 @@ export interface CaseWorker {
  */
 export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker> {
   const { config, log, pool, docker, client } = deps;
+  installTemporalLogging(log);
   const ops = new Semaphore(config.docker.maxConcurrentOperations);
   const sandbox = new DockerSandbox(docker, ops, log);
   const activities = createActivities({

@@ -45,12 +45,18 @@ export function sdkSpans(
         name: s.name,
         kind: s.kind ?? 0,
         spanContext: () => ({ traceId: s.traceId, spanId: s.spanId, traceFlags: 1 }),
-        parentSpanContext: s.parentSpanId ? { traceId: s.traceId, spanId: s.parentSpanId, traceFlags: 1 } : undefined,
+        parentSpanContext: s.parentSpanId
+          ? { traceId: s.traceId, spanId: s.parentSpanId, traceFlags: 1 }
+          : undefined,
         startTime: hr(s.startNs),
         endTime: hr(s.endNs),
         attributes: s.attributes ?? {},
         status: s.status ?? { code: 0 },
-        events: (s.events ?? []).map((e) => ({ name: e.name, time: hr(e.timeNs), attributes: e.attributes ?? {} })),
+        events: (s.events ?? []).map((e) => ({
+          name: e.name,
+          time: hr(e.timeNs),
+          attributes: e.attributes ?? {},
+        })),
         links: [],
         droppedAttributesCount: 0,
         droppedEventsCount: 0,
@@ -87,7 +93,8 @@ export function sdkLogRecords(
         body: r.body,
         attributes: r.attributes ?? {},
         droppedAttributesCount: 0,
-        spanContext: r.traceId && r.spanId ? { traceId: r.traceId, spanId: r.spanId, traceFlags: 1 } : undefined,
+        spanContext:
+          r.traceId && r.spanId ? { traceId: r.traceId, spanId: r.spanId, traceFlags: 1 } : undefined,
         resource,
         instrumentationScope,
       }) as unknown as SdkLogRecord,
@@ -112,7 +119,10 @@ export function hexId(bytes: 8 | 16, n: number): string {
 }
 
 /** A trace of `count` spans: span 0 is the root, the others its children, 1 ms apart. */
-export function fakeTrace(count: number, opts: { seed?: number; startNs?: bigint; attributes?: Record<string, unknown> } = {}): FakeSpan[] {
+export function fakeTrace(
+  count: number,
+  opts: { seed?: number; startNs?: bigint; attributes?: Record<string, unknown> } = {},
+): FakeSpan[] {
   const seed = opts.seed ?? 0;
   const start = opts.startNs ?? BigInt(Date.now()) * 1_000_000n;
   const traceId = hexId(16, seed);
@@ -124,8 +134,18 @@ export function fakeTrace(count: number, opts: { seed?: number; startNs?: bigint
     name: i === 0 ? 'agent.run' : `step-${i}`,
     startNs: start + BigInt(i) * 1_000_000n,
     endNs: start + BigInt(i) * 1_000_000n + (i === 0 ? BigInt(count) * 1_000_000n : 500_000n),
-    attributes: { 'tool.name': `tool-${i % 5}`, query: `question ${i}`, n: i, ratio: i / 3, ok: i % 2 === 0, ...opts.attributes },
-    events: i % 10 === 0 ? [{ name: 'checkpoint', timeNs: start + BigInt(i) * 1_000_000n + 1000n, attributes: { i } }] : [],
+    attributes: {
+      'tool.name': `tool-${i % 5}`,
+      query: `question ${i}`,
+      n: i,
+      ratio: i / 3,
+      ok: i % 2 === 0,
+      ...opts.attributes,
+    },
+    events:
+      i % 10 === 0
+        ? [{ name: 'checkpoint', timeNs: start + BigInt(i) * 1_000_000n + 1000n, attributes: { i } }]
+        : [],
     status: { code: i % 7 === 0 ? 2 : 1 },
   }));
 }

@@ -9,7 +9,6 @@ import { createDockerClient } from '../../src/docker/docker-client';
 import { LABELS } from '../../src/docker/labels';
 import { connectTemporalClient } from '../../src/temporal/connection';
 import { createCaseWorker, type CaseWorker } from '../../src/temporal/case-worker';
-import { installTemporalLogging } from '../../src/temporal/runtime-logging';
 import { createTestDatabase, type TestDatabase } from './database';
 
 /** Environment of the local services that scripts/setup starts. */
@@ -62,7 +61,6 @@ export async function startStack(
   const env = localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, ...opts.env });
   const config = loadConfig(env);
   const log = opts.log ?? createLogger({ level: config.logLevel });
-  installTemporalLogging(log);
   const client = await connectTemporalClient(config);
   const docker = createDockerClient(config.docker.socketPath);
   const worker = opts.worker === false ? null : await createCaseWorker({ config, log, pool: db.pool, docker, client, taskQueue });

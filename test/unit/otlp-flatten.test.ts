@@ -66,7 +66,11 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
       events: [{ name: 'e1' }],
     };
     const [row] = flattenSpans(
-      traces([str('service.name', 'svc')], [span], { name: 'lib', version: '9', attributes: [str('s', 'x')] }),
+      traces([str('service.name', 'svc')], [span], {
+        name: 'lib',
+        version: '9',
+        attributes: [str('s', 'x')],
+      }),
     );
     assert.deepEqual(
       { ...row, raw: undefined },
@@ -94,7 +98,10 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
 
   test('span attributes win over resource attributes; service.name is added when missing', () => {
     const [withSpanName] = flattenSpans(
-      traces([str('service.name', 'resource-svc'), str('k', 'r')], [{ ...SPAN, attributes: [str('k', 's'), str('service.name', 'span-svc')] }]),
+      traces(
+        [str('service.name', 'resource-svc'), str('k', 'r')],
+        [{ ...SPAN, attributes: [str('k', 's'), str('service.name', 'span-svc')] }],
+      ),
     );
     assert.equal(withSpanName?.attributes.k, 's');
     assert.equal(withSpanName?.service_name, 'span-svc');
@@ -131,7 +138,9 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
               ],
             },
           ],
-          instrumentationLibrarySpans: [{ instrumentationLibrary: { name: 'old' }, spans: [{ name: 'legacy' }] }],
+          instrumentationLibrarySpans: [
+            { instrumentationLibrary: { name: 'old' }, spans: [{ name: 'legacy' }] },
+          ],
         },
       ],
     };
@@ -150,7 +159,9 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
   });
 
   test('secret-named attributes are redacted, in raw too', () => {
-    const [row] = flattenSpans(traces([], [{ ...SPAN, attributes: [str('api_key', 'sk-123'), str('q', 'x')] }]));
+    const [row] = flattenSpans(
+      traces([], [{ ...SPAN, attributes: [str('api_key', 'sk-123'), str('q', 'x')] }]),
+    );
     assert.equal(row?.attributes.api_key, REDACTED);
     assert.equal(row?.attributes.q, 'x');
     assert.doesNotMatch(JSON.stringify(row?.raw), /sk-123/);
@@ -190,7 +201,10 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
     assert.throws(() => flattenSpans([1, 2]), OtlpPayloadError);
     assert.throws(() => flattenSpans({ resourceSpans: 'x' }), /resourceSpans/);
     assert.throws(() => flattenSpans(traces([], [{ ...SPAN, name: 5 }])), /name/);
-    assert.throws(() => flattenSpans(traces([], [{ ...SPAN, attributes: [{ key: 'k', value: { intValue: 'x' } }] }])), /attribute "k"/);
+    assert.throws(
+      () => flattenSpans(traces([], [{ ...SPAN, attributes: [{ key: 'k', value: { intValue: 'x' } }] }])),
+      /attribute "k"/,
+    );
     assert.deepEqual(flattenSpans({}), []);
     assert.deepEqual(flattenSpans(null), []);
   });
@@ -207,7 +221,12 @@ describe('attribute decoding', () => {
       { key: 'b', value: { boolValue: false } },
       { key: 'bytes', value: { bytesValue: 'AAE=' } },
       { key: 'arr', value: { arrayValue: { values: [{ stringValue: 'a' }, { intValue: 1 }] } } },
-      { key: 'kv', value: { kvlistValue: { values: [{ key: 'inner', value: { kvlistValue: { values: [str('deep', 'y')] } } }] } } },
+      {
+        key: 'kv',
+        value: {
+          kvlistValue: { values: [{ key: 'inner', value: { kvlistValue: { values: [str('deep', 'y')] } } }] },
+        },
+      },
       { key: 'empty', value: {} },
       { key: '  ', value: { stringValue: 'skipped' } },
       { value: { stringValue: 'no key' } },
@@ -229,7 +248,12 @@ describe('attribute decoding', () => {
 
 describe('flattenLogs (CONTRACT §4.2)', () => {
   const logs = (resourceAttrs: object[], records: object[]) => ({
-    resourceLogs: [{ resource: { attributes: resourceAttrs }, scopeLogs: [{ scope: { name: 'log' }, logRecords: records }] }],
+    resourceLogs: [
+      {
+        resource: { attributes: resourceAttrs },
+        scopeLogs: [{ scope: { name: 'log' }, logRecords: records }],
+      },
+    ],
   });
 
   test('OTLP logs with extras (ports test_otel_ingest logs case)', () => {
@@ -251,13 +275,18 @@ describe('flattenLogs (CONTRACT §4.2)', () => {
     const attrs = [str('service.name', 'record-svc')];
     const [log] = flattenLogs(logs([str('service.name', 'resource-svc')], [{ attributes: attrs }]));
     assert.equal(log?.service_name, 'resource-svc');
-    const [span] = flattenSpans(traces([str('service.name', 'resource-svc')], [{ ...SPAN, attributes: attrs }]));
+    const [span] = flattenSpans(
+      traces([str('service.name', 'resource-svc')], [{ ...SPAN, attributes: attrs }]),
+    );
     assert.equal(span?.service_name, 'record-svc');
   });
 
   test('bodies: string → text; structured → JSON text and value; absent → neither', () => {
     const [structured, absent] = flattenLogs(
-      logs([], [{ body: { kvlistValue: { values: [str('a', 'b')] } } }, { severityNumber: 'SEVERITY_NUMBER_WARN' }]),
+      logs(
+        [],
+        [{ body: { kvlistValue: { values: [str('a', 'b')] } } }, { severityNumber: 'SEVERITY_NUMBER_WARN' }],
+      ),
     );
     assert.equal(structured?.body_text, '{"a":"b"}');
     assert.deepEqual(structured?.body_json, { a: 'b' });
@@ -268,7 +297,17 @@ describe('flattenLogs (CONTRACT §4.2)', () => {
 
   test('numeric columns never overflow INT', () => {
     const [row] = flattenLogs(
-      logs([], [{ flags: 4294967295, droppedAttributesCount: 1e12, severityNumber: 1e12, timeUnixNano: '1700000000000000000' }]),
+      logs(
+        [],
+        [
+          {
+            flags: 4294967295,
+            droppedAttributesCount: 1e12,
+            severityNumber: 1e12,
+            timeUnixNano: '1700000000000000000',
+          },
+        ],
+      ),
     );
     assert.equal(row?.flags, -1);
     assert.equal(row?.dropped_attributes_count, 2147483647);
@@ -299,13 +338,22 @@ describe('flattenLogs (CONTRACT §4.2)', () => {
 describe('correlation and attribution', () => {
   test('x-benchmark-* headers (case-insensitive, either spelling) → attribute values', () => {
     assert.deepEqual(
-      correlationFromHeaders({ 'X-Run-Case-Id': ' 5 ', 'x-benchmark-experiment-id': '6', 'x-data-item-id': ['7'] }),
+      correlationFromHeaders({
+        'X-Run-Case-Id': ' 5 ',
+        'x-benchmark-experiment-id': '6',
+        'x-data-item-id': ['7'],
+      }),
       { 'benchmark.run_case_id': '5', 'benchmark.data_item_id': '7', 'benchmark.experiment_id': '6' },
     );
   });
 
   test('attributeToCase overrides every claim in attributes, resource attributes and columns', () => {
-    const rows = flattenSpans(traces([str('benchmark.run_case_id', '999')], [{ ...SPAN, attributes: [str('benchmark.experiment_id', '888')] }]));
+    const rows = flattenSpans(
+      traces(
+        [str('benchmark.run_case_id', '999')],
+        [{ ...SPAN, attributes: [str('benchmark.experiment_id', '888')] }],
+      ),
+    );
     const [row] = attributeToCase(rows, { runCaseId: 1, experimentId: 2, dataItemId: 3 });
     assert.equal(row?.run_case_id, 1);
     assert.equal(row?.experiment_id, 2);
@@ -426,6 +474,28 @@ describe('spansToTrajectory (CONTRACT §4.4; ports test_otel_mapper)', () => {
     });
   });
 
+  test('within one millisecond, microseconds order a parent before its first child', () => {
+    const steps = spansToTrajectory([
+      stored({
+        span_id: 'child',
+        start_time: '2026-01-01T00:00:00.000200Z',
+        end_time: '2026-01-01T00:00:00.000900Z',
+      }),
+      stored({
+        span_id: 'root',
+        start_time: '2026-01-01T00:00:00.000100Z',
+        end_time: '2026-01-01T00:00:01.000000Z',
+      }),
+    ]);
+    assert.deepEqual(
+      steps.map((s) => [s.span_id, s.start_time_ms, s.latency_ms]),
+      [
+        ['root', Date.UTC(2026, 0, 1), 1000],
+        ['child', Date.UTC(2026, 0, 1), 0],
+      ],
+    );
+  });
+
   test('missing times: start from created_at, end = start; ties broken by end then span_id', () => {
     const created = new Date('2026-01-01T00:00:00Z');
     const steps = spansToTrajectory([
@@ -460,7 +530,12 @@ describe('logsToTrajectory (CONTRACT §4.4)', () => {
       ...over,
     });
     const steps = logsToTrajectory([
-      log({ body_text: '  ', body_json: { a: 1 }, event_time: new Date(2000), attributes: { final_answer: 'x', model: 'm' } }),
+      log({
+        body_text: '  ',
+        body_json: { a: 1 },
+        event_time: new Date(2000),
+        attributes: { final_answer: 'x', model: 'm' },
+      }),
       log({ severity_text: null, service_name: null, observed_time: new Date(1000), body_text: 'first' }),
     ]);
     assert.deepEqual(steps[0], {

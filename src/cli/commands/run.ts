@@ -1,6 +1,5 @@
 import { createDockerClient, pingDocker } from '../../docker/docker-client';
 import { connectTemporalClient } from '../../temporal/connection';
-import { installTemporalLogging } from '../../temporal/runtime-logging';
 import { dispatchExperimentFile } from '../../local-run/platform-dispatch';
 import { ExperimentFileError, readExperimentFile } from '../../local-run/experiment-file';
 import { CliError, loadConfigOrExit, openDatabase, processLogger } from '../process-context';
@@ -16,7 +15,6 @@ export async function openRunDeps(opts: { worker: boolean }): Promise<SuperviseD
   const config = loadConfigOrExit();
   // The progress bar and table own stdout; the JSON log stays at warn and above.
   const log = processLogger({ ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel }, 'run');
-  installTemporalLogging(log);
   const docker = createDockerClient(config.docker.socketPath);
   if (opts.worker && !(await pingDocker(docker, 5000))) {
     throw new CliError(`Docker does not answer at ${config.docker.socketPath} (run: npm run setup)`);

@@ -1,14 +1,12 @@
 import { createDockerClient, pingDocker } from '../../docker/docker-client';
 import { connectTemporalClient } from '../../temporal/connection';
 import { createCaseWorker } from '../../temporal/case-worker';
-import { installTemporalLogging } from '../../temporal/runtime-logging';
 import { CliError, loadConfigOrExit, openDatabase, processLogger, stopSignal } from '../process-context';
 
 /** `benchctl worker`: serves the task queue until SIGINT/SIGTERM, then drains in-flight work. */
 export async function workerCommand(): Promise<void> {
   const config = loadConfigOrExit();
   const log = processLogger(config, 'worker');
-  installTemporalLogging(log);
   const docker = createDockerClient(config.docker.socketPath);
   if (!(await pingDocker(docker, 5000))) {
     throw new CliError(`Docker does not answer at ${config.docker.socketPath} (run: npm run setup, or benchctl doctor)`);

@@ -1,0 +1,310 @@
+/**
+ * OTLP ingest benchmark: the collector on loopback, fed protobuf and JSON batches of 100 and 1000
+ * spans by concurrent clients (in a worker thread, so they do not share the collector's event
+ * loop) for a fixed time per scenario. Prints spans/s stored (COUNT from the database), request
+ * p50/p99, and as floor the same rows inserted by plain multi-row INSERT loops (same concurrency)
+ * in the same run, with the ratio; then query+map time of a case with 2000 spans.
+ *
+ * usage: node --import tsx bench/otel-ingest.ts [--seconds 10] [--clients 4]
+ * Needs the local Postgres of the test suite (TEST_DATABASE_ADMIN_URL to override); creates and
+ * drops its own database.
+ */
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import type pg from 'pg';
+import { attributeToCase, flattenSpans, type SpanRow } from '../src/domain/otlp-flatten';
+import { createLogger } from '../src/logger';
+import { INGEST_TOKEN_HEADER, OtelCollector } from '../src/otel/otel-collector';
+import { insertSpans, queryCaseTelemetry } from '../src/otel/otel-repository';
+import { decodeOtlpProtobuf } from '../src/otel/otlp-protobuf';
+import { createTestDatabase } from '../test/support/database';
+import { encode, fakeTrace, sdkSpans } from '../test/support/otel-fixtures';
+
+const TARGET_SPANS_PER_SECOND = 20_000;
+const TARGET_P99_MS_AT_1000 = 100;
+const TARGET_QUERY_MAP_MS = 50;
+const BODY_VARIANTS = 4;
+
+interface LoadJob {
+  port: number;
+  path: string;
+  headers: Record<string, string>;
+  bodies: Uint8Array[];
+  clients: number;
+  durationMs: number;
+}
+
+interface LoadResult {
+  latenciesMs: number[];
+  failures: Record<string, number>;
+  elapsedMs: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator (worker thread)
+
+function postOnce(agent: http.Agent, job: LoadJob, body: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port: job.port,
+        path: job.path,
+        method: 'POST',
+        agent,
+        headers: { ...job.headers, 'content-length': String(body.byteLength) },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function generateLoad(job: LoadJob): Promise<LoadResult> {
+  const latenciesMs: number[] = [];
+  const failures: Record<string, number> = {};
+  const startedAt = performance.now();
+  const deadline = startedAt + job.durationMs;
+  await Promise.all(
+    Array.from({ length: job.clients }, async (_, client) => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      for (let i = client; performance.now() < deadline; i += job.clients) {
+        const sentAt = performance.now();
+        try {
+          const status = await postOnce(agent, job, job.bodies[i % job.bodies.length] as Uint8Array);
+          if (status === 200) latenciesMs.push(performance.now() - sentAt);
+          else failures[status] = (failures[status] ?? 0) + 1;
+        } catch (err) {
+          const key = (err as Error).message;
+          failures[key] = (failures[key] ?? 0) + 1;
+        }
+      }
+      agent.destroy();
+    }),
+  );
+  return { latenciesMs, failures, elapsedMs: performance.now() - startedAt };
+}
+
+function runLoadInWorker(job: LoadJob): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    // A worker does not inherit tsx's loader hooks; it registers tsx's CommonJS hook itself.
+    const bootstrap = `require('tsx/cjs'); require(${JSON.stringify(__filename)});`;
+    const worker = new Worker(bootstrap, { eval: true, workerData: job });
+    worker.once('message', (result: LoadResult) => resolve(result));
+    worker.once('error', reject);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements (main thread)
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+}
+
+async function countRows(pool: pg.Pool, runCaseId: number): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM otel_traces WHERE run_case_id = $1',
+    [runCaseId],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** Realistic agent spans: a handful of attributes, one of them a few hundred characters. */
+function benchSpans(count: number, seed: number) {
+  return sdkSpans(
+    fakeTrace(count, {
+      seed,
+      attributes: {
+        results: `result text ${seed} `.repeat(20),
+        model: 'bench-model',
+        'http.method': 'POST',
+        'gen_ai.usage.input_tokens': 123,
+      },
+    }),
+    { 'service.name': 'bench-agent', 'benchmark.run_case_id': '1', 'benchmark.experiment_id': '1' },
+  );
+}
+
+const PLAIN_COLUMNS = [
+  'trace_id',
+  'span_id',
+  'parent_span_id',
+  'name',
+  'service_name',
+  'status',
+  'attributes',
+  'resource_attributes',
+  'scope_attributes',
+  'scope_name',
+  'scope_version',
+  'start_time',
+  'end_time',
+  'run_case_id',
+  'experiment_id',
+  'raw',
+] as const;
+const JSON_COLUMNS = new Set(['attributes', 'resource_attributes', 'scope_attributes', 'raw']);
+
+/** The floor: the plainest batched insert there is, one multi-row INSERT ... VALUES per batch. */
+async function plainInsert(pool: pg.Pool, rows: readonly SpanRow[]): Promise<void> {
+  const values: unknown[] = [];
+  const tuples = rows.map((row) => {
+    const placeholders = PLAIN_COLUMNS.map((column) => {
+      const value = row[column];
+      values.push(JSON_COLUMNS.has(column) ? JSON.stringify(value) : value);
+      return `$${values.length}`;
+    });
+    return `(${placeholders.join(',')})`;
+  });
+  await pool.query(`INSERT INTO otel_traces (${PLAIN_COLUMNS.join(',')}) VALUES ${tuples.join(',')}`, values);
+}
+
+async function main(): Promise<void> {
+  const { values: args } = parseArgs({
+    options: { seconds: { type: 'string', default: '10' }, clients: { type: 'string', default: '4' } },
+  });
+  const durationMs = Number(args.seconds) * 1000;
+  const clients = Number(args.clients);
+  const db = await createTestDatabase();
+  const log = createLogger({ level: 'warn', name: 'bench' });
+  const collector = new OtelCollector({
+    pool: db.pool,
+    log,
+    host: '127.0.0.1',
+    port: 0,
+    maxBodyBytes: 64 * 1024 * 1024,
+    allowUntokened: false,
+  });
+  const { port } = await collector.start();
+  console.log(
+    `otel ingest bench: ${clients} clients, ${durationMs / 1000} s per scenario, collector on 127.0.0.1:${port}\n`,
+  );
+
+  const results: Array<{
+    label: string;
+    perRequest: number;
+    spansPerSecond: number;
+    p50: number;
+    p99: number;
+  }> = [];
+  let runCaseId = 1000;
+  try {
+    for (const perRequest of [100, 1000]) {
+      for (const format of ['protobuf', 'json'] as const) {
+        runCaseId++;
+        const token = collector.issueToken({ runCaseId, experimentId: 1, dataItemId: 1 });
+        const bodies = Array.from({ length: BODY_VARIANTS }, (_, v) => {
+          const spans = benchSpans(perRequest, runCaseId * 10 + v);
+          return format === 'protobuf' ? encode.tracesProtobuf(spans) : encode.tracesJson(spans);
+        });
+        const contentType = format === 'protobuf' ? 'application/x-protobuf' : 'application/json';
+        const load = await runLoadInWorker({
+          port,
+          path: '/v1/traces',
+          headers: { 'content-type': contentType, [INGEST_TOKEN_HEADER]: token },
+          bodies,
+          clients,
+          durationMs,
+        });
+        const stored = await countRows(db.pool, runCaseId);
+        const latencies = [...load.latenciesMs].sort((a, b) => a - b);
+        const label = `${format.padEnd(8)} ${String(perRequest).padStart(4)} spans/request`;
+        const row = {
+          label,
+          perRequest,
+          spansPerSecond: stored / (load.elapsedMs / 1000),
+          p50: percentile(latencies, 50),
+          p99: percentile(latencies, 99),
+        };
+        results.push(row);
+        const failed = Object.keys(load.failures).length ? `  failures ${JSON.stringify(load.failures)}` : '';
+        console.log(
+          `${label}: ${Math.round(row.spansPerSecond).toLocaleString('en-US').padStart(7)} spans/s stored ` +
+            `(${stored.toLocaleString('en-US')} rows, ${latencies.length} requests)  p50 ${row.p50.toFixed(1)} ms  p99 ${row.p99.toFixed(1)} ms  ` +
+            `(${((bodies[0]?.byteLength ?? 0) / 1024).toFixed(0)} KiB/request)${failed}`,
+        );
+        collector.revokeToken(token);
+        await db.pool.query('TRUNCATE otel_traces');
+      }
+    }
+
+    // Floor: the 1000-span protobuf batch's rows, inserted by plain multi-row INSERT loops.
+    runCaseId++;
+    const floorRows = attributeToCase(
+      flattenSpans(decodeOtlpProtobuf('traces', encode.tracesProtobuf(benchSpans(1000, 1)))),
+      { runCaseId, experimentId: 1, dataItemId: 1 },
+    );
+    const floorStart = performance.now();
+    const floorDeadline = floorStart + durationMs;
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (performance.now() < floorDeadline) await plainInsert(db.pool, floorRows);
+      }),
+    );
+    const floorElapsed = performance.now() - floorStart;
+    const floorRate = (await countRows(db.pool, runCaseId)) / (floorElapsed / 1000);
+    await db.pool.query('TRUNCATE otel_traces');
+    console.log(
+      `\nfloor: plain multi-row INSERT, 1000 rows/statement, ${clients} loops: ${Math.round(floorRate).toLocaleString('en-US')} spans/s`,
+    );
+    for (const r of results.filter((x) => x.perRequest === 1000)) {
+      console.log(`  ${r.label} / floor = ${(r.spansPerSecond / floorRate).toFixed(2)}`);
+    }
+
+    // Query + map of a case with 2000 spans.
+    runCaseId++;
+    const caseRows = attributeToCase(
+      flattenSpans(decodeOtlpProtobuf('traces', encode.tracesProtobuf(benchSpans(2000, 2)))),
+      { runCaseId, experimentId: 1, dataItemId: 1 },
+    );
+    await insertSpans(db.pool, caseRows);
+    await db.pool.query('ANALYZE otel_traces');
+    const timings: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const t0 = performance.now();
+      const telemetry = await queryCaseTelemetry(db.pool, runCaseId, Date.now());
+      timings.push(performance.now() - t0);
+      if (telemetry.steps.length !== 2000)
+        throw new Error(`expected 2000 steps, got ${telemetry.steps.length}`);
+    }
+    timings.sort((a, b) => a - b);
+    const queryP50 = percentile(timings, 50);
+    console.log(
+      `\nquery+map, case with 2000 spans (30 runs): p50 ${queryP50.toFixed(1)} ms, max ${timings[timings.length - 1]?.toFixed(1)} ms`,
+    );
+
+    const best = Math.max(...results.map((r) => r.spansPerSecond));
+    const worstP99 = Math.max(...results.filter((r) => r.perRequest === 1000).map((r) => r.p99));
+    const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
+    console.log('\ntargets:');
+    console.log(
+      `  >= ${TARGET_SPANS_PER_SECOND.toLocaleString('en-US')} spans/s stored: best ${Math.round(best).toLocaleString('en-US')} -> ${verdict(best >= TARGET_SPANS_PER_SECOND)}`,
+    );
+    console.log(
+      `  p99 < ${TARGET_P99_MS_AT_1000} ms at 1000 spans/request: worst ${worstP99.toFixed(1)} ms -> ${verdict(worstP99 < TARGET_P99_MS_AT_1000)}`,
+    );
+    console.log(
+      `  query+map of 2000 spans < ${TARGET_QUERY_MAP_MS} ms: p50 ${queryP50.toFixed(1)} ms -> ${verdict(queryP50 < TARGET_QUERY_MAP_MS)}`,
+    );
+  } finally {
+    await collector.stop();
+    await db.drop();
+  }
+}
+
+if (isMainThread) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+} else {
+  void generateLoad(workerData as LoadJob).then((result) => parentPort?.postMessage(result));
+}
