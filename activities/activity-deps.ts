@@ -5,6 +5,8 @@ import type { DockerSandbox } from '../src/docker/docker-sandbox';
 import type { ImagePuller } from '../src/docker/image-puller';
 import type { Semaphore } from '../src/docker/semaphore';
 import type { RunRequestCache } from './run-request-cache';
+import type { OtelCollector } from '../src/otel/otel-collector';
+import type { MockGatewayManager } from '../src/mock-gateway/case-gateway';
 
 /** The agent's OpenTelemetry data of one case, as trajectory steps (CONTRACT §4.4). */
 export interface CaseTelemetry {
@@ -28,6 +30,8 @@ export interface ActivityDeps {
   liveContainers: Semaphore;
   runRequests: RunRequestCache;
   telemetry: CaseTelemetry;
-  /** URL a case container uses to reach our OTel collector / mock gateway (`{{mock.base_url}}`). */
-  mockBaseUrl: string;
+  collector: OtelCollector;
+  /** The collector as case containers reach it (`{{mock.base_url}}` of a case without a gateway). */
+  collectorUrl: string;
+  gateways: MockGatewayManager;
 }

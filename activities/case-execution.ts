@@ -11,6 +11,7 @@ import { loadCaseResult, saveCaseResult, type CaseRawResult } from '../src/db/ca
 import { getCaseStatuses, transitionCaseStatus } from '../src/db/run-case-repository';
 import { caseContainerName, LABELS } from '../src/docker/labels';
 import type { ActivityDeps } from './activity-deps';
+import { openCaseNetwork } from './case-network';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
 export const CASE_FILE_PATH = '/benchmark/case.json';
@@ -60,6 +61,7 @@ export function createCaseExecution(deps: ActivityDeps) {
     log.info({ code: 'CASE_EXEC_START' }, 'case starts');
     const startedAt = new Date();
 
+    const network = await openCaseNetwork(deps, { request: run.request, caseInput, spec, log });
     let commands: { start: string | undefined; exec: string; after: string };
     try {
       const context = buildCommandContext({
@@ -78,7 +80,7 @@ export function createCaseExecution(deps: ActivityDeps) {
           sessionJsonl: caseInput.session_jsonl,
           traceId: caseInput.trace_id,
         },
-        mockBaseUrl: deps.mockBaseUrl,
+        mockBaseUrl: network.mockBaseUrl,
       });
       commands = {
         // §6.2: sandbox_start_command, else the legacy agent_command (not rendered), else image CMD.
@@ -88,18 +90,21 @@ export function createCaseExecution(deps: ActivityDeps) {
       };
     } catch (err) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
+      await network.close();
       const message = err instanceof Error ? err.message : String(err);
       return summarize(await save(failedBeforeExec(message, spec, startedAt, attempt)));
     }
 
     const timeoutSeconds = spec.caseTimeoutSeconds ?? config.consumer.caseTimeoutSeconds;
-    const result = await deps.liveContainers.run(async () => {
+    let mockRequests: unknown[] = [];
+    const result = await deps.liveContainers
+      .run(async () => {
       const connectStart = Date.now();
       const { containerId, name } = await sandbox.createAndStart({
         name: caseContainerName(workflowId, runCaseId, attempt),
         image: spec.agentImage,
         startCommand: commands.start,
-        env: caseEnv(run.request, caseInput, spec),
+        env: { ...caseEnv(run.request, caseInput, spec), ...network.env },
         labels: {
           [LABELS.managed]: 'true',
           [LABELS.experimentId]: String(experimentId),
@@ -108,8 +113,11 @@ export function createCaseExecution(deps: ActivityDeps) {
           [LABELS.attempt]: String(attempt),
           [LABELS.createdAt]: new Date().toISOString(),
         },
-        network: spec.dockerNetwork,
-        files: [{ path: CASE_FILE_PATH, content: JSON.stringify(caseFile(run.request, caseInput), null, 2), mode: 0o644 }],
+        network: network.network ?? spec.dockerNetwork,
+        files: [
+          { path: CASE_FILE_PATH, content: JSON.stringify(caseFile(run.request, caseInput), null, 2), mode: 0o644 },
+          ...network.files,
+        ],
         limits: {
           memoryMb: spec.memoryMb ?? config.sandbox.defaultMemoryMb,
           cpus: spec.cpus ?? config.sandbox.defaultCpus,
@@ -125,6 +133,7 @@ export function createCaseExecution(deps: ActivityDeps) {
       });
       let phase = 'case_exec';
       ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails);
+      network.bindContainer(await sandbox.containerAddresses(containerId));
       const beat = setInterval(() => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails), HEARTBEAT_INTERVAL_MS);
       try {
         const sandboxConnectMs = Date.now() - connectStart;
@@ -185,14 +194,17 @@ export function createCaseExecution(deps: ActivityDeps) {
         clearInterval(beat);
         await sandbox.remove(containerId);
       }
-    }).catch((err: unknown) => {
-      if (ctx.cancellationSignal.aborted) {
-        log.info({ code: 'CASE_EXEC_CANCELED' }, 'case canceled; container removed');
-        throw new CancelledFailure('case canceled');
-      }
-      throw err;
-    });
+    })
+      .catch((err: unknown) => {
+        if (ctx.cancellationSignal.aborted) {
+          log.info({ code: 'CASE_EXEC_CANCELED' }, 'case canceled; container removed');
+          throw new CancelledFailure('case canceled');
+        }
+        throw err;
+      })
+      .finally(() => network.close().then((requests) => (mockRequests = requests)));
     result.timings.containerPhaseMs = Date.now() - phaseStart;
+    if (mockRequests.length > 0) result.mockRequests = mockRequests;
     return summarize(await save(result));
 
     function save(r: CaseRawResult): Promise<CaseRawResult> {

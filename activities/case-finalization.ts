@@ -70,6 +70,8 @@ export function createCaseFinalization(deps: ActivityDeps) {
       inputTokens: usage.inputTokens,
       outputTokens: usage.outputTokens,
       startedAt: new Date(raw.startedAt),
+      // Our addition (the original never wrote artifacts_json): what the mock gateway answered.
+      ...(raw.mockRequests ? { artifacts: { mock_gateway: { requests: raw.mockRequests } } } : {}),
       scores,
     });
 

@@ -28,6 +28,8 @@ import type { DockerSandbox } from '../src/docker/docker-sandbox';
 import type { ImagePuller } from '../src/docker/image-puller';
 import { Semaphore } from '../src/docker/semaphore';
 import { createCaseTelemetry } from '../src/otel/case-telemetry';
+import type { OtelCollector } from '../src/otel/otel-collector';
+import type { MockGatewayManager } from '../src/mock-gateway/case-gateway';
 import { createTestDatabase, seedExperiment } from '../test/support/database';
 import { buildPlatformMessage } from '../test/support/platform';
 import { localTestEnv } from '../test/support/stack';
@@ -99,7 +101,10 @@ async function main(): Promise<void> {
       liveContainers: new Semaphore(1),
       runRequests: new RunRequestCache(db.pool),
       telemetry: createCaseTelemetry({ pool: db.pool, log, flushGraceMs: 0 }),
-      mockBaseUrl: 'http://unused',
+      // Not used either: no case container is created.
+      collector: {} as OtelCollector,
+      collectorUrl: 'http://unused',
+      gateways: {} as MockGatewayManager,
     });
     const noopExecute = async (ref: CaseRef): Promise<CaseExecutionSummary> => {
       await transitionCaseStatus(db.pool, { experimentId: ref.experimentId, runCaseId: ref.runCaseId, to: 'running' });

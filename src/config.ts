@@ -123,6 +123,16 @@ const envSchema = z.object({
   SANDBOX_REAPER_MIN_AGE_SECONDS: intVar(120, 0),
   OTEL_COLLECTOR_PORT: intVar(14318, 0),
   OTEL_FLUSH_GRACE_MS: intVar(1000, 0),
+  OTEL_COLLECTOR_HOST: strVar('0.0.0.0'),
+  OTEL_MAX_BODY_BYTES: intVar(16 * 1024 * 1024, 1024),
+  OTEL_ALLOW_UNTOKENED_INGEST: boolVar(false),
+  MOCK_GATEWAY_BIND_HOST: optStr(),
+  MOCK_GATEWAY_ADVERTISED_HOST: strVar('host.docker.internal'),
+  MOCK_GATEWAY_CA_DIR: optStr(),
+  MOCK_GATEWAY_SEALED: boolVar(true),
+  MOCK_PYTHON_TIMEOUT_MS: intVar(5000, 100),
+  MOCK_PYTHON_MEMORY_MB: intVar(256, 32),
+  MOCK_PYTHON_EXECUTABLE: strVar('python3'),
   LOG_LEVEL: z.preprocess(
     blankToUndefined,
     z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -188,7 +198,17 @@ export interface Config {
     reaperIntervalSeconds: number;
     reaperMinAgeSeconds: number;
   };
-  otel: { collectorPort: number; flushGraceMs: number };
+  otel: { collectorHost: string; collectorPort: number; flushGraceMs: number; maxBodyBytes: number; allowUntokenedIngest: boolean };
+  mockGateway: {
+    /** undefined = the docker0 address (what host.docker.internal resolves to); never 0.0.0.0 by default. */
+    bindHost: string | undefined;
+    advertisedHost: string;
+    caDir: string | undefined;
+    sealPassthroughFalse: boolean;
+    pythonTimeoutMs: number;
+    pythonMemoryMb: number;
+    pythonExecutable: string;
+  };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -282,7 +302,22 @@ export function loadConfig(env: Env = process.env): Config {
       reaperIntervalSeconds: e.SANDBOX_REAPER_INTERVAL_SECONDS,
       reaperMinAgeSeconds: e.SANDBOX_REAPER_MIN_AGE_SECONDS,
     },
-    otel: { collectorPort: e.OTEL_COLLECTOR_PORT, flushGraceMs: e.OTEL_FLUSH_GRACE_MS },
+    otel: {
+      collectorHost: e.OTEL_COLLECTOR_HOST,
+      collectorPort: e.OTEL_COLLECTOR_PORT,
+      flushGraceMs: e.OTEL_FLUSH_GRACE_MS,
+      maxBodyBytes: e.OTEL_MAX_BODY_BYTES,
+      allowUntokenedIngest: e.OTEL_ALLOW_UNTOKENED_INGEST,
+    },
+    mockGateway: {
+      bindHost: e.MOCK_GATEWAY_BIND_HOST,
+      advertisedHost: e.MOCK_GATEWAY_ADVERTISED_HOST,
+      caDir: e.MOCK_GATEWAY_CA_DIR,
+      sealPassthroughFalse: e.MOCK_GATEWAY_SEALED,
+      pythonTimeoutMs: e.MOCK_PYTHON_TIMEOUT_MS,
+      pythonMemoryMb: e.MOCK_PYTHON_MEMORY_MB,
+      pythonExecutable: e.MOCK_PYTHON_EXECUTABLE,
+    },
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -18,6 +18,8 @@ export interface CaseRawResult {
   image: string;
   containerName: string | null;
   attempt: number;
+  /** Every request the case's mock gateway answered (absent when none ran). */
+  mockRequests?: unknown[];
 }
 
 /** First write wins: a result that exists is never replaced by a later attempt's. */

@@ -396,6 +396,18 @@ export class DockerSandbox {
     return { running: state.Running, exitCode: finished ? state.ExitCode : null, oomKilled: state.OOMKilled };
   }
 
+  /** The container's IP addresses on its networks (how servers on the host see its requests). */
+  async containerAddresses(containerId: string): Promise<string[]> {
+    try {
+      const info = await this.docker.getContainer(containerId).inspect();
+      return Object.values(info.NetworkSettings.Networks ?? {})
+        .map((n) => n.IPAddress)
+        .filter((ip): ip is string => typeof ip === 'string' && ip !== '');
+    } catch (err) {
+      throw new DockerInfraError('E_DOCKER_INSPECT', errorDetail(err), { cause: err });
+    }
+  }
+
   /** Our containers in any state, optionally narrowed to one workflow and/or case. */
   async listManagedContainers(
     filter: { workflowId?: string; runCaseId?: number } = {},

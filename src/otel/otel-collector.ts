@@ -210,6 +210,11 @@ export class OtelCollector {
     this.sources.set(normalizeIp(ip), token);
   }
 
+  /** The ingest token bound to a container address, for posts the mock gateway intercepted. */
+  tokenForSource(ip: string): string | undefined {
+    return this.sources.get(normalizeIp(ip));
+  }
+
   unbindSource(ip: string): void {
     this.sources.delete(normalizeIp(ip));
   }

@@ -15,6 +15,11 @@ import { getCaseStatuses } from '../db/run-case-repository';
 import { isTerminalStatus } from '../domain/case-status';
 import { createCaseTelemetry } from '../otel/case-telemetry';
 import { installTemporalLogging } from './runtime-logging';
+import { OtelCollector } from '../otel/otel-collector';
+import { CertificateAuthority } from '../mock-gateway/certificate-authority';
+import { MockGatewayManager } from '../mock-gateway/case-gateway';
+import { dockerHostAddress } from '../mock-gateway/host-address';
+import { reapSealedNetworks } from '../mock-gateway/sealed-network';
 
 export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
 
@@ -47,6 +52,40 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
   installTemporalLogging(log);
   const ops = new Semaphore(config.docker.maxConcurrentOperations);
   const sandbox = new DockerSandbox(docker, ops, log);
+  const collector = new OtelCollector({
+    pool,
+    log,
+    host: config.otel.collectorHost,
+    port: config.otel.collectorPort,
+    maxBodyBytes: config.otel.maxBodyBytes,
+    allowUntokened: config.otel.allowUntokenedIngest,
+  });
+  const { port: collectorPort } = await collector.start();
+  const advertisedHost = config.mockGateway.advertisedHost;
+  const ca = config.mockGateway.caDir
+    ? await CertificateAuthority.loadOrCreate(config.mockGateway.caDir)
+    : CertificateAuthority.generate();
+  const gateways = new MockGatewayManager({
+    log,
+    ca,
+    docker,
+    bindHost: config.mockGateway.bindHost ?? (await dockerHostAddress(docker)),
+    advertisedHost,
+    python: {
+      executable: config.mockGateway.pythonExecutable,
+      timeoutMs: config.mockGateway.pythonTimeoutMs,
+      memoryMb: config.mockGateway.pythonMemoryMb,
+    },
+    // OTel posts a gateway intercepts belong to the case whose container sent them.
+    otelForward: async (req) => {
+      const token = collector.tokenForSource(req.sourceIp);
+      if (!token) {
+        return { status: 403, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"ok":false,"error":"unknown source"}') };
+      }
+      const r = await collector.ingestForCase(token, { path: req.path, headers: req.headers, body: req.body });
+      return { status: r.status, headers: r.headers, body: Buffer.from(r.body) };
+    },
+  });
   const activities = createActivities({
     config,
     log,
@@ -56,7 +95,9 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     liveContainers: new Semaphore(config.docker.maxLiveContainers),
     runRequests: new RunRequestCache(pool),
     telemetry: createCaseTelemetry({ pool, log, flushGraceMs: config.otel.flushGraceMs }),
-    mockBaseUrl: `http://host.docker.internal:${config.otel.collectorPort}`,
+    collector,
+    collectorUrl: `http://${advertisedHost}:${collectorPort}`,
+    gateways,
   });
 
   const reaper = new OrphanReaper({
@@ -98,6 +139,10 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     });
     if (swept && swept.removed.length > 0) log.info({ code: 'SANDBOX_ORPHANS_REMOVED', removed: swept.removed.length }, 'orphans removed');
     reaper.start(config.sandbox.reaperIntervalSeconds);
+    // Sealed networks of a crashed worker's cases (Docker's address pool is small).
+    await reapSealedNetworks(docker, config.sandbox.reaperMinAgeSeconds * 1000).catch((err: unknown) =>
+      log.warn({ code: 'E_SANDBOX_REAPER_FAILED', err }, 'sealed network sweep failed'),
+    );
   };
 
   let closed = false;
@@ -106,6 +151,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     closed = true;
     await reaper.stop();
     await connection.close();
+    await collector.stop();
   };
 
   return {

@@ -24,7 +24,14 @@ export function platformMessageExample(): Record<string, unknown> {
  */
 export function buildPlatformMessage(
   seeded: SeededExperiment,
-  opts: { runtimeSpec: Record<string, unknown>; queue: string; userInput?: (i: number) => string; scorers?: unknown[] },
+  opts: {
+    runtimeSpec: Record<string, unknown>;
+    queue: string;
+    userInput?: (i: number) => string;
+    scorers?: unknown[];
+    /** Extra fields of run case i (e.g. mock_config, which the platform does not send today). */
+    caseExtras?: (i: number) => Record<string, unknown>;
+  },
 ): Record<string, unknown> {
   const example = platformMessageExample();
   const exampleCase = (example.run_cases as Array<Record<string, unknown>>)[0] ?? {};
@@ -49,6 +56,7 @@ export function buildPlatformMessage(
       data_item_id: String(seeded.dataItemIds[i]),
       attempt_no: 1,
       user_input: opts.userInput ? opts.userInput(i) : String(exampleCase.user_input),
+      ...(opts.caseExtras ? opts.caseExtras(i) : {}),
     })),
   };
 }

@@ -21,6 +21,8 @@ export function localTestEnv(extra: Record<string, string> = {}): Record<string,
     TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     SANDBOX_REAPER_MIN_AGE_SECONDS: '3600',
+    // Ephemeral: tests never collide with a worker (or each other) on the default 14318.
+    OTEL_COLLECTOR_PORT: '0',
     ...extra,
   };
 }

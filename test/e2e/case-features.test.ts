@@ -1,0 +1,181 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { parseExperimentMessage } from '../../src/domain/message';
+import type { ExperimentRunResult } from '../../src/domain/experiment-run';
+import { startExperimentRun } from '../../src/temporal/run-starter';
+import { seedExperiment, type SeededExperiment } from '../support/database';
+import { buildPlatformMessage } from '../support/platform';
+import { captureLogger, managedContainers, startStack, type Stack } from '../support/stack';
+import { openAiReply, startLlmJudgeServer, type LlmJudgeServer } from '../support/llm-judge-server';
+
+const exec = promisify(execFile);
+
+/**
+ * What a case gets besides its container, through the real pipeline: OTel trajectories (any SDK,
+ * zero config; hand-posting agents of the original), the stdout fallback, the per-case mock
+ * gateway, and scoring by an LLM judge — with the judge's API key never stored anywhere of ours.
+ */
+describe('case features end to end', () => {
+  const { log, lines } = captureLogger('info');
+  let stack: Stack;
+  let judge: LlmJudgeServer;
+  const workflowIds: string[] = [];
+
+  before(async () => {
+    await exec('bash', [path.resolve(__dirname, '../../scripts/build-images')], { timeout: 900_000 });
+    judge = await startLlmJudgeServer();
+    stack = await startStack({ log, env: { OTEL_FLUSH_GRACE_MS: '1500', CONSUMER_CONCURRENT_CASES: '2' } });
+  });
+
+  after(async () => {
+    assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container of ours is left');
+    await stack?.stop();
+    await judge?.close();
+  });
+
+  async function run(
+    seeded: SeededExperiment,
+    runtimeSpec: Record<string, unknown>,
+    extra: { scorers?: unknown[]; caseExtras?: (i: number) => Record<string, unknown> } = {},
+  ) {
+    const parsed = parseExperimentMessage(JSON.stringify(buildPlatformMessage(seeded, { queue: 'direct', runtimeSpec, ...extra })));
+    assert.ok(parsed.ok);
+    const r = await startExperimentRun({ client: stack.client, pool: stack.db.pool, config: stack.config, log }, parsed.message, parsed.message.message_id);
+    workflowIds.push(r.workflowId);
+    const handle = stack.client.workflow.getHandle(r.workflowId);
+    const result = (await handle.result()) as ExperimentRunResult;
+    assert.equal(result.outcome, 'completed');
+    const { rows } = await stack.db.pool.query<{
+      id: number;
+      status: string;
+      error_message: string | null;
+      agent_output: unknown;
+      agent_trajectory: Array<Record<string, unknown>>;
+      usage_json: Record<string, unknown>;
+      artifacts_json: Record<string, unknown>;
+      input_tokens: number | null;
+      final_score: number | null;
+    }>('SELECT * FROM run_cases WHERE experiment_id = $1 ORDER BY id', [seeded.experimentId]);
+    return { rows, handle };
+  }
+
+  test('an agent on the OpenTelemetry SDK, with nothing but the injected env, gets its spans as the trajectory', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
+    const { rows } = await run(seeded, {
+      agent_image: 'bench/otel-sdk-agent:latest',
+      sandbox_start_command: 'sleep infinity',
+      case_exec_command: 'python3 /agent/run_case.py "$BENCHMARK_USER_INPUT"',
+    });
+    const row = rows[0];
+    assert.equal(row?.status, 'success', row?.error_message ?? '');
+    const steps = row?.agent_trajectory ?? [];
+    assert.ok(steps.length >= 2, `steps: ${JSON.stringify(steps)}`);
+    assert.equal(row?.usage_json.trajectory_source, 'spans');
+    const ids = new Set(steps.map((s) => s.span_id));
+    assert.ok(steps.slice(1).every((s) => ids.has(s.parent_span_id)), 'child steps link to their parent span');
+    assert.ok(steps.some((s) => Object.keys((s.attributes as object) ?? {}).length > 0), 'picked attributes kept');
+    assert.ok((row?.input_tokens ?? 0) > 0, 'gen_ai.usage tokens filled input_tokens');
+  });
+
+  test("an agent of the original posting OTLP JSON by hand to {{mock.base_url}}, without a token, is attributed to its case", async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
+    const { rows } = await run(seeded, {
+      agent_image: 'bench/otel-manual-agent:latest',
+      sandbox_start_command: 'sleep infinity',
+      case_exec_command: 'OTEL_EXPORTER_OTLP_HEADERS= python3 /agent/post_spans.py {{mock.base_url}} {{run_case.run_case_id}} {{experiment.id}}',
+    });
+    for (const row of rows) {
+      assert.equal(row.status, 'success', row.error_message ?? '');
+      assert.ok(row.agent_trajectory.length >= 2, JSON.stringify(row.agent_trajectory));
+    }
+    const { rows: spanCases } = await stack.db.pool.query<{ run_case_id: number; n: number }>(
+      'SELECT run_case_id, count(*)::int AS n FROM otel_traces WHERE run_case_id = ANY($1::bigint[]) GROUP BY run_case_id',
+      [seeded.runCaseIds],
+    );
+    assert.equal(spanCases.length, 2, 'each case has its own spans');
+  });
+
+  test('without OTel data the stdout trajectory is used and OTEL_FALLBACK_STDOUT is logged', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
+    const { rows } = await run(seeded, {
+      agent_image: 'bench/busybox:latest',
+      sandbox_start_command: 'sleep infinity',
+      case_exec_command: `echo '{"output":"x","trajectory":[{"step":1,"action":"think"},{"step":2,"action":"answer"}]}'`,
+    });
+    assert.deepEqual(rows[0]?.agent_trajectory, [{ step: 1, action: 'think' }, { step: 2, action: 'answer' }]);
+    assert.ok(lines.some((l) => l.code === 'OTEL_FALLBACK_STDOUT' && l.run_case_id === seeded.runCaseIds[0]));
+  });
+
+  test('a case with a mock_config gets its own gateway; its requests are recorded in artifacts_json', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
+    const { rows } = await run(
+      seeded,
+      {
+        agent_image: 'bench/agent-base:bookworm',
+        sandbox_start_command: 'sleep infinity',
+        case_exec_command: `python3 -c "import json,urllib.request;print(json.dumps({'output':json.load(urllib.request.urlopen('http://api.example.test/v1/ping'))}))"`,
+      },
+      {
+        caseExtras: (i) => ({
+          mock_config: {
+            passthrough: false,
+            rules: [{ name: `ping-${i}`, match: { methods: ['GET'], path: '/v1/ping' }, response: { type: 'json', json: { pong: i } } }],
+          },
+        }),
+      },
+    );
+    rows.forEach((row, i) => {
+      assert.equal(row.status, 'success', row.error_message ?? '');
+      assert.deepEqual(row.agent_output, { pong: i }, 'each case answered by its own rules');
+      const recorded = (row.artifacts_json.mock_gateway as { requests: Array<{ matched: string; status: number }> }).requests;
+      assert.ok(recorded.some((r) => r.matched === `ping-${i}` && r.status === 200), JSON.stringify(recorded));
+    });
+  });
+
+  test('scoring with an LLM judge: scores and final_score persisted; the api key is in no row, log line or Temporal payload', async () => {
+    const secret = 'sk-e2e-SECRET-4f1c9a';
+    const seeded = await seedExperiment(stack.db.pool, { cases: 2, evaluators: 1 });
+    const evaluatorId = seeded.evaluatorIds[0] as number;
+    const baseUrl = `${judge.origin}/judge/v1/chat/completions`;
+    // The platform's evaluators row is where the key lives; the message carries it too.
+    await stack.db.pool.query(
+      `UPDATE evaluators SET api_key = $2, base_url = $3, model_name = 'judge-model', prompt_template = $4 WHERE id = $1`,
+      [evaluatorId, secret, baseUrl, 'Input: {{data_item.input}} Output: {{run.output}}'],
+    );
+    judge.script('/judge/v1/chat/completions', { json: openAiReply('{"score":0.93,"reason":"good"}') }, { json: openAiReply('{"score":0.7,"reason":"meh"}') });
+    const { rows, handle } = await run(
+      seeded,
+      { agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"4"}'` },
+      {
+        scorers: [
+          {
+            id: String(evaluatorId),
+            scorer_key: 'task_success',
+            name: 'Task success',
+            scorer_config: { prompt_template: 'Input: {{data_item.input}} Output: {{run.output}}', base_url: baseUrl, model_name: 'judge-model', api_style: 'openai', api_key: secret },
+          },
+        ],
+      },
+    );
+    assert.equal(judge.requestsTo('/judge/v1/chat/completions').length, 2);
+    assert.ok(judge.requests.every((r) => r.headers.authorization === `Bearer ${secret}`), 'the judge got the real key');
+    assert.deepEqual(rows.map((r) => r.final_score).sort(), [0.5, 1]);
+    const { rows: scores } = await stack.db.pool.query('SELECT score FROM evaluate_results WHERE run_case_id = ANY($1::bigint[]) ORDER BY score', [seeded.runCaseIds]);
+    assert.deepEqual(scores.map((s: { score: number }) => s.score), [0.5, 1]);
+
+    // Every row of every table except the platform's own evaluators table.
+    const { rows: tables } = await stack.db.pool.query<{ tablename: string }>(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'evaluators'`);
+    for (const { tablename } of tables) {
+      const { rows: dump } = await stack.db.pool.query(`SELECT t::text AS row FROM ${tablename} t`);
+      assert.ok(!dump.some((d: { row: string }) => d.row.includes(secret)), `api key found in ${tablename}`);
+    }
+    assert.ok(!lines.some((l) => JSON.stringify(l).includes(secret)), 'api key in a log line');
+    const history = historyToJSON(await handle.fetchHistory());
+    const decoded = [...history.matchAll(/"data":"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1] ?? '', 'base64').toString('utf8'));
+    assert.ok(!history.includes(secret) && !decoded.some((d) => d.includes(secret)), 'api key in the workflow history');
+  });
+});
