@@ -8,7 +8,3 @@ import { createHash } from 'node:crypto';
 export function dedupSuffix(messageId: string, rawBody: Uint8Array): string {
   return messageId !== '' ? messageId : createHash('sha256').update(rawBody).digest('hex');
 }
-
-export function workflowIdFor(experimentId: number, suffix: string): string {
-  return `experiment-${experimentId}-${suffix}`;
-}

@@ -4,7 +4,8 @@ import { connect, type Channel, type ChannelModel, type ConfirmChannel, type Con
 import type { Redis } from 'ioredis';
 import { parseExperimentMessage, type ExperimentRunRequested } from '../src/domain/message';
 import type { Logger } from '../src/logger';
-import { dedupSuffix, workflowIdFor } from './dedup-key';
+import { dedupSuffix } from './dedup-key';
+import { workflowIdForRun } from '../src/domain/experiment-run';
 import {
   assertDeadLetterQueue,
   deadLetterQueueName,
@@ -340,7 +341,7 @@ class ExperimentBridge implements BridgeHandle {
     message: ExperimentRunRequested,
   ): Promise<void> {
     const suffix = dedupSuffix(message.message_id, msg.content);
-    const workflowId = workflowIdFor(message.experiment.id, suffix);
+    const workflowId = workflowIdForRun(message.experiment.id, suffix);
     const ctx = {
       message_id: message.message_id,
       experiment_id: message.experiment.id,

@@ -1,4 +1,4 @@
-export { dedupSuffix, workflowIdFor } from './dedup-key';
+export { dedupSuffix } from './dedup-key';
 export {
   assertDeadLetterQueue,
   deadLetterQueueName,

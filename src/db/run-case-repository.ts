@@ -187,12 +187,17 @@ export async function persistCaseResult(pool: pg.Pool, row: CaseResultRow): Prom
 
 const scoresInput = z.object({ runCaseId: id, experimentId: id, scores: z.array(caseScore) });
 
-/** The score block of §3.5 alone, for re-scoring a case whose result is already stored. */
+/**
+ * The score block of §3.5 alone, for re-scoring a case whose result is already stored. With
+ * `onlyTheseScorers`, only the given scorers' rows are replaced and the case's other scores kept
+ * (`benchctl rescore --scorer`); final_score is recomputed over all of them either way.
+ */
 export async function persistCaseScores(
   pool: pg.Pool,
-  input: { runCaseId: number; experimentId: number; scores: CaseScore[] },
+  input: { runCaseId: number; experimentId: number; scores: CaseScore[]; onlyTheseScorers?: boolean },
 ): Promise<void> {
   const { runCaseId, experimentId, scores } = scoresInput.parse(input);
+  const only = input.onlyTheseScorers === true;
   await withTransaction(pool, async (client) => {
     await lockExperiment(client, experimentId);
     const found = await client.query(
@@ -201,7 +206,7 @@ export async function persistCaseScores(
     );
     if (found.rowCount === 0)
       throw new Error(`run case ${runCaseId} not found in experiment ${experimentId}`);
-    await replaceScores(client, runCaseId, scores);
+    await replaceScores(client, runCaseId, scores, only);
     await refreshExperiment(client, experimentId);
   });
 }
@@ -211,9 +216,25 @@ export async function persistCaseScores(
  * sentinel −1 results, which mean "the judge gave no verdict", not "scored −1"; when every result
  * is a sentinel (or there are none) final_score is NULL rather than −1.
  */
-async function replaceScores(client: pg.PoolClient, runCaseId: number, scores: ParsedScore[]): Promise<void> {
-  await client.query('DELETE FROM run_case_scores WHERE run_case_id = $1', [runCaseId]);
-  await client.query('DELETE FROM evaluate_results WHERE run_case_id = $1', [runCaseId]);
+async function replaceScores(
+  client: pg.PoolClient,
+  runCaseId: number,
+  scores: ParsedScore[],
+  onlyTheseScorers = false,
+): Promise<void> {
+  if (onlyTheseScorers) {
+    await client.query('DELETE FROM run_case_scores WHERE run_case_id = $1 AND scorer_key = ANY($2::text[])', [
+      runCaseId,
+      scores.map((s) => toPostgresText(s.scorerKey)),
+    ]);
+    await client.query('DELETE FROM evaluate_results WHERE run_case_id = $1 AND evaluator_id = ANY($2::bigint[])', [
+      runCaseId,
+      scores.filter((s) => s.evaluatorId > 0).map((s) => s.evaluatorId),
+    ]);
+  } else {
+    await client.query('DELETE FROM run_case_scores WHERE run_case_id = $1', [runCaseId]);
+    await client.query('DELETE FROM evaluate_results WHERE run_case_id = $1', [runCaseId]);
+  }
   await insertScoreRows(
     client,
     'run_case_scores (run_case_id, scorer_key, score, reason, raw_result_json)',

@@ -2,7 +2,6 @@ import Table from 'cli-table3';
 import type pg from 'pg';
 import { z } from 'zod';
 import { persistCaseScores } from '../../db/run-case-repository';
-import { replaceScorerScores } from '../../db/score-repository';
 import type { Logger } from '../../logger';
 import { scoreCase, type ScorerDefinition, type ScorerResult } from '../../scoring/case-scorer';
 import type { Config } from '../../config';
@@ -109,8 +108,7 @@ async function rescoreCase(
     settings: deps.config.evaluator,
     log: deps.log.child({ experiment_id: experimentId, run_case_id: stored.id }),
   });
-  const persist = onlySomeScorers ? replaceScorerScores : persistCaseScores;
-  await persist(deps.pool, { runCaseId: stored.id, experimentId, scores: results });
+  await persistCaseScores(deps.pool, { runCaseId: stored.id, experimentId, scores: results, onlyTheseScorers: onlySomeScorers });
   return results;
 }
 
