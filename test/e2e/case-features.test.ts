@@ -99,6 +99,27 @@ describe('case features end to end', () => {
     assert.equal(spanCases.length, 2, 'each case has its own spans');
   });
 
+  test('a case command that outlives its timeout is killed: status timeout, not retried, container gone', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
+    const started = Date.now();
+    const { rows, handle } = await run(seeded, {
+      agent_image: 'bench/busybox:latest',
+      sandbox_start_command: 'sleep infinity',
+      case_timeout_seconds: 2,
+      case_exec_command: `echo started; sleep 120; echo '{"output":"never"}'`,
+    });
+    assert.ok(Date.now() - started < 60_000, 'the run did not wait for the command');
+    assert.equal(rows[0]?.status, 'timeout');
+    assert.match(rows[0]?.error_message ?? '', /^E_CASE_TIMEOUT: case_exec_command exceeded 2s and was killed/);
+    const { rows: exp } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
+    assert.equal(exp[0]?.queue_status, 'failed', 'a timeout counts as failed (§3.4)');
+    const events = (await handle.fetchHistory()).events ?? [];
+    const runScheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityId === `case-${seeded.runCaseIds[0]}/run`);
+    const runStarted = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(runScheduled?.eventId));
+    assert.equal(runStarted?.activityTaskStartedEventAttributes?.attempt, 1, 'a timeout is a result, not a retried failure');
+    assert.deepEqual(await managedContainers(stack.docker, [handle.workflowId]), []);
+  });
+
   test('without OTel data the stdout trajectory is used and OTEL_FALLBACK_STDOUT is logged', async () => {
     const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
     const { rows } = await run(seeded, {
