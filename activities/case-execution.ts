@@ -3,6 +3,7 @@ import { CancelledFailure } from '@temporalio/common';
 import { isTerminalStatus } from '../src/domain/case-status';
 import type { CaseExecutionSummary, CaseRef } from '../src/domain/experiment-run';
 import { parseAgentStdout } from '../src/domain/agent-output';
+import { anyScorerCallsJudge } from '../src/domain/judge-score';
 import { assembleCaseLogs, caseOutcome, CONTAINER_LOG_TAIL_CHARS } from '../src/domain/case-logs';
 import { buildCommandContext, renderCommandTemplate } from '../src/domain/template';
 import type { RunCaseInput, ExperimentRunRequested } from '../src/domain/message';
@@ -39,12 +40,15 @@ export function createCaseExecution(deps: ActivityDeps) {
 
     const phaseStart = Date.now();
     const done = await loadCaseResult(pool, workflowId, runCaseId);
-    if (done) return summarize(done);
+    if (done) return summarize(done, (await deps.runRequests.get(workflowId)).request.scorers);
 
     // A previous attempt may have died with its container alive (worker killed): remove it first.
-    const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
-    if (previous?.containerId) await sandbox.remove(previous.containerId);
-    for (const c of await sandbox.listManagedContainers({ workflowId, runCaseId })) await sandbox.remove(c.id);
+    // (A first attempt has no predecessor; its fixed name is pre-cleaned by createAndStart.)
+    if (attempt > 1) {
+      const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
+      if (previous?.containerId) await sandbox.remove(previous.containerId);
+      for (const c of await sandbox.listManagedContainers({ workflowId, runCaseId })) await sandbox.remove(c.id);
+    }
 
     const status = (await getCaseStatuses(pool, experimentId, [runCaseId])).get(runCaseId);
     if (status === undefined || isTerminalStatus(status)) {
@@ -92,7 +96,7 @@ export function createCaseExecution(deps: ActivityDeps) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
       await network.close();
       const message = err instanceof Error ? err.message : String(err);
-      return summarize(await save(failedBeforeExec(message, spec, startedAt, attempt)));
+      return summarize(await save(failedBeforeExec(message, spec, startedAt, attempt)), run.request.scorers);
     }
 
     const timeoutSeconds = spec.caseTimeoutSeconds ?? config.consumer.caseTimeoutSeconds;
@@ -205,7 +209,7 @@ export function createCaseExecution(deps: ActivityDeps) {
       .finally(() => network.close().then((requests) => (mockRequests = requests)));
     result.timings.containerPhaseMs = Date.now() - phaseStart;
     if (mockRequests.length > 0) result.mockRequests = mockRequests;
-    return summarize(await save(result));
+    return summarize(await save(result), run.request.scorers);
 
     function save(r: CaseRawResult): Promise<CaseRawResult> {
       return saveCaseResult(pool, workflowId, runCaseId, r);
@@ -215,8 +219,8 @@ export function createCaseExecution(deps: ActivityDeps) {
   return { executeCase };
 }
 
-function summarize(r: CaseRawResult): CaseExecutionSummary {
-  return { status: r.status, errorMessage: r.errorMessage, exitCode: r.exitCode };
+function summarize(r: CaseRawResult, scorers: ExperimentRunRequested['scorers']): CaseExecutionSummary {
+  return { status: r.status, errorMessage: r.errorMessage, exitCode: r.exitCode, needsJudge: anyScorerCallsJudge(scorers, r.status) };
 }
 
 function failedBeforeExec(message: string, spec: RuntimeSpec, startedAt: Date, attempt: number): CaseRawResult {

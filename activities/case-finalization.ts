@@ -96,8 +96,8 @@ export function createCaseFinalization(deps: ActivityDeps) {
 }
 
 /**
- * Scores of a case that was never scored (not executed, or a run from before the scoring phase):
- * the §7.2 sentinels, which need no judge call for a case that did not succeed.
+ * Scores of a case the score phase did not judge (not executed, failed, no configured scorer, or
+ * a run from before the scoring phase): the §7.2 sentinels, which need no judge call.
  */
 function defaultScores(scorers: Array<{ id: number; scorer_key: string; scorer_config: Record<string, unknown> }>, status: string): CaseScore[] {
   const list = scorers.length > 0 ? scorers : [{ id: 0, scorer_key: 'task_success', scorer_config: {} }];

@@ -10,17 +10,20 @@
  * done by a plain loop with the same concurrency and no Temporal.
  */
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities, RunRequestCache } from '../activities';
 import { loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { parseExperimentMessage } from '../src/domain/message';
+import { anyScorerCallsJudge } from '../src/domain/judge-score';
 import type { CaseExecutionSummary, CaseRef, ExperimentRunResult } from '../src/domain/experiment-run';
 import { saveCaseResult, type CaseRawResult } from '../src/db/case-result-repository';
 import { persistCaseResult, transitionCaseStatus } from '../src/db/run-case-repository';
 import { connectTemporalClient } from '../src/temporal/connection';
-import { WORKFLOWS_PATH } from '../src/temporal/case-worker';
 import { startExperimentRun } from '../src/temporal/run-starter';
 import { installTemporalLogging } from '../src/temporal/runtime-logging';
 import { fetchWorkflowHistories } from '../src/temporal/history-replay';
@@ -69,26 +72,6 @@ async function main(): Promise<void> {
   let rssPeak = 0;
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 100);
   try {
-    // --- baseline: the same per-case database work, no Temporal -------------------------------
-    const base = await seedExperiment(db.pool, { cases: CASES });
-    const baseStart = Date.now();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: CONCURRENCY }, async () => {
-        while (next < base.runCaseIds.length) {
-          const runCaseId = base.runCaseIds[next++] as number;
-          await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'running' });
-          await saveCaseResult(db.pool, 'baseline', runCaseId, trivialResult());
-          await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'trajectory' });
-          await persistCaseResult(db.pool, {
-            runCaseId, experimentId: base.experimentId, status: 'success', agentTrajectory: [], agentOutput: 'ok', latencyMs: 1,
-            logs: 'ok', errorMessage: null, runtimeSnapshot: {}, inspectEvalId: null, inspectSampleId: null, usage: {}, scores: null,
-          });
-        }
-      }),
-    );
-    const baseSeconds = (Date.now() - baseStart) / 1000;
-
     // --- the orchestrator -----------------------------------------------------------------------
     const seeded = await seedExperiment(db.pool, { cases: CASES });
     const activities = createActivities({
@@ -106,25 +89,30 @@ async function main(): Promise<void> {
       collectorUrl: 'http://unused',
       gateways: {} as MockGatewayManager,
     });
-    const noopExecute = async (ref: CaseRef): Promise<CaseExecutionSummary> => {
-      await transitionCaseStatus(db.pool, { experimentId: ref.experimentId, runCaseId: ref.runCaseId, to: 'running' });
-      await saveCaseResult(db.pool, ref.workflowId, ref.runCaseId, trivialResult());
-      return { status: 'success', errorMessage: null, exitCode: 0 };
-    };
-    const connection = await NativeConnection.connect({ address: config.temporal.address });
-    const worker = await Worker.create({
-      connection,
-      taskQueue,
-      workflowsPath: WORKFLOWS_PATH,
-      activities: { ...activities, executeCase: noopExecute },
-      maxConcurrentActivityTaskExecutions: CONCURRENCY * 2,
-    });
     const raw = buildPlatformMessage(seeded, {
       queue: 'bench',
       runtimeSpec: { agent_image: 'bench/busybox:latest', case_exec_command: 'true' },
     });
     const parsed = parseExperimentMessage(JSON.stringify(raw));
     if (!parsed.ok) throw new Error(parsed.error);
+    const noopExecute = async (ref: CaseRef): Promise<CaseExecutionSummary> => {
+      await transitionCaseStatus(db.pool, { experimentId: ref.experimentId, runCaseId: ref.runCaseId, to: 'running' });
+      await saveCaseResult(db.pool, ref.workflowId, ref.runCaseId, trivialResult());
+      return { status: 'success', errorMessage: null, exitCode: 0, needsJudge: anyScorerCallsJudge(parsed.message.scorers, 'success') };
+    };
+    const connection = await NativeConnection.connect({ address: config.temporal.address });
+    // As in production (deploy/Dockerfile): the workflow code is bundled ahead of time, in another
+    // process, so the worker's memory is what serving the run costs, not webpack's.
+    const bundle = path.join(tmpdir(), `agentbench-scale-bundle-${process.pid}.js`);
+    execFileSync(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../scripts/bundle-workflows.ts'), bundle], { stdio: 'ignore' });
+    rssPeak = 0;
+    const worker = await Worker.create({
+      connection,
+      taskQueue,
+      workflowBundle: { codePath: bundle },
+      activities: { ...activities, executeCase: noopExecute },
+      maxConcurrentActivityTaskExecutions: CONCURRENCY * 2,
+    });
     const started = Date.now();
     let firstCaseMs: number | null = null;
     const firstWatch = setInterval(() => {
@@ -147,6 +135,26 @@ async function main(): Promise<void> {
     const lengths = histories.map((h) => (h.history as { events?: unknown[] }).events?.length ?? 0);
     await connection.close();
 
+    // --- baseline (after the orchestrator, so its memory does not count against the worker): the same per-case database work, no Temporal -------------------------------
+    const base = await seedExperiment(db.pool, { cases: CASES });
+    const baseStart = Date.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (next < base.runCaseIds.length) {
+          const runCaseId = base.runCaseIds[next++] as number;
+          await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'running' });
+          await saveCaseResult(db.pool, 'baseline', runCaseId, trivialResult());
+          await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'trajectory' });
+          await persistCaseResult(db.pool, {
+            runCaseId, experimentId: base.experimentId, status: 'success', agentTrajectory: [], agentOutput: 'ok', latencyMs: 1,
+            logs: 'ok', errorMessage: null, runtimeSnapshot: {}, inspectEvalId: null, inspectSampleId: null, usage: {}, scores: null,
+          });
+        }
+      }),
+    );
+    const baseSeconds = (Date.now() - baseStart) / 1000;
+
     const rate = CASES / seconds;
     const baseRate = CASES / baseSeconds;
     const lines = [
@@ -155,7 +163,7 @@ async function main(): Promise<void> {
       `baseline (same DB work, no Temporal): ${baseSeconds.toFixed(1)} s, ${baseRate.toFixed(1)} cases/s`,
       `ratio orchestrator/baseline throughput: ${(rate / baseRate).toFixed(2)}`,
       `runs in the continue-as-new chain: ${lengths.length}; history events per run: max ${Math.max(...lengths)} (target <= 10240), all ${lengths.join(', ')}`,
-      `peak RSS of the worker process: ${(rssPeak / 1024 / 1024).toFixed(0)} MB (target < 400)`,
+      `peak RSS of the worker process while serving the run: ${(rssPeak / 1024 / 1024).toFixed(0)} MB (target < 400)`,
       `time to first finished case: ${firstCaseMs ?? 'n/a'} ms`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);

@@ -111,6 +111,7 @@ const envSchema = z.object({
   TEMPORAL_UI_URL: strVar('http://127.0.0.1:8233'),
   BRIDGE_PREFETCH: intVar(16, 1),
   WORKER_MAX_CONCURRENT_ACTIVITIES: intVar(32, 1),
+  WORKFLOW_BUNDLE_PATH: optStr(),
   DOCKER_SOCKET_PATH: strVar('/var/run/docker.sock'),
   DOCKER_MAX_CONCURRENT_OPERATIONS: intVar(4, 1),
   DOCKER_MAX_LIVE_CONTAINERS: intVar(16, 1),
@@ -187,7 +188,7 @@ export interface Config {
     scorerHardTimeoutSeconds: number;
   };
   temporal: { address: string; namespace: string; taskQueue: string; uiUrl: string };
-  worker: { maxConcurrentActivities: number };
+  worker: { maxConcurrentActivities: number; workflowBundlePath: string | undefined };
   docker: { socketPath: string; maxConcurrentOperations: number; maxLiveContainers: number };
   sandbox: {
     defaultMemoryMb: number;
@@ -287,7 +288,7 @@ export function loadConfig(env: Env = process.env): Config {
       taskQueue: e.TEMPORAL_TASK_QUEUE,
       uiUrl: e.TEMPORAL_UI_URL.replace(/\/+$/, ''),
     },
-    worker: { maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES },
+    worker: { maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES, workflowBundlePath: e.WORKFLOW_BUNDLE_PATH },
     docker: {
       socketPath: e.DOCKER_SOCKET_PATH,
       maxConcurrentOperations: e.DOCKER_MAX_CONCURRENT_OPERATIONS,

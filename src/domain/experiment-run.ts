@@ -67,6 +67,8 @@ export interface CaseExecutionSummary {
   status: 'success' | 'failed' | 'timeout' | 'not_active';
   errorMessage: string | null;
   exitCode: number | null;
+  /** Whether any scorer would call a judge for this case; if not, the score phase is skipped. */
+  needsJudge?: boolean;
 }
 
 export interface CaseFinalSummary {

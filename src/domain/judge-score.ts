@@ -67,6 +67,14 @@ export function decideScoring(caseStatus: string, scorerConfig: Record<string, u
   return { kind: 'call', judge };
 }
 
+/**
+ * Whether scoring this case means calling at least one judge. Works on the stored (redacted)
+ * scorers too: a redacted api_key is non-blank, an absent one stays blank.
+ */
+export function anyScorerCallsJudge(scorers: ReadonlyArray<{ scorer_config: Record<string, unknown> }>, caseStatus: string): boolean {
+  return scorers.some((s) => decideScoring(caseStatus, s.scorer_config).kind === 'call');
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prompt (§7.3, §6.4 group evaluator_prompt)
 

@@ -1,4 +1,4 @@
-import path from 'node:path';
+import { WORKFLOWS_PATH } from './workflows-path';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import type pg from 'pg';
@@ -21,7 +21,7 @@ import { MockGatewayManager } from '../mock-gateway/case-gateway';
 import { dockerHostAddress } from '../mock-gateway/host-address';
 import { reapSealedNetworks } from '../mock-gateway/sealed-network';
 
-export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
+export { WORKFLOWS_PATH } from './workflows-path';
 
 export interface CaseWorkerDeps {
   config: Config;
@@ -127,7 +127,10 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     connection,
     namespace: config.temporal.namespace,
     taskQueue: deps.taskQueue ?? config.temporal.taskQueue,
-    workflowsPath: WORKFLOWS_PATH,
+    // A prebuilt bundle (scripts/bundle-workflows.ts) skips webpack at start-up.
+    ...(config.worker.workflowBundlePath
+      ? { workflowBundle: { codePath: config.worker.workflowBundlePath } }
+      : { workflowsPath: WORKFLOWS_PATH }),
     activities,
     maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentActivities,
   });

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Client } from '@temporalio/client';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { Worker, type ReplayResult } from '@temporalio/worker';
-import { WORKFLOWS_PATH } from './case-worker';
+import { WORKFLOWS_PATH } from './workflows-path';
 
 export interface ReplayInput {
   workflowId: string;
