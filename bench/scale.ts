@@ -10,7 +10,7 @@
  * done by a plain loop with the same concurrency and no Temporal.
  */
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,6 +43,8 @@ const { values } = parseArgs({
 const CASES = Number(values.cases);
 const CONCURRENCY = Number(values.concurrency);
 
+const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(0);
+
 function trivialResult(): CaseRawResult {
   const now = new Date().toISOString();
   return {
@@ -62,7 +64,18 @@ function trivialResult(): CaseRawResult {
   };
 }
 
+/** Workers run with two malloc arenas (bin/benchctl, deploy/Dockerfile); measure the same way. */
+function reexecWithWorkerMallocSettings(): boolean {
+  if (process.env.MALLOC_ARENA_MAX) return false;
+  const r = spawnSync(process.execPath, [...process.execArgv, __filename, ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, MALLOC_ARENA_MAX: '2' },
+  });
+  process.exit(r.status ?? 1);
+}
+
 async function main(): Promise<void> {
+  if (reexecWithWorkerMallocSettings()) return;
   const log = createLogger({ level: 'silent' });
   installTemporalLogging(log, 'ERROR');
   const taskQueue = `agentbench-scale-${randomBytes(4).toString('hex')}`;
@@ -70,7 +83,14 @@ async function main(): Promise<void> {
   const config = loadConfig(localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_POOL_MAX: '20' }));
   const client = await connectTemporalClient(config);
   let rssPeak = 0;
-  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 100);
+  let atPeak = process.memoryUsage();
+  const sampler = setInterval(() => {
+    const m = process.memoryUsage();
+    if (m.rss > rssPeak) {
+      rssPeak = m.rss;
+      atPeak = m;
+    }
+  }, 100);
   try {
     // --- the orchestrator -----------------------------------------------------------------------
     const seeded = await seedExperiment(db.pool, { cases: CASES });
@@ -113,6 +133,7 @@ async function main(): Promise<void> {
       activities: { ...activities, executeCase: noopExecute },
       maxConcurrentActivityTaskExecutions: CONCURRENCY * 2,
     });
+    const rssBeforeRun = process.memoryUsage().rss;
     const started = Date.now();
     let firstCaseMs: number | null = null;
     const firstWatch = setInterval(() => {
@@ -163,7 +184,7 @@ async function main(): Promise<void> {
       `baseline (same DB work, no Temporal): ${baseSeconds.toFixed(1)} s, ${baseRate.toFixed(1)} cases/s`,
       `ratio orchestrator/baseline throughput: ${(rate / baseRate).toFixed(2)}`,
       `runs in the continue-as-new chain: ${lengths.length}; history events per run: max ${Math.max(...lengths)} (target <= 10240), all ${lengths.join(', ')}`,
-      `peak RSS of the worker process while serving the run: ${(rssPeak / 1024 / 1024).toFixed(0)} MB (target < 400)`,
+      `peak RSS of the worker process while serving the run: ${(rssPeak / 1024 / 1024).toFixed(0)} MB (target < 400); at the peak: JS heap ${mb(atPeak.heapUsed)} of ${mb(atPeak.heapTotal)} MB, external ${mb(atPeak.external)} MB; RSS with the worker created, before the run: ${mb(rssBeforeRun)} MB`,
       `time to first finished case: ${firstCaseMs ?? 'n/a'} ms`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
