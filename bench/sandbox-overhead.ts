@@ -74,7 +74,7 @@ async function main(): Promise<void> {
   const queue = `agentbench.bench.${randomBytes(4).toString('hex')}`;
   const stack = await startStack({
     log,
-    env: { RABBITMQ_EXPERIMENT_QUEUE: queue, DOCKER_MAX_LIVE_CONTAINERS: '16', OTEL_FLUSH_GRACE_MS: '0' },
+    env: { RABBITMQ_EXPERIMENT_QUEUE: queue, DOCKER_MAX_LIVE_CONTAINERS: '16' },
   });
   const settings = requireBridgeSettings(stack.config);
   const redis = createRedis(settings.redis);

@@ -7,7 +7,6 @@ import {
   isCancellation,
   patched,
   proxyActivities,
-  proxyLocalActivities,
   setHandler,
   sleep,
   upsertSearchAttributes,
@@ -77,17 +76,16 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
         maximumAttempts: settings.caseMaxAttempts,
       },
     });
-  /** The final persist as a regular activity: runs started before v2 only. */
   const finalizeActivities = (runCaseId: number) =>
     proxyActivities<Activities>({
       activityId: `case-${runCaseId}/finalize`,
       startToCloseTimeout: '2 minutes',
       retry: DB_RETRY,
     });
-  // Short database steps run as local activities: one marker event each and no task-queue round
-  // trip, which is what lets a run sustain tens of cases per second on one Temporal server.
-  const localPhase = (runCaseId: number, phase: string) =>
-    proxyLocalActivities<Activities>({ summary: `case-${runCaseId}/${phase}`, startToCloseTimeout: '2 minutes', retry: DB_RETRY });
+  // The database phases are regular activities, not local ones: with many cases in flight, local
+  // activity results arrive batched differently on replay than live, which breaks determinism.
+  const trajectoryActivities = (runCaseId: number) =>
+    proxyActivities<Activities>({ activityId: `case-${runCaseId}/trajectory`, startToCloseTimeout: '2 minutes', retry: DB_RETRY });
   const scoringActivities = (runCaseId: number) =>
     proxyActivities<Activities>({
       activityId: `case-${runCaseId}/score`,
@@ -124,6 +122,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
         if (exec.status === 'not_active') {
           // The row left the active set under us (terminated by the platform): nothing to persist.
           recordCaseOutcome(progress, runCaseId, 'canceled', 'case no longer active');
+          if (phasesV2) maybePublish();
           return;
         }
       } catch (err) {
@@ -135,7 +134,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
         // The container is gone: the next case may start while this one is judged and persisted.
         releaseSlot();
         if (notExecuted === null) {
-          await localPhase(runCaseId, 'trajectory').collectTrajectory(ref);
+          await trajectoryActivities(runCaseId).collectTrajectory(ref);
           // A failed case or unconfigured scorers get the §7.2 sentinels from finalize: no judge call.
           if (needsJudge) {
             await condition(() => scoringInUse < scoringLimit);
@@ -148,9 +147,9 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
           }
         }
       }
-      const finalize = phasesV2 ? localPhase(runCaseId, 'finalize') : finalizeActivities(runCaseId);
-      const fin = await finalize.finalizeCase({ ...ref, notExecutedError: notExecuted });
+      const fin = await finalizeActivities(runCaseId).finalizeCase({ ...ref, notExecutedError: notExecuted });
       recordCaseOutcome(progress, runCaseId, fin.status, fin.errorMessage);
+      if (phasesV2) maybePublish();
     } finally {
       releaseSlot();
     }
@@ -192,7 +191,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
             })
             .finally(() => {
               inFlight--;
-              maybePublish();
+              if (!phasesV2) legacyMaybePublish();
             });
         }
         if (shouldContinueAsNew()) {
@@ -231,8 +230,19 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   publishProgress(progress);
   return { outcome: 'completed', progress };
 
+  /**
+   * Called right after each single case outcome is recorded, in the same synchronous step: which
+   * upserts are emitted must not depend on how many results one activation delivers (local
+   * activity results arrive one per activation live, but together on replay). At most ~20 per run.
+   */
   function maybePublish(): void {
-    // Bounded number of search-attribute upserts per run: each one is a history event.
+    const done = finishedCount(progress);
+    const step = Math.max(1, Math.floor(progress.total / 20));
+    if (done === progress.total || done % step === 0) publishProgress(progress);
+  }
+
+  /** How runs started before v2 published (after every case end, cancellations included): kept for their replay. */
+  function legacyMaybePublish(): void {
     const done = finishedCount(progress);
     const step = Math.max(1, Math.floor(progress.total / 20));
     if (done === progress.total || done - lastPublishedDone >= step) {

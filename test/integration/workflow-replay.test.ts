@@ -23,6 +23,7 @@ describe('workflow replay of recorded histories', () => {
       // v1: runs started before the trajectory/scoring phases (patched 'case-phases-v2').
       assert.ok(files.some((f) => f.startsWith(`v1-${name}`)), `missing history v1-${name}`);
     }
+    assert.ok(files.includes('scored-concurrent.json'), 'missing history scored-concurrent');
   });
 
   test('every recorded history replays with the current workflow code', async () => {

@@ -13,7 +13,8 @@ import type { RunSettings } from '../../src/domain/experiment-run';
 import { createLogger } from '../../src/logger';
 import { startExperimentRun } from '../../src/temporal/run-starter';
 import { fetchWorkflowHistories } from '../../src/temporal/history-replay';
-import { seedExperiment } from './database';
+import { seedExperiment, type SeededExperiment } from './database';
+import { openAiReply, startLlmJudgeServer } from './llm-judge-server';
 import { buildPlatformMessage } from './platform';
 import { eventually, startStack, type Stack } from './stack';
 
@@ -24,9 +25,17 @@ async function main(): Promise<void> {
   const log = createLogger({ level: 'silent' });
   try {
     await mkdir(OUT, { recursive: true });
-    const start = async (cases: number, spec: Record<string, unknown>, overrides: Partial<RunSettings> = {}, setQueueMessage = true) => {
+    const start = async (
+      cases: number,
+      spec: Record<string, unknown>,
+      overrides: Partial<RunSettings> = {},
+      setQueueMessage = true,
+      scorers: (s: SeededExperiment) => unknown[] = () => [],
+    ) => {
       const seeded = await seedExperiment(stack.db.pool, { cases });
-      const parsed = parseExperimentMessage(JSON.stringify(buildPlatformMessage(seeded, { queue: 'record', runtimeSpec: spec })));
+      const parsed = parseExperimentMessage(
+        JSON.stringify(buildPlatformMessage(seeded, { queue: 'record', runtimeSpec: spec, scorers: scorers(seeded) })),
+      );
       if (!parsed.ok) throw new Error(parsed.error);
       if (setQueueMessage) {
         await stack.db.pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [seeded.experimentId, parsed.message.message_id]);
@@ -40,6 +49,27 @@ async function main(): Promise<void> {
     const mixed = await start(3, busybox(`if [ $(( {{run_case.run_case_id}} % 2 )) = 0 ]; then exit 4; fi; echo '{"output":"ok"}'`));
     await mixed.handle.result();
     await save(stack, 'mixed-success-and-failure', mixed.handle);
+
+    // Many cases finishing together with a judge to call: concurrent local-activity results
+    // followed by score activities — the shape most sensitive to replay ordering.
+    const judge = await startLlmJudgeServer();
+    try {
+      const baseUrl = `${judge.origin}/v1/chat/completions`;
+      for (let i = 0; i < 8; i++) judge.script('/v1/chat/completions', { json: openAiReply('{"score":1,"reason":"ok"}') });
+      const scored = await start(8, busybox(`echo '{"output":"ok"}'`), { concurrentCases: 4, scorerConcurrentCases: 2 }, true, (seeded) => [
+        {
+          id: String(seeded.evaluatorIds[0]),
+          scorer_key: 'judge',
+          name: 'judge',
+          scorer_config: { prompt_template: 'Output: {{run.output}}', base_url: baseUrl, model_name: 'm', api_style: 'openai', api_key: 'sk-record' },
+        },
+      ]);
+      await stack.db.pool.query(`UPDATE evaluators SET api_key = 'sk-record' WHERE id = $1`, [scored.seeded.evaluatorIds[0]]);
+      await scored.handle.result();
+      await save(stack, 'scored-concurrent', scored.handle);
+    } finally {
+      await judge.close();
+    }
 
     const chained = await start(6, busybox(`echo '{"output":"ok"}'`), { maxHistoryEvents: 40 });
     await chained.handle.result();
