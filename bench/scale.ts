@@ -115,10 +115,11 @@ async function main(): Promise<void> {
     });
     const parsed = parseExperimentMessage(JSON.stringify(raw));
     if (!parsed.ok) throw new Error(parsed.error);
+    const needsJudge = anyScorerCallsJudge(parsed.message.scorers, 'success');
     const noopExecute = async (ref: CaseRef): Promise<CaseExecutionSummary> => {
       await transitionCaseStatus(db.pool, { experimentId: ref.experimentId, runCaseId: ref.runCaseId, to: 'running' });
       await saveCaseResult(db.pool, ref.workflowId, ref.runCaseId, trivialResult());
-      return { status: 'success', errorMessage: null, exitCode: 0, needsJudge: anyScorerCallsJudge(parsed.message.scorers, 'success') };
+      return { status: 'success', errorMessage: null, exitCode: 0, needsJudge };
     };
     const connection = await NativeConnection.connect({ address: config.temporal.address });
     // As in production (deploy/Dockerfile): the workflow code is bundled ahead of time, in another
@@ -151,6 +152,8 @@ async function main(): Promise<void> {
       return { r, workflowId };
     });
     clearInterval(firstWatch);
+    // What follows (fetching every history for the report) is the bench's work, not the worker's.
+    clearInterval(sampler);
     const seconds = (Date.now() - started) / 1000;
     const histories = await fetchWorkflowHistories(client, result.workflowId);
     const lengths = histories.map((h) => (h.history as { events?: unknown[] }).events?.length ?? 0);
