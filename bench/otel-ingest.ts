@@ -16,7 +16,7 @@ import type pg from 'pg';
 import { attributeToCase, flattenSpans, type SpanRow } from '../src/domain/otlp-flatten';
 import { createLogger } from '../src/logger';
 import { INGEST_TOKEN_HEADER, OtelCollector } from '../src/otel/otel-collector';
-import { insertSpans, queryCaseTelemetry } from '../src/otel/otel-repository';
+import { insertSpans, queryCaseTelemetry, SPAN_COLUMNS } from '../src/otel/otel-repository';
 import { decodeOtlpProtobuf } from '../src/otel/otlp-protobuf';
 import { createTestDatabase } from '../test/support/database';
 import { encode, fakeTrace, sdkSpans } from '../test/support/otel-fixtures';
@@ -133,24 +133,8 @@ function benchSpans(count: number, seed: number) {
   );
 }
 
-const PLAIN_COLUMNS = [
-  'trace_id',
-  'span_id',
-  'parent_span_id',
-  'name',
-  'service_name',
-  'status',
-  'attributes',
-  'resource_attributes',
-  'scope_attributes',
-  'scope_name',
-  'scope_version',
-  'start_time',
-  'end_time',
-  'run_case_id',
-  'experiment_id',
-  'raw',
-] as const;
+/** The same columns the collector writes. */
+const PLAIN_COLUMNS = SPAN_COLUMNS;
 const JSON_COLUMNS = new Set(['attributes', 'resource_attributes', 'scope_attributes', 'raw']);
 
 /** The floor: the plainest batched insert there is, one multi-row INSERT ... VALUES per batch. */

@@ -23,7 +23,7 @@ import {
 /** Rows encoded per write to the COPY stream: bounds the text held in memory at once. */
 export const COPY_CHUNK_ROWS = 500;
 
-const SPAN_COLUMNS = [
+export const SPAN_COLUMNS = [
   'trace_id',
   'span_id',
   'parent_span_id',

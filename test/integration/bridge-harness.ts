@@ -24,7 +24,7 @@ import type { Logger } from '../../src/logger';
 export const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672/%2F';
 export const REDIS = { host: '127.0.0.1', port: 6379, username: undefined, password: undefined, db: 0 };
 
-const EXAMPLE_PATH = path.resolve(__dirname, '../../../shared/contract-data/platform-message-example.json');
+const EXAMPLE_PATH = path.resolve(__dirname, '../fixtures/platform-message-example.json');
 const execFileAsync = promisify(execFile);
 
 export type LogLine = Record<string, unknown> & { code?: string; msg?: string };

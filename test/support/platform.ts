@@ -7,15 +7,8 @@ import type { SeededExperiment } from './database';
 
 /** The message exactly as the platform's own publisher produced it (ids as strings). */
 export function platformMessageExample(): Record<string, unknown> {
-  const file = path.resolve(__dirname, '../../../shared/contract-data/platform-message-example.json');
-  const local = path.resolve(__dirname, '../fixtures/platform-message-example.json');
-  let text: string;
-  try {
-    text = readFileSync(local, 'utf8');
-  } catch {
-    text = readFileSync(file, 'utf8');
-  }
-  return JSON.parse(text) as Record<string, unknown>;
+  // A copy of shared/contract-data/platform-message-example.json, byte for byte.
+  return JSON.parse(readFileSync(path.resolve(__dirname, '../fixtures/platform-message-example.json'), 'utf8')) as Record<string, unknown>;
 }
 
 /**
