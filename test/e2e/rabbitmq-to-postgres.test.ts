@@ -80,6 +80,7 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
       finished_at: Date | null;
       error_message: string | null;
       runtime_snapshot_json: Record<string, unknown>;
+      agent_trajectory: unknown;
     }>('SELECT * FROM run_cases WHERE experiment_id = $1 ORDER BY id', [experimentId]);
     return rows;
   }
@@ -125,6 +126,7 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
       assert.ok(row.started_at && row.finished_at && row.finished_at >= row.started_at);
       assert.equal(row.error_message, null);
       assert.equal(typeof row.runtime_snapshot_json.runtime_spec_hash, 'string');
+      assert.deepEqual(row.agent_trajectory, [], 'no OTel data and no stdout trajectory → []');
     }
     // The user input (quotes, $(...), backticks) reached the agent intact through the env channel.
     const logs = rows[0]?.logs ?? '';
