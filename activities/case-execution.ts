@@ -101,6 +101,7 @@ export function createCaseExecution(deps: ActivityDeps) {
 
     const timeoutSeconds = spec.caseTimeoutSeconds ?? config.consumer.caseTimeoutSeconds;
     let mockRequests: unknown[] = [];
+    let telemetryComplete = false;
     const result = await deps.liveContainers
       .run(async () => {
       const connectStart = Date.now();
@@ -206,9 +207,15 @@ export function createCaseExecution(deps: ActivityDeps) {
         }
         throw err;
       })
-      .finally(() => network.close().then((requests) => (mockRequests = requests)));
+      .finally(() =>
+        network.close().then((closed) => {
+          mockRequests = closed.requests;
+          telemetryComplete = closed.telemetryComplete;
+        }),
+      );
     result.timings.containerPhaseMs = Date.now() - phaseStart;
     if (mockRequests.length > 0) result.mockRequests = mockRequests;
+    result.telemetryComplete = telemetryComplete;
     return summarize(await save(result), run.request.scorers);
 
     function save(r: CaseRawResult): Promise<CaseRawResult> {

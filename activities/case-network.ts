@@ -15,8 +15,11 @@ export interface CaseNetwork {
   network: string | undefined;
   /** After start: untokened posts from these addresses belong to this case (agents of the original). */
   bindContainer(addresses: string[]): void;
-  /** After the container is gone: stop the gateway, revoke the token; returns the recorded requests. */
-  close(): Promise<RecordedRequest[]>;
+  /**
+   * After the container is gone: stop the gateway, wait until every span it sent is stored, revoke
+   * the token. `telemetryComplete` says whether that wait finished (then no flush grace is needed).
+   */
+  close(): Promise<{ requests: RecordedRequest[]; telemetryComplete: boolean }>;
 }
 
 /** §5.2: the gateway runs for a case with a mock_config, or when the agent asks for it. */
@@ -74,10 +77,11 @@ export async function openCaseNetwork(
       const requests = gateway?.requests() ?? [];
       try {
         await gateway?.close();
+        const telemetryComplete = await collector.drain(deps.config.otel.flushGraceMs);
+        return { requests, telemetryComplete };
       } finally {
         collector.revokeToken(token);
       }
-      return requests;
     },
   };
 }

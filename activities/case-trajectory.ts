@@ -30,8 +30,9 @@ export function createCaseTrajectory(deps: ActivityDeps) {
     if (!phases) throw new Error(`no container-phase result for case ${runCaseId} of ${workflowId}`);
     if (phases.trajectory) return { source: phases.trajectory.source, steps: phases.trajectory.steps.length };
     await transitionCaseStatus(deps.pool, { experimentId, runCaseId, to: 'trajectory' });
-    // Spans are exported asynchronously: give the agent's exporter a moment to flush (§13.13).
-    await deps.telemetry.flushGrace(new Date(phases.result.finishedAt));
+    // Spans are exported asynchronously (§13.13). Once the container is gone nothing can send
+    // more; if the container phase saw the collector drain, the telemetry is already complete.
+    if (!phases.result.telemetryComplete) await deps.telemetry.flushGrace(new Date(phases.result.finishedAt));
     const trajectory = await computeTrajectory(deps, runCaseId, phases.result);
     await saveCaseTrajectory(deps.pool, workflowId, runCaseId, trajectory);
     return { source: trajectory.source, steps: trajectory.steps.length };

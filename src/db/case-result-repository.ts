@@ -20,6 +20,8 @@ export interface CaseRawResult {
   attempt: number;
   /** Every request the case's mock gateway answered (absent when none ran). */
   mockRequests?: unknown[];
+  /** The container was gone and every span it sent was stored when the phase ended. */
+  telemetryComplete?: boolean;
 }
 
 /** First write wins: a result that exists is never replaced by a later attempt's. */

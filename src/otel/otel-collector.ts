@@ -136,6 +136,8 @@ export class OtelCollector {
   private readonly sources = new Map<string, string>();
   private server: http.Server | null = null;
   private inFlight = 0;
+  /** Every ingest in progress, from the moment its request arrived: what drain() waits for. */
+  private readonly pending = new Set<Promise<unknown>>();
 
   constructor(p: OtelCollectorParams) {
     this.pool = p.pool;
@@ -149,7 +151,7 @@ export class OtelCollector {
   async start(): Promise<{ port: number }> {
     if (this.server) throw new Error('OtelCollector already started');
     const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
+      this.track(this.handle(req, res)).catch((err: unknown) => {
         this.log.error({ code: 'E_OTEL_INGEST_FAILED', err }, 'otel collector request handler failed');
         if (!res.headersSent) this.send(res, reply(500, { error: 'internal error' }), true);
         else res.destroy();
@@ -223,7 +225,39 @@ export class OtelCollector {
    * For the mock gateway: an OTel post it intercepted for the case holding `token`, answered as
    * the collector would answer it directly.
    */
+  /**
+   * Resolves once every ingest that had arrived when it was called has been stored or refused
+   * (bounded by `timeoutMs`). Called after a case's container is gone: nothing can send it spans
+   * any more, so once this resolves its telemetry is complete — no flush grace is needed.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    // Bytes already accepted by the kernel become requests on the next turns of the event loop.
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    const inProgress = [...this.pending];
+    if (inProgress.length === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    const done = Promise.allSettled(inProgress).then(() => true as const);
+    try {
+      return await Promise.race([done, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.pending.add(work);
+    const forget = () => this.pending.delete(work);
+    work.then(forget, forget);
+    return work;
+  }
+
   async ingestForCase(token: string, req: OtelIngestRequest): Promise<OtelIngestResponse> {
+    return this.track(this.ingestForCaseNow(token, req));
+  }
+
+  private async ingestForCaseNow(token: string, req: OtelIngestRequest): Promise<OtelIngestResponse> {
     const path = pathOf(req.path);
     const attribution = this.cases.get(token);
     if (!attribution)
