@@ -291,8 +291,15 @@ function logRecord(r: PbLogRecord): Json {
   return out;
 }
 
+/** What the scope groups of both signals share (PbScopeSpans, PbScopeLogs). */
+interface PbScopeGroup {
+  scope?: PbScope | null;
+  instrumentationLibrary?: PbScope | null;
+  schemaUrl: string;
+}
+
 function scopeGroup<T>(
-  group: { scope?: PbScope | null; instrumentationLibrary?: PbScope | null; schemaUrl: string },
+  group: PbScopeGroup,
   itemsKey: string,
   items: T[],
   convert: (item: T) => Json,
@@ -305,38 +312,40 @@ function scopeGroup<T>(
   return out;
 }
 
-function resourceSpans(rs: PbResourceSpans): Json {
+/** A resource block of either signal: its current and its legacy (instrumentationLibrary) groups. */
+function resourceGroup<G extends PbScopeGroup, I>(
+  r: { resource?: PbResource | null; schemaUrl: string },
+  keys: { current: string; legacy: string; items: string },
+  groups: { current: G[]; legacy: G[] },
+  itemsOf: (g: G) => I[],
+  convert: (item: I) => Json,
+): Json {
   const out: Json = {};
-  if (rs.resource) out.resource = resource(rs.resource);
-  put(
-    out,
-    'scopeSpans',
-    rs.scopeSpans.map((g) => scopeGroup(g, 'spans', g.spans, span)),
-  );
-  put(
-    out,
-    'instrumentationLibrarySpans',
-    rs.instrumentationLibrarySpans.map((g) => scopeGroup(g, 'spans', g.spans, span)),
-  );
-  put(out, 'schemaUrl', text(rs.schemaUrl));
+  if (r.resource) out.resource = resource(r.resource);
+  put(out, keys.current, groups.current.map((g) => scopeGroup(g, keys.items, itemsOf(g), convert)));
+  put(out, keys.legacy, groups.legacy.map((g) => scopeGroup(g, keys.items, itemsOf(g), convert)));
+  put(out, 'schemaUrl', text(r.schemaUrl));
   return out;
 }
 
+function resourceSpans(rs: PbResourceSpans): Json {
+  return resourceGroup(
+    rs,
+    { current: 'scopeSpans', legacy: 'instrumentationLibrarySpans', items: 'spans' },
+    { current: rs.scopeSpans, legacy: rs.instrumentationLibrarySpans },
+    (g) => g.spans,
+    span,
+  );
+}
+
 function resourceLogs(rl: PbResourceLogs): Json {
-  const out: Json = {};
-  if (rl.resource) out.resource = resource(rl.resource);
-  put(
-    out,
-    'scopeLogs',
-    rl.scopeLogs.map((g) => scopeGroup(g, 'logRecords', g.logRecords, logRecord)),
+  return resourceGroup(
+    rl,
+    { current: 'scopeLogs', legacy: 'instrumentationLibraryLogs', items: 'logRecords' },
+    { current: rl.scopeLogs, legacy: rl.instrumentationLibraryLogs },
+    (g) => g.logRecords,
+    logRecord,
   );
-  put(
-    out,
-    'instrumentationLibraryLogs',
-    rl.instrumentationLibraryLogs.map((g) => scopeGroup(g, 'logRecords', g.logRecords, logRecord)),
-  );
-  put(out, 'schemaUrl', text(rl.schemaUrl));
-  return out;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EvaluatorSettings, JudgedCaseInput, JudgedCaseRecord } from '../../src/domain/judge-score';
+import type { EvaluatorSettings } from '../../src/domain/judge-score';
 import { createLogger } from '../../src/logger';
 import {
   scoreCase,
@@ -14,6 +14,7 @@ import {
   startLlmJudgeServer,
   type LlmJudgeServer,
 } from '../support/llm-judge-server';
+import { caseInput, caseRecord } from '../support/judge-fixtures';
 
 const API_KEY = 'sk-case-scorer-SECRET-4711';
 
@@ -33,22 +34,6 @@ const settings: EvaluatorSettings = {
   scorerHardTimeoutSeconds: 10,
 };
 
-const caseInput: JudgedCaseInput = {
-  dataItemId: 100,
-  userInput: 'hello',
-  sessionJsonl: '[{"type":"message"}]',
-  referenceTrajectory: [{ step: 1, name: 'reference' }],
-  referenceOutput: { target: 'done' },
-  traceId: 'trace-1',
-};
-
-const caseRecord: JudgedCaseRecord = {
-  status: 'success',
-  output: { answer: 'done' },
-  trajectory: [{ step: 1, name: 'actual' }],
-  logs: 'case logs',
-  latencyMs: 88,
-};
 
 let nextId = 1;
 function scorer(path: string, config: Record<string, unknown> = {}): ScorerDefinition {

@@ -14,10 +14,9 @@ import {
   resolveJudgeCallSettings,
   type EvaluatorSettings,
   type JudgeConfig,
-  type JudgedCaseInput,
-  type JudgedCaseRecord,
 } from '../../src/domain/judge-score';
 import { TemplateError } from '../../src/domain/template';
+import { caseInput, caseRecord } from '../support/judge-fixtures';
 
 const fullConfig = {
   base_url: 'https://judge.example/v1/chat/completions',
@@ -36,22 +35,6 @@ const judge = (overrides: Partial<JudgeConfig> = {}): JudgeConfig => ({
   ...overrides,
 });
 
-const caseInput: JudgedCaseInput = {
-  dataItemId: 100,
-  userInput: 'hello',
-  sessionJsonl: '[{"type":"message"}]',
-  referenceTrajectory: [{ step: 1, name: 'reference' }],
-  referenceOutput: { target: 'done' },
-  traceId: 'trace-1',
-};
-
-const caseRecord: JudgedCaseRecord = {
-  status: 'success',
-  output: { answer: 'done' },
-  trajectory: [{ step: 1, name: 'actual' }],
-  logs: 'case logs',
-  latencyMs: 88,
-};
 
 describe('decideScoring (§7.2 steps 1–2)', () => {
   for (const status of ['failed', 'timeout', 'canceled', 'running']) {
