@@ -43,7 +43,7 @@ export function createCaseExecution(deps: ActivityDeps) {
     if (done) return summarize(done, (await deps.runRequests.get(workflowId)).request.scorers);
 
     // A previous attempt may have died with its container alive (worker killed): remove it first.
-    // (A first attempt has no predecessor; its fixed name is pre-cleaned by createAndStart.)
+    // (A first attempt has no predecessor; a leftover of its fixed name is replaced by createAndStart.)
     if (attempt > 1) {
       const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
       if (previous?.containerId) await sandbox.remove(previous.containerId);
@@ -105,7 +105,7 @@ export function createCaseExecution(deps: ActivityDeps) {
     const result = await deps.liveContainers
       .run(async () => {
       const connectStart = Date.now();
-      const { containerId, name } = await sandbox.createAndStart({
+      const { containerId, name, addresses } = await sandbox.createAndStart({
         name: caseContainerName(workflowId, runCaseId, attempt),
         image: spec.agentImage,
         startCommand: commands.start,
@@ -138,7 +138,7 @@ export function createCaseExecution(deps: ActivityDeps) {
       });
       let phase = 'case_exec';
       ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails);
-      network.bindContainer(await sandbox.containerAddresses(containerId));
+      network.bindContainer(addresses);
       const beat = setInterval(() => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails), HEARTBEAT_INTERVAL_MS);
       try {
         const sandboxConnectMs = Date.now() - connectStart;

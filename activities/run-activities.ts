@@ -17,6 +17,8 @@ export interface PrepareRunResult {
   detail?: string;
   /** Set when the run could not start; every case has been recorded failed with this text. */
   failure?: string;
+  /** With `failure`: how many cases that recorded as failed (the worker's cases_finished metric reads it). */
+  failedCases?: number;
 }
 
 const ID_PAGE = 1000;
@@ -71,7 +73,7 @@ export function createRunActivities(deps: ActivityDeps) {
   async function failAll(ref: RunRef, reason: string): Promise<PrepareRunResult> {
     const failed = await failRunCases(pool, { workflowId: ref.workflowId, experimentId: ref.experimentId, errorMessage: reason });
     log.error({ code: 'E_RUN_START_FAILED', experiment_id: ref.experimentId, workflow_id: ref.workflowId, failed, err: reason }, 'run could not start');
-    return { failure: reason };
+    return { failure: reason, failedCases: failed };
   }
 
   async function listCasePage(p: { workflowId: string; afterPosition: number; limit: number }): Promise<CaseCursorEntry[]> {

@@ -12,6 +12,7 @@
  * Targets (2 cores): p50 at C=1 within 1.15x the floor; throughput at C=4 at least 0.9x the floor.
  */
 import { parseArgs } from 'node:util';
+import { readdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import amqp from 'amqplib';
 import type Dockerode from 'dockerode';
@@ -35,6 +36,34 @@ const IMAGE = 'bench/busybox:latest';
 function percentile(xs: number[], p: number): number {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+/**
+ * CPU seconds used so far by live processes, by command name (utime+stime from /proc; Linux only).
+ * Short-lived processes (runc, shims of removed containers) are missed: this is for our side.
+ */
+function cpuByProcess(): Map<string, number> {
+  const ticksPerSecond = 100;
+  const byName = new Map<string, number>();
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    byName.set(name, (byName.get(name) ?? 0) + ticks / ticksPerSecond);
+  }
+  return byName;
+}
+
+/** What the pipeline's own processes burned between two snapshots (this process = worker + bridge). */
+function ourCpu(before: Map<string, number>, after: Map<string, number>, selfSeconds: number): string {
+  const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+  return `cpu s: worker+bridge ${selfSeconds.toFixed(1)}, temporal ${delta('temporal').toFixed(1)}, postgres ${delta('postgres').toFixed(1)}, dockerd ${delta('dockerd').toFixed(1)}, containerd ${delta('containerd').toFixed(1)}`;
 }
 
 /** The floor: the four Docker calls every case needs, nothing else. */
@@ -100,6 +129,8 @@ async function main(): Promise<void> {
         queue,
         runtimeSpec: { agent_image: IMAGE, sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"ok"}'` },
       });
+      const cpuBefore = cpuByProcess();
+      const selfBefore = process.cpuUsage();
       const started = Date.now();
       await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
       await eventually(
@@ -110,14 +141,30 @@ async function main(): Promise<void> {
         600_000,
         'pipeline run',
       );
-      const pipeSeconds = (Date.now() - started) / 1000;
-      const { rows: phases } = await stack.db.pool.query<{ ms: number }>(
-        `SELECT (result->'timings'->>'containerPhaseMs')::int AS ms FROM agentbench_case_results r
-           JOIN run_cases rc ON rc.id = r.run_case_id WHERE rc.experiment_id = $1`,
+      // Timestamps written by the pipeline itself (not our 200 ms poll): publish → experiment finished.
+      const { rows: span } = await stack.db.pool.query<{ first: Date; last: Date; done: Date }>(
+        `SELECT min(rc.started_at) AS first, max(rc.finished_at) AS last, e.finished_at AS done
+           FROM run_cases rc JOIN experiments e ON e.id = rc.experiment_id WHERE rc.experiment_id = $1 GROUP BY e.finished_at`,
+        [seeded.experimentId],
+      );
+      const { first, last, done } = span[0]!;
+      const pipeSeconds = (done.getTime() - started) / 1000;
+      const self = process.cpuUsage(selfBefore);
+      const pipeCpu = ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6);
+      const { rows: phases } = await stack.db.pool.query<{ ms: number; connect: number; exec: number; total: number }>(
+        `SELECT (result->'timings'->>'containerPhaseMs')::int AS ms, (result->'timings'->>'sandboxConnectMs')::int AS connect,
+                (result->'timings'->>'caseExecMs')::int AS exec, (result->'timings'->>'totalMs')::int AS total
+           FROM agentbench_case_results r JOIN run_cases rc ON rc.id = r.run_case_id WHERE rc.experiment_id = $1`,
         [seeded.experimentId],
       );
       const pipe = phases.map((p) => p.ms);
+      const p50 = (k: 'connect' | 'exec' | 'total') => percentile(phases.map((p) => p[k]), 50);
+      const breakdown = `create+start ${p50('connect')} ms, exec ${p50('exec')} ms, logs ${p50('total') - p50('connect') - p50('exec')} ms, rest (db, remove, telemetry drain) ${percentile(pipe, 50) - p50('total')} ms; run start-up (publish → first case) ${first.getTime() - started} ms, wind-down (last case → experiment done) ${done.getTime() - last.getTime()} ms`;
+      const floorCpuBefore = cpuByProcess();
+      const floorSelfBefore = process.cpuUsage();
       const bare = await floor(stack.docker, c);
+      const floorSelf = process.cpuUsage(floorSelfBefore);
+      const floorCpu = ourCpu(floorCpuBefore, cpuByProcess(), (floorSelf.user + floorSelf.system) / 1e6);
 
       const pipeRate = (CASES / pipeSeconds) * 60;
       const bareRate = (CASES / bare.seconds) * 60;
@@ -127,7 +174,7 @@ async function main(): Promise<void> {
           `pipeline ${pipeRate.toFixed(0)} cases/min p50 ${percentile(pipe, 50)} ms p95 ${percentile(pipe, 95)} ms`,
           `floor ${bareRate.toFixed(0)} cases/min p50 ${percentile(bare.perCase, 50)} ms p95 ${percentile(bare.perCase, 95)} ms`,
           `ratio p50 ${(percentile(pipe, 50) / percentile(bare.perCase, 50)).toFixed(2)}x throughput ${(pipeRate / bareRate).toFixed(2)}x`,
-        ].join(' | '),
+        ].join(' | ') + `\n      pipeline p50 parts: ${breakdown}\n      pipeline ${pipeCpu}\n      floor    ${floorCpu}`,
       );
       process.stdout.write(`${rows[rows.length - 1]}\n`);
     }

@@ -4,6 +4,7 @@ import { connect, type Channel, type ChannelModel, type ConfirmChannel, type Con
 import type { Redis } from 'ioredis';
 import { parseExperimentMessage, type ExperimentRunRequested } from '../src/domain/message';
 import type { Logger } from '../src/logger';
+import type { BridgeMetrics } from '../src/metrics/orchestrator-metrics';
 import { dedupSuffix } from './dedup-key';
 import { workflowIdForRun } from '../src/domain/experiment-run';
 import {
@@ -44,6 +45,8 @@ export interface BridgeDeps {
   startRun: StartRun;
   reconnect?: { initialDelayMs: number; maxDelayMs: number };
   startRetry?: { attempts: number; initialDelayMs: number };
+  /** Prometheus metrics; opt-in, so tests that do not look at them open no port. */
+  metrics?: BridgeMetrics;
 }
 
 export interface BridgeStats {
@@ -113,6 +116,8 @@ class ExperimentBridge implements BridgeHandle {
   private firstAttemptDone: () => void = () => undefined;
   private stopping = false;
   private stopped: Promise<void> | null = null;
+  private readonly metrics: BridgeMetrics | undefined;
+  private readonly stopObserving: (() => void) | undefined;
 
   constructor(private readonly deps: BridgeDeps) {
     this.log = deps.log.child({ component: 'bridge', queue: deps.queue });
@@ -123,6 +128,12 @@ class ExperimentBridge implements BridgeHandle {
     this.startRetry = deps.startRetry ?? DEFAULT_START_RETRY;
     this.deadLetterQueue = deadLetterQueueName(deps.queue);
     this.connectionName = `agentbench-bridge ${deps.queue} ${ownerId}`;
+    this.metrics = deps.metrics;
+    this.stopObserving = deps.metrics?.observeBridge({
+      connected: () => this.session !== null && !this.session.state.lost,
+      redisDegraded: () => this.locks === null || this.locks.isDegraded,
+      deliveriesInFlight: () => this.inFlight.size,
+    });
   }
 
   /** Resolves after the first connection attempt; a failed attempt keeps retrying in the background. */
@@ -161,6 +172,7 @@ class ExperimentBridge implements BridgeHandle {
     await this.waitForIdle();
     if (this.session) await this.closeSession(this.session);
     this.session = null;
+    this.stopObserving?.();
     this.log.info({ stats: this.counters }, 'bridge stopped');
   }
 
@@ -187,7 +199,10 @@ class ExperimentBridge implements BridgeHandle {
           }
           if (!session.state.lost) {
             this.session = session;
-            if (this.everConnected) this.counters.reconnects += 1;
+            if (this.everConnected) {
+              this.counters.reconnects += 1;
+              this.metrics?.reconnected();
+            }
             this.everConnected = true;
             this.log.info(
               {
@@ -321,6 +336,7 @@ class ExperimentBridge implements BridgeHandle {
 
   private async handleDelivery(session: Session, msg: ConsumeMessage): Promise<void> {
     this.counters.received += 1;
+    this.metrics?.messageReceived();
     const parsed = parseExperimentMessage(msg.content);
     if (!parsed.ok) {
       await this.deadLetter(session, msg, { code: parsed.code, error: parsed.error });
@@ -360,6 +376,7 @@ class ExperimentBridge implements BridgeHandle {
     const lock: AcquireResult | 'unlocked' = this.locks ? await this.locks.acquire(suffix) : 'unlocked';
     if (lock === 'processed') {
       this.counters.duplicates += 1;
+      this.metrics?.duplicate('processed');
       this.log.info(
         { code: 'E_DUPLICATE_MESSAGE_PROCESSED', key: processedKey(suffix), ...ctx },
         'already processed; acked',
@@ -369,6 +386,7 @@ class ExperimentBridge implements BridgeHandle {
     }
     if (lock === 'held-by-other') {
       this.counters.duplicates += 1;
+      this.metrics?.duplicate('processing');
       this.log.info(
         { code: 'E_DUPLICATE_MESSAGE_PROCESSING', key: processingKey(suffix), ...ctx },
         'being processed by another consumer; acked',
@@ -384,18 +402,21 @@ class ExperimentBridge implements BridgeHandle {
         'workflow start failed; message requeued',
       );
       await this.locks?.release(suffix);
+      this.metrics?.startFailed();
       this.settle(session, msg, 'requeue');
       return;
     }
     await this.locks?.markProcessed(suffix);
     if (outcome.started) {
       this.counters.started += 1;
+      this.metrics?.runStarted();
       this.log.info(
         { code: 'WORKFLOW_STARTED', ...ctx, workflow_id: outcome.workflowId },
         'workflow started',
       );
     } else {
       this.counters.duplicates += 1;
+      this.metrics?.duplicate('workflow_exists');
       this.log.info(
         { code: 'E_DUPLICATE_WORKFLOW', ...ctx, workflow_id: outcome.workflowId },
         'workflow already exists for this message',
@@ -445,6 +466,7 @@ class ExperimentBridge implements BridgeHandle {
       return;
     }
     this.counters.deadLettered += 1;
+    this.metrics?.deadLetter(reason.code);
     this.settle(session, msg, 'ack');
   }
 

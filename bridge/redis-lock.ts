@@ -98,6 +98,11 @@ export class MessageLocks {
     redis.on('ready', () => this.noteHealthy());
   }
 
+  /** True from a Redis failure until Redis answers again: dedup is down to Temporal workflow ids. */
+  get isDegraded(): boolean {
+    return this.degraded;
+  }
+
   /**
    * Bounded wait for the client's first connection, so the first message is not handled as
    * "degraded" merely because the client was still connecting. A connection error or the timeout

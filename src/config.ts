@@ -43,6 +43,19 @@ const floatVar = (def: number) =>
       .default(def),
   );
 
+/** A TCP port, 0 included (each variable says what 0 means); undefined when unset. */
+const optPort = () =>
+  z.preprocess(
+    blankToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(/^\d+$/, 'a port number 0-65535')
+      .transform(Number)
+      .pipe(z.number().int().max(65535, 'a port number 0-65535'))
+      .optional(),
+  );
+
 const strVar = (def: string) => z.preprocess(blankToUndefined, z.string().trim().default(def));
 const optStr = () => z.preprocess(blankToUndefined, z.string().optional());
 const boolVar = (def: boolean) =>
@@ -122,6 +135,11 @@ const envSchema = z.object({
   SANDBOX_DROP_ALL_CAPABILITIES: boolVar(true),
   SANDBOX_REAPER_INTERVAL_SECONDS: intVar(60, 1),
   SANDBOX_REAPER_MIN_AGE_SECONDS: intVar(120, 0),
+  SANDBOX_CASE_FILES: z.preprocess(
+    blankToUndefined,
+    z.string().trim().toLowerCase().pipe(z.enum(['auto', 'bind', 'copy'], 'one of auto, bind, copy')).default('auto'),
+  ),
+  SANDBOX_CASE_FILES_DIR: optStr(),
   OTEL_COLLECTOR_PORT: intVar(14318, 0),
   OTEL_FLUSH_GRACE_MS: intVar(1000, 0),
   OTEL_COLLECTOR_HOST: strVar('0.0.0.0'),
@@ -134,6 +152,9 @@ const envSchema = z.object({
   MOCK_PYTHON_TIMEOUT_MS: intVar(5000, 100),
   MOCK_PYTHON_MEMORY_MB: intVar(256, 32),
   MOCK_PYTHON_EXECUTABLE: strVar('python3'),
+  METRICS_PORT: optPort(),
+  METRICS_HOST: strVar('0.0.0.0'),
+  TEMPORAL_METRICS_PORT: optPort(),
   LOG_LEVEL: z.preprocess(
     blankToUndefined,
     z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -198,6 +219,8 @@ export interface Config {
     dropAllCapabilities: boolean;
     reaperIntervalSeconds: number;
     reaperMinAgeSeconds: number;
+    /** How /benchmark/* reaches a container (see DockerSandbox); dir undefined = <tmpdir>/agentbench-case-files. */
+    caseFiles: { delivery: 'auto' | 'bind' | 'copy'; dir: string | undefined };
   };
   otel: { collectorHost: string; collectorPort: number; flushGraceMs: number; maxBodyBytes: number; allowUntokenedIngest: boolean };
   mockGateway: {
@@ -209,6 +232,13 @@ export interface Config {
     pythonTimeoutMs: number;
     pythonMemoryMb: number;
     pythonExecutable: string;
+  };
+  metrics: {
+    /** METRICS_PORT; undefined = the command's default (DEFAULT_METRICS_PORTS), 0 = no metrics endpoint. */
+    port: number | undefined;
+    host: string;
+    /** The Temporal core's own Prometheus exporter (worker only); 0 = off. */
+    temporalPort: number;
   };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
@@ -302,6 +332,7 @@ export function loadConfig(env: Env = process.env): Config {
       dropAllCapabilities: e.SANDBOX_DROP_ALL_CAPABILITIES,
       reaperIntervalSeconds: e.SANDBOX_REAPER_INTERVAL_SECONDS,
       reaperMinAgeSeconds: e.SANDBOX_REAPER_MIN_AGE_SECONDS,
+      caseFiles: { delivery: e.SANDBOX_CASE_FILES, dir: e.SANDBOX_CASE_FILES_DIR },
     },
     otel: {
       collectorHost: e.OTEL_COLLECTOR_HOST,
@@ -319,8 +350,20 @@ export function loadConfig(env: Env = process.env): Config {
       pythonMemoryMb: e.MOCK_PYTHON_MEMORY_MB,
       pythonExecutable: e.MOCK_PYTHON_EXECUTABLE,
     },
+    metrics: { port: e.METRICS_PORT, host: e.METRICS_HOST, temporalPort: e.TEMPORAL_METRICS_PORT ?? 0 },
     logLevel: e.LOG_LEVEL,
   };
+}
+
+/**
+ * `/metrics` ports when METRICS_PORT is unset: different per command, so a worker and a bridge on
+ * one host (docker-compose, a dev machine) do not collide. 9464 is the usual Prometheus exporter port.
+ */
+export const DEFAULT_METRICS_PORTS = { worker: 9464, bridge: 9465 } as const;
+
+/** The port a command serves `/metrics` on; 0 = none. */
+export function metricsPortFor(config: Config, command: keyof typeof DEFAULT_METRICS_PORTS): number {
+  return config.metrics.port ?? DEFAULT_METRICS_PORTS[command];
 }
 
 /** Settings the bridge cannot run without (CONTRACT §9 marks them required). */

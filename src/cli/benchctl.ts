@@ -3,6 +3,7 @@ import { bridgeCommand } from './commands/bridge';
 import { cancelCommand } from './commands/cancel';
 import { doctorCommand } from './commands/doctor';
 import { replayCommand } from './commands/replay';
+import { reportCommand } from './commands/report';
 import { rerunCommand } from './commands/rerun';
 import { rescoreCommand } from './commands/rescore';
 import { runCommand } from './commands/run';
@@ -29,12 +30,19 @@ program
   .argument('<file>', 'experiment JSON file (see examples/sample-experiment.json)')
   .option('--no-worker', 'do not start an in-process worker (a running `benchctl worker` serves the run)')
   .option('--concurrency <n>', 'cases in flight (default CONSUMER_CONCURRENT_CASES)', positiveInt)
-  .action((file: string, opts: { worker: boolean; concurrency?: number }) => runCommand(file, opts));
+  .option('--no-report', 'do not write the HTML report (agentbench-report-<id>.html) at the end')
+  .action((file: string, opts: { worker: boolean; concurrency?: number; report: boolean }) => runCommand(file, opts));
 program
   .command('status')
   .description("an experiment's runs in Temporal and its cases in Postgres")
   .argument('<experimentId>', 'experiments.id', positiveInt)
   .action(statusCommand);
+program
+  .command('report')
+  .description("write a self-contained HTML report of an experiment (cases, scores, errors, Temporal UI links)")
+  .argument('<experimentId>', 'experiments.id')
+  .option('--out <file>', 'where to write it; - for standard output (default ./agentbench-report-<id>.html)')
+  .action((id: string, opts: { out?: string }) => reportCommand(id, opts));
 program
   .command('cancel')
   .description("cancel an experiment's running workflows (containers stopped, remaining cases canceled)")

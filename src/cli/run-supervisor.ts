@@ -10,6 +10,7 @@ import { temporalUiLink } from '../temporal/connection';
 import { createCaseWorker } from '../temporal/case-worker';
 import { startExperimentRun } from '../temporal/run-starter';
 import { printCaseTable } from './case-table';
+import { writeExperimentReport } from './report-writer';
 
 export interface SuperviseDeps {
   config: Config;
@@ -27,7 +28,7 @@ export interface SuperviseDeps {
 export async function superviseRun(
   deps: SuperviseDeps,
   message: ExperimentRunRequested,
-  opts: { worker: boolean; overrides?: Partial<RunSettings> },
+  opts: { worker: boolean; report?: boolean; overrides?: Partial<RunSettings> },
 ): Promise<ExperimentRunResult> {
   const { config, log, pool, client, docker } = deps;
   const { workflowId } = await startExperimentRun({ client, pool, config, log }, message, message.message_id, opts.overrides);
@@ -51,6 +52,13 @@ export async function superviseRun(
     `\n${result.outcome}${result.detail ? ` (${result.detail})` : ''}: ${p.success} success, ${p.failed} failed, ${p.timeout} timeout, ${p.canceled} canceled of ${p.total}\n` +
       `Temporal UI: ${link}\n`,
   );
+  if (opts.report) {
+    // The run's outcome stands whether or not its report could be written.
+    await writeExperimentReport(pool, config, message.experiment.id).then(
+      (file) => process.stdout.write(`Report: ${file}\n`),
+      (err: unknown) => process.stderr.write(`benchctl: report not written: ${err instanceof Error ? err.message : String(err)}\n`),
+    );
+  }
   if (result.outcome !== 'completed' || p.success < p.total) process.exitCode = 1;
   return result;
 }

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type Duplex, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -8,6 +10,7 @@ import type { Logger } from '../logger';
 import { LABELS } from './labels';
 import type { Semaphore } from './semaphore';
 import { tarArchive } from './tar-archive';
+import { CASE_FILES_ROOT, CaseFileDirectory } from './case-file-directory';
 
 /** Docker daemon/infrastructure failure (daemon unreachable, pull, create, start, OOM kill): worth retrying. */
 export class DockerInfraError extends Error {
@@ -134,6 +137,8 @@ done
 exit 1
 `;
 
+const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+
 const fileSchema = z.object({
   path: z
     .string()
@@ -144,7 +149,7 @@ const fileSchema = z.object({
 });
 
 const specSchema = z.object({
-  name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/, 'a valid container name'),
+  name: z.string().regex(NAME, 'a valid container name'),
   image: z.string().min(1),
   startCommand: z.string().optional(),
   env: z.record(z.string().regex(/^[^=\0]+$/, 'env names must not contain "=" or NUL'), z.string()),
@@ -163,27 +168,57 @@ const specSchema = z.object({
 });
 
 /**
+ * How files reach a case container: `bind` = a host directory mounted read-only at /benchmark (cheap,
+ * needs a daemon that sees the worker's filesystem); `copy` = `putArchive` into the container before
+ * it starts (works with any daemon, ~45 ms per container); `auto` = bind, switching to copy for good
+ * the first time the daemon says the directory does not exist on its side.
+ */
+export type CaseFileDelivery = 'auto' | 'bind' | 'copy';
+
+export interface DockerSandboxOptions {
+  caseFileDelivery?: CaseFileDelivery;
+  /** Host directory holding one subdirectory per case container (bind delivery). */
+  caseFilesDir?: string;
+}
+
+export const DEFAULT_CASE_FILES_DIR = join(tmpdir(), 'agentbench-case-files');
+const BIND_SOURCE_MISSING = /bind source path does not exist/i;
+
+/**
  * One fresh, hardened container per case (CONTRACT §6.2) and everything the case does in it.
  * Daemon-mutating calls (create, start, remove) share the `ops` semaphore so a burst of cases
  * queues here instead of overloading dockerd; exec and log reads are per-container and bypass it.
  */
 export class DockerSandbox {
+  private delivery: CaseFileDelivery;
+  readonly caseFiles: CaseFileDirectory;
+  /** Container id → name, for the containers whose file directory this process wrote. */
+  private readonly fileDirs = new Map<string, string>();
+
   constructor(
     private readonly docker: Dockerode,
     private readonly ops: Semaphore,
     private readonly log: Logger,
-  ) {}
+    options: DockerSandboxOptions = {},
+  ) {
+    this.delivery = options.caseFileDelivery ?? 'auto';
+    this.caseFiles = new CaseFileDirectory(options.caseFilesDir ?? DEFAULT_CASE_FILES_DIR);
+  }
+
+  /** The delivery in effect (`auto` resolves to bind or copy on the first container with files). */
+  get caseFileDelivery(): CaseFileDelivery {
+    return this.delivery;
+  }
 
   /**
-   * Pre-cleans a same-named container, creates, writes `files`, starts and waits for Running.
+   * Creates (replacing a same-named leftover), writes `files`, starts and waits for Running; returns
+   * the container's addresses on its networks (how servers on the host see its requests).
    * On failure the container is removed before the error is thrown, so a failed call leaves nothing.
    */
-  async createAndStart(input: CaseContainerSpec): Promise<{ containerId: string; name: string }> {
+  async createAndStart(input: CaseContainerSpec): Promise<{ containerId: string; name: string; addresses: string[] }> {
     const parsed = specSchema.safeParse(input);
     if (!parsed.success) throw new SandboxSpecError(z.prettifyError(parsed.error));
     const spec = parsed.data;
-
-    await this.remove(spec.name);
 
     const options: Dockerode.ContainerCreateOptions = {
       name: spec.name,
@@ -211,21 +246,45 @@ export class DockerSandbox {
       },
     };
 
-    let containerId: string;
-    try {
-      containerId = (await this.ops.run(() => this.docker.createContainer(options))).id;
-    } catch (err) {
-      throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
+    const files = spec.files ?? [];
+    const copied = this.delivery === 'copy' ? files : files.filter((f) => !CaseFileDirectory.mountable(f.path));
+    const mounted = files.filter((f) => !copied.includes(f));
+    if (mounted.length > 0) {
+      const source = await this.caseFiles.write(spec.name, mounted);
+      options.HostConfig = { ...options.HostConfig, Mounts: [{ Type: 'bind', Source: source, Target: CASE_FILES_ROOT, ReadOnly: true }] };
     }
 
+    let containerId: string;
     try {
-      if (spec.files?.length) await this.writeFiles(containerId, spec.files);
+      containerId = await this.createContainer(options);
+    } catch (err) {
+      if (mounted.length > 0 && this.delivery === 'auto' && BIND_SOURCE_MISSING.test(errorDetail(err))) {
+        // The daemon does not see our filesystem (worker in a container, remote daemon): copy from now on.
+        this.delivery = 'copy';
+        this.log.warn(
+          { code: 'SANDBOX_CASE_FILES_COPY', case_files_dir: this.caseFiles.root, err: errorDetail(err) },
+          'the Docker daemon cannot see the case files directory; copying files into each container instead',
+        );
+        await this.caseFiles.remove(spec.name);
+        return this.createAndStart(input);
+      }
+      if (mounted.length > 0) await this.caseFiles.remove(spec.name);
+      throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
+    }
+    if (mounted.length > 0) {
+      if (this.delivery === 'auto') this.delivery = 'bind';
+      this.fileDirs.set(containerId, spec.name);
+    }
+
+    let addresses: string[];
+    try {
+      if (copied.length > 0) await this.writeFiles(containerId, copied);
       try {
         await this.ops.run(() => this.docker.getContainer(containerId).start());
       } catch (err) {
         throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
       }
-      await this.waitRunning(
+      addresses = await this.waitRunning(
         containerId,
         spec.name,
         spec.startupTimeoutSeconds,
@@ -244,7 +303,18 @@ export class DockerSandbox {
       { container: spec.name, container_id: containerId, image: spec.image },
       'case container started',
     );
-    return { containerId, name: spec.name };
+    return { containerId, name: spec.name, addresses };
+  }
+
+  /** A same-named container can only be a crashed attempt's leftover: removed when the daemon reports the conflict. */
+  private async createContainer(options: Dockerode.ContainerCreateOptions): Promise<string> {
+    try {
+      return (await this.ops.run(() => this.docker.createContainer(options))).id;
+    } catch (err) {
+      if (statusCode(err) !== 409 || options.name === undefined) throw err;
+      await this.removeContainer(options.name);
+      return (await this.ops.run(() => this.docker.createContainer(options))).id;
+    }
   }
 
   /**
@@ -370,20 +440,35 @@ export class DockerSandbox {
     }
   }
 
-  /** Force-removes a container and its anonymous volumes; already gone or already being removed is success. */
+  /**
+   * Force-removes a container, its anonymous volumes and its case files directory; already gone or
+   * already being removed is success.
+   */
   async remove(containerIdOrName: string): Promise<void> {
+    if (!(await this.removeContainer(containerIdOrName))) return;
+    const name = this.fileDirs.get(containerIdOrName) ?? (NAME.test(containerIdOrName) ? containerIdOrName : undefined);
+    this.fileDirs.delete(containerIdOrName);
+    if (name !== undefined) await this.caseFiles.remove(name);
+  }
+
+  /** false when the removal was already in progress elsewhere (whoever runs it finishes the job). */
+  private async removeContainer(containerIdOrName: string): Promise<boolean> {
     try {
       await this.ops.run(() => this.docker.getContainer(containerIdOrName).remove({ force: true, v: true }));
     } catch (err) {
       const status = statusCode(err);
-      if (status === 404) return;
-      if (status === 409 && /already in progress/i.test(errorDetail(err))) return;
-      throw new DockerInfraError('E_DOCKER_REMOVE', errorDetail(err), { cause: err });
+      if (status === 409 && /already in progress/i.test(errorDetail(err))) return false;
+      if (status !== 404) throw new DockerInfraError('E_DOCKER_REMOVE', errorDetail(err), { cause: err });
     }
+    return true;
   }
 
   /** null when the container does not exist. */
   async inspectState(containerId: string): Promise<ContainerState | null> {
+    return (await this.inspect(containerId))?.state ?? null;
+  }
+
+  private async inspect(containerId: string): Promise<{ state: ContainerState; addresses: string[] } | null> {
     let info: Dockerode.ContainerInspectInfo;
     try {
       info = await this.docker.getContainer(containerId).inspect();
@@ -393,19 +478,12 @@ export class DockerSandbox {
     }
     const { State: state } = info;
     const finished = !state.Running && state.Status !== 'created';
-    return { running: state.Running, exitCode: finished ? state.ExitCode : null, oomKilled: state.OOMKilled };
-  }
-
-  /** The container's IP addresses on its networks (how servers on the host see its requests). */
-  async containerAddresses(containerId: string): Promise<string[]> {
-    try {
-      const info = await this.docker.getContainer(containerId).inspect();
-      return Object.values(info.NetworkSettings.Networks ?? {})
+    return {
+      state: { running: state.Running, exitCode: finished ? state.ExitCode : null, oomKilled: state.OOMKilled },
+      addresses: Object.values(info.NetworkSettings.Networks ?? {})
         .map((n) => n.IPAddress)
-        .filter((ip): ip is string => typeof ip === 'string' && ip !== '');
-    } catch (err) {
-      throw new DockerInfraError('E_DOCKER_INSPECT', errorDetail(err), { cause: err });
-    }
+        .filter((ip): ip is string => typeof ip === 'string' && ip !== ''),
+    };
   }
 
   /** Our containers in any state, optionally narrowed to one workflow and/or case. */
@@ -451,13 +529,15 @@ export class DockerSandbox {
     );
   }
 
-  private async waitRunning(containerId: string, name: string, timeoutSeconds: number, pollSeconds: number) {
+  /** Returns the container's addresses once it runs. */
+  private async waitRunning(containerId: string, name: string, timeoutSeconds: number, pollSeconds: number): Promise<string[]> {
     const deadline = Date.now() + timeoutSeconds * 1000;
     for (;;) {
-      const state = await this.inspectState(containerId);
+      const inspected = await this.inspect(containerId);
+      const state = inspected?.state ?? null;
       // No fixed settle delay here (it would cost every case): a start command that exits right
       // after reading as running is diagnosed by the exec that finds the container stopped.
-      if (state?.running) return;
+      if (inspected?.state.running) return inspected.addresses;
       // Without a restart policy an exited container never runs again: fail now, with its story.
       if (state === null || state.exitCode !== null || Date.now() >= deadline) {
         throw await this.startupFailure(containerId, `container=${name} timeout=${timeoutSeconds}s`, state);

@@ -25,7 +25,8 @@ export class OrphanReaper {
     const removed: string[] = [];
     let kept = 0;
     const now = Date.now();
-    for (const c of await sandbox.listManagedContainers()) {
+    const containers = await sandbox.listManagedContainers();
+    for (const c of containers) {
       const ageSeconds = (now - c.createdAt.getTime()) / 1000;
       let orphan = false;
       if (ageSeconds >= minAgeSeconds) {
@@ -57,6 +58,13 @@ export class OrphanReaper {
         log.warn({ container: c.name, err: errorDetail(err) }, 'could not remove orphaned container');
       }
     }
+    // Case file directories of containers that are gone (their worker died before removing them).
+    const live = new Set(containers.filter((c) => !removed.includes(c.name)).map((c) => c.name));
+    const dirs = await sandbox.caseFiles.sweep(live, minAgeSeconds).catch((err: unknown) => {
+      log.warn({ err: errorDetail(err) }, 'could not sweep case file directories');
+      return [];
+    });
+    if (dirs.length > 0) log.info({ code: 'SANDBOX_ORPHAN_FILES_REMOVED', count: dirs.length }, 'orphaned case file directories removed');
     return { removed, kept };
   }
 

@@ -58,6 +58,8 @@ export interface OtelCollectorParams {
   /** Limit for the body as received and, separately, after gunzip. */
   maxBodyBytes: number;
   allowUntokened: boolean;
+  /** Told how each OTLP request was answered (the worker's metrics); must not throw. */
+  onIngest?: (event: { signal: OtelSignal | 'unknown'; status: number; records: number }) => void;
 }
 
 export interface OtelIngestRequest {
@@ -132,6 +134,7 @@ export class OtelCollector {
   private readonly requestedPort: number;
   private readonly maxBodyBytes: number;
   private readonly allowUntokened: boolean;
+  private readonly onIngest: OtelCollectorParams['onIngest'];
   private readonly cases = new Map<string, CaseAttribution>();
   private readonly sources = new Map<string, string>();
   private server: http.Server | null = null;
@@ -146,6 +149,7 @@ export class OtelCollector {
     this.requestedPort = p.port;
     this.maxBodyBytes = p.maxBodyBytes;
     this.allowUntokened = p.allowUntokened;
+    this.onIngest = p.onIngest;
   }
 
   async start(): Promise<{ port: number }> {
@@ -398,6 +402,7 @@ export class OtelCollector {
         },
         'otel ingest stored',
       );
+      this.observe(signal, 200, inserted);
       return reply(200, { inserted });
     } catch (err) {
       if (err instanceof IngestRejection) return this.rejected(err, path, origin, attribution);
@@ -490,7 +495,16 @@ export class OtelCollector {
         'otel ingest rejected',
       );
     }
+    this.observe(signalForPath(pathOf(path) ?? path), rejection.status, 0);
     return reply(rejection.status, { error: rejection.reason });
+  }
+
+  private observe(signal: OtelSignal | null, status: number, records: number): void {
+    try {
+      this.onIngest?.({ signal: signal ?? 'unknown', status, records });
+    } catch {
+      // Observability must not turn an answered request into a failed one.
+    }
   }
 
   private send(res: http.ServerResponse, response: OtelIngestResponse, close = false): void {

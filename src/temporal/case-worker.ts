@@ -9,7 +9,10 @@ import { createActivities, RunRequestCache } from '../../activities';
 import { DockerSandbox } from '../docker/docker-sandbox';
 import { ImagePuller } from '../docker/image-puller';
 import { Semaphore } from '../docker/semaphore';
-import { OrphanReaper } from '../docker/orphan-reaper';
+import { OrphanReaper, type OrphanReaperParams } from '../docker/orphan-reaper';
+import type { WorkerMetrics } from '../metrics/orchestrator-metrics';
+import { activityMetricsInterceptor } from '../metrics/activity-metrics-interceptor';
+import { MeteredOrphanReaper } from '../metrics/metered-orphan-reaper';
 import { LABELS } from '../docker/labels';
 import { getCaseStatuses } from '../db/run-case-repository';
 import { isTerminalStatus } from '../domain/case-status';
@@ -32,6 +35,8 @@ export interface CaseWorkerDeps {
   client: Client;
   /** Overrides for tests and the local runner. */
   taskQueue?: string;
+  /** Prometheus metrics of this worker; opt-in, so tests and `benchctl run` open no extra port. */
+  metrics?: WorkerMetrics;
 }
 
 export interface CaseWorker {
@@ -48,10 +53,13 @@ export interface CaseWorker {
  * the daemon), a separate live-container limit, the activities, and the orphan reaper.
  */
 export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker> {
-  const { config, log, pool, docker, client } = deps;
+  const { config, log, pool, docker, client, metrics } = deps;
   installTemporalLogging(log);
   const ops = new Semaphore(config.docker.maxConcurrentOperations);
-  const sandbox = new DockerSandbox(docker, ops, log);
+  const sandbox = new DockerSandbox(docker, ops, log, {
+    caseFileDelivery: config.sandbox.caseFiles.delivery,
+    caseFilesDir: config.sandbox.caseFiles.dir,
+  });
   const collector = new OtelCollector({
     pool,
     log,
@@ -59,6 +67,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     port: config.otel.collectorPort,
     maxBodyBytes: config.otel.maxBodyBytes,
     allowUntokened: config.otel.allowUntokenedIngest,
+    onIngest: metrics ? (event) => metrics.otelIngest(event) : undefined,
   });
   const { port: collectorPort } = await collector.start();
   const advertisedHost = config.mockGateway.advertisedHost;
@@ -86,13 +95,20 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
       return { status: r.status, headers: r.headers, body: Buffer.from(r.body) };
     },
   });
+  const liveContainers = new Semaphore(config.docker.maxLiveContainers);
+  const stopObserving = metrics?.observeWorker({
+    dockerOperations: ops,
+    dockerOperationsLimit: config.docker.maxConcurrentOperations,
+    liveContainers,
+    liveContainersLimit: config.docker.maxLiveContainers,
+  });
   const activities = createActivities({
     config,
     log,
     pool,
     sandbox,
     images: new ImagePuller(docker, ops, log),
-    liveContainers: new Semaphore(config.docker.maxLiveContainers),
+    liveContainers,
     runRequests: new RunRequestCache(pool),
     telemetry: createCaseTelemetry({ pool, log, flushGraceMs: config.otel.flushGraceMs }),
     collector,
@@ -100,7 +116,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     gateways,
   });
 
-  const reaper = new OrphanReaper({
+  const reaperParams: OrphanReaperParams = {
     sandbox,
     log,
     minAgeSeconds: config.sandbox.reaperMinAgeSeconds,
@@ -120,7 +136,8 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
         return false;
       }
     },
-  });
+  };
+  const reaper = metrics ? new MeteredOrphanReaper(reaperParams, metrics) : new OrphanReaper(reaperParams);
 
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await Worker.create({
@@ -133,6 +150,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
       : { workflowsPath: WORKFLOWS_PATH }),
     activities,
     maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentActivities,
+    ...(metrics ? { interceptors: { activity: [activityMetricsInterceptor(metrics, Object.keys(activities))] } } : {}),
   });
 
   const startReaper = async () => {
@@ -155,6 +173,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     await reaper.stop();
     await connection.close();
     await collector.stop();
+    stopObserving?.();
   };
 
   return {

@@ -152,6 +152,7 @@ export interface FixtureOptions {
   locks?: (redis: Redis, log: Logger) => MessageLocks;
   reconnect?: BridgeDeps['reconnect'];
   startRetry?: BridgeDeps['startRetry'];
+  metrics?: BridgeDeps['metrics'];
 }
 
 export interface BridgeFixture {
@@ -181,6 +182,7 @@ export async function startFixture(opts: FixtureOptions): Promise<BridgeFixture>
     startRun: opts.startRun,
     reconnect: opts.reconnect ?? { initialDelayMs: 100, maxDelayMs: 1000 },
     startRetry: opts.startRetry ?? { attempts: 3, initialDelayMs: 20 },
+    metrics: opts.metrics,
   });
   return {
     queue,

@@ -1,4 +1,6 @@
-import { requireBridgeSettings } from '../../config';
+import { metricsPortFor, requireBridgeSettings } from '../../config';
+import { BridgeMetrics } from '../../metrics/orchestrator-metrics';
+import { serveMetrics } from '../metrics-endpoint';
 import { startBridge } from '../../../bridge/experiment-bridge';
 import { createRedis, MessageLocks } from '../../../bridge/redis-lock';
 import { connectTemporalClient } from '../../temporal/connection';
@@ -16,29 +18,38 @@ export async function bridgeCommand(): Promise<void> {
   } catch (err) {
     throw new CliError(err instanceof Error ? err.message : String(err), 2);
   }
-  const pool = await openDatabase(config, log);
-  const client = await connectTemporalClient(config);
-  const redis = createRedis(settings.redis);
-  const locks = new MessageLocks(
-    redis,
-    { processingSeconds: settings.redis.processingLockTtlSeconds, processedSeconds: settings.redis.processedTtlSeconds },
-    log,
-    `${hostname()}:${process.pid}`,
-  );
-  const bridge = await startBridge({
-    amqpUrl: settings.amqpUrl,
-    queue: config.rabbitmq.queue,
-    prefetch: config.rabbitmq.prefetch,
-    redis,
-    locks,
-    log,
-    startRun: (message, meta) => startExperimentRun({ client, pool, config, log }, message, meta.dedupSuffix),
-  });
-  log.info({ code: 'BRIDGE_STARTED', queue: config.rabbitmq.queue, prefetch: config.rabbitmq.prefetch }, 'bridge started');
-  const signal = await stopSignal();
-  log.info({ code: 'BRIDGE_STOPPING', signal, stats: bridge.stats() }, 'bridge stopping');
-  await bridge.stop();
-  redis.disconnect();
-  await client.connection.close();
-  await pool.end();
+  // Before any connection: a taken port stops the start at once.
+  const metricsPort = metricsPortFor(config, 'bridge');
+  const metrics = metricsPort > 0 ? new BridgeMetrics() : undefined;
+  const metricsServer = metrics ? await serveMetrics(metrics.registry, config, log, metricsPort) : null;
+  try {
+    const pool = await openDatabase(config, log);
+    const client = await connectTemporalClient(config);
+    const redis = createRedis(settings.redis);
+    const locks = new MessageLocks(
+      redis,
+      { processingSeconds: settings.redis.processingLockTtlSeconds, processedSeconds: settings.redis.processedTtlSeconds },
+      log,
+      `${hostname()}:${process.pid}`,
+    );
+    const bridge = await startBridge({
+      amqpUrl: settings.amqpUrl,
+      queue: config.rabbitmq.queue,
+      prefetch: config.rabbitmq.prefetch,
+      redis,
+      locks,
+      log,
+      metrics,
+      startRun: (message, meta) => startExperimentRun({ client, pool, config, log }, message, meta.dedupSuffix),
+    });
+    log.info({ code: 'BRIDGE_STARTED', queue: config.rabbitmq.queue, prefetch: config.rabbitmq.prefetch }, 'bridge started');
+    const signal = await stopSignal();
+    log.info({ code: 'BRIDGE_STOPPING', signal, stats: bridge.stats() }, 'bridge stopping');
+    await bridge.stop();
+    redis.disconnect();
+    await client.connection.close();
+    await pool.end();
+  } finally {
+    await metricsServer?.stop();
+  }
 }

@@ -7,6 +7,8 @@ import { superviseRun, type SuperviseDeps } from '../run-supervisor';
 
 export interface RunOptions {
   worker: boolean;
+  /** Write the HTML report of the experiment at the end (default: yes). */
+  report?: boolean;
   concurrency?: number;
 }
 
@@ -52,7 +54,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<void> 
   const deps = await openRunDeps(opts);
   try {
     const message = await dispatchExperimentFile(deps.pool, experiment);
-    await superviseRun(deps, message, { worker: opts.worker, overrides: opts.concurrency ? { concurrentCases: opts.concurrency } : {} });
+    await superviseRun(deps, message, { worker: opts.worker, report: opts.report !== false, overrides: opts.concurrency ? { concurrentCases: opts.concurrency } : {} });
   } finally {
     await deps.close();
   }

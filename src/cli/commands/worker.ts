@@ -1,28 +1,41 @@
+import { metricsPortFor } from '../../config';
 import { createDockerClient, pingDocker } from '../../docker/docker-client';
+import { WorkerMetrics } from '../../metrics/orchestrator-metrics';
 import { connectTemporalClient } from '../../temporal/connection';
 import { createCaseWorker } from '../../temporal/case-worker';
+import { installTemporalRuntime, serveMetrics } from '../metrics-endpoint';
 import { CliError, loadConfigOrExit, openDatabase, processLogger, stopSignal } from '../process-context';
 
 /** `benchctl worker`: serves the task queue until SIGINT/SIGTERM, then drains in-flight work. */
 export async function workerCommand(): Promise<void> {
   const config = loadConfigOrExit();
   const log = processLogger(config, 'worker');
-  const docker = createDockerClient(config.docker.socketPath);
-  if (!(await pingDocker(docker, 5000))) {
-    throw new CliError(`Docker does not answer at ${config.docker.socketPath} (run: npm run setup, or benchctl doctor)`);
-  }
-  const pool = await openDatabase(config, log);
-  const client = await connectTemporalClient(config);
-  const worker = await createCaseWorker({ config, log, pool, docker, client });
-  log.info({ code: 'WORKER_STARTED', task_queue: config.temporal.taskQueue, temporal: config.temporal.address }, 'worker started');
-  void stopSignal().then(async (signal) => {
-    log.info({ code: 'WORKER_STOPPING', signal }, 'draining in-flight activities');
-    await worker.shutdown();
-  });
+  // Ports first: a taken one stops the start at once, before any connection is opened.
+  const metricsPort = metricsPortFor(config, 'worker');
+  const metrics = metricsPort > 0 ? new WorkerMetrics() : undefined;
+  const metricsServer = metrics ? await serveMetrics(metrics.registry, config, log, metricsPort) : null;
   try {
-    await worker.run();
+    installTemporalRuntime(config, log);
+    const docker = createDockerClient(config.docker.socketPath);
+    if (!(await pingDocker(docker, 5000))) {
+      throw new CliError(`Docker does not answer at ${config.docker.socketPath} (run: npm run setup, or benchctl doctor)`);
+    }
+    const pool = await openDatabase(config, log);
+    const client = await connectTemporalClient(config);
+    const worker = await createCaseWorker({ config, log, pool, docker, client, metrics });
+    log.info({ code: 'WORKER_STARTED', task_queue: config.temporal.taskQueue, temporal: config.temporal.address }, 'worker started');
+    void stopSignal().then(async (signal) => {
+      log.info({ code: 'WORKER_STOPPING', signal }, 'draining in-flight activities');
+      await worker.shutdown();
+    });
+    try {
+      await worker.run();
+    } finally {
+      await client.connection.close();
+      await pool.end();
+    }
   } finally {
-    await client.connection.close();
-    await pool.end();
+    // Last, so the drain after SIGTERM can still be watched.
+    await metricsServer?.stop();
   }
 }
