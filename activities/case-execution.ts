@@ -13,6 +13,8 @@ import { getCaseStatuses, transitionCaseStatus } from '../src/db/run-case-reposi
 import { caseContainerName, LABELS } from '../src/docker/labels';
 import type { ActivityDeps } from './activity-deps';
 import { openCaseNetwork } from './case-network';
+import { createCaseFinalization } from './case-finalization';
+import { createCaseTrajectory } from './case-trajectory';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
 export const CASE_FILE_PATH = '/benchmark/case.json';
@@ -31,8 +33,29 @@ interface HeartbeatDetails {
  */
 export function createCaseExecution(deps: ActivityDeps) {
   const { pool, sandbox, config } = deps;
+  const { collectTrajectory } = createCaseTrajectory(deps);
+  const { finalizeCase } = createCaseFinalization(deps);
 
-  async function executeCase(ref: CaseRef): Promise<CaseExecutionSummary> {
+  /**
+   * The fast path for a case with nothing left to wait for (no judge to call, telemetry complete):
+   * trajectory and final persist run here, the same idempotent code as their own activities, which
+   * saves the workflow two activities and their workflow tasks per case — most of what a trivial
+   * case costs Temporal (bench/sandbox-overhead). Best effort: if it fails, the workflow runs the
+   * phases as activities, with their own retries; the agent never runs again either way.
+   */
+  async function finishInline(ref: CaseRef & { finishInline?: boolean }, raw: CaseRawResult, summary: CaseExecutionSummary, log: typeof deps.log): Promise<CaseExecutionSummary> {
+    if (!ref.finishInline || summary.needsJudge || !raw.telemetryComplete) return summary;
+    try {
+      await collectTrajectory(ref);
+      return { ...summary, finalized: await finalizeCase({ ...ref, notExecutedError: null }) };
+    } catch (err) {
+      log.warn({ code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) }, 'finishing the case in the container phase failed; the workflow runs trajectory and finalize as activities');
+      return summary;
+    }
+  }
+
+  /** `finishInline`: the workflow accepts a case finished here (runs that recorded the fast-path marker). */
+  async function executeCase(ref: CaseRef & { finishInline?: boolean }): Promise<CaseExecutionSummary> {
     const ctx = Context.current();
     const { workflowId, experimentId, runCaseId } = ref;
     const attempt = ctx.info.attempt;
@@ -40,7 +63,7 @@ export function createCaseExecution(deps: ActivityDeps) {
 
     const phaseStart = Date.now();
     const done = await loadCaseResult(pool, workflowId, runCaseId);
-    if (done) return summarize(done, (await deps.runRequests.get(workflowId)).request.scorers);
+    if (done) return finishInline(ref, done, summarize(done, (await deps.runRequests.get(workflowId)).request.scorers), log);
 
     // A previous attempt may have died with its container alive (worker killed): remove it first.
     // (A first attempt has no predecessor; a leftover of its fixed name is replaced by createAndStart.)
@@ -216,7 +239,8 @@ export function createCaseExecution(deps: ActivityDeps) {
     result.timings.containerPhaseMs = Date.now() - phaseStart;
     if (mockRequests.length > 0) result.mockRequests = mockRequests;
     result.telemetryComplete = telemetryComplete;
-    return summarize(await save(result), run.request.scorers);
+    const saved = await save(result);
+    return finishInline(ref, saved, summarize(saved, run.request.scorers), log);
 
     function save(r: CaseRawResult): Promise<CaseRawResult> {
       return saveCaseResult(pool, workflowId, runCaseId, r);

@@ -48,6 +48,10 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   // Runs started before v2 keep their old shape on replay: the container slot was held until the
   // final persist, and there were no trajectory and scoring phases.
   const phasesV2 = patched('case-phases-v2');
+  // Runs started before the fast path (or replayed by a worker that predates it) always schedule
+  // trajectory and finalize as activities; only runs that recorded this marker let the container
+  // phase finish a case itself.
+  const fastPath = phasesV2 && patched('case-fast-path');
 
   if (!input.carry) {
     const prep = await bookkeeping.prepareRun({ workflowId, experimentId, messageId: input.messageId });
@@ -117,8 +121,15 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
       let notExecuted: string | null = null;
       let needsJudge = true;
       try {
-        const exec = await caseActivities(runCaseId).executeCase(ref);
+        const exec = await caseActivities(runCaseId).executeCase(fastPath ? { ...ref, finishInline: true } : ref);
         needsJudge = exec.needsJudge ?? true;
+        if (fastPath && exec.finalized) {
+          // The container phase finished the case itself (nothing to judge): no further phase.
+          releaseSlot();
+          recordCaseOutcome(progress, runCaseId, exec.finalized.status, exec.finalized.errorMessage);
+          maybePublish();
+          return;
+        }
         if (exec.status === 'not_active') {
           // The row left the active set under us (terminated by the platform): nothing to persist.
           recordCaseOutcome(progress, runCaseId, 'canceled', 'case no longer active');

@@ -69,6 +69,11 @@ export interface CaseExecutionSummary {
   exitCode: number | null;
   /** Whether any scorer would call a judge for this case; if not, the score phase is skipped. */
   needsJudge?: boolean;
+  /**
+   * Set when the container phase also ran the trajectory and final persist itself (no judge to call,
+   * telemetry complete): the case is done and the workflow schedules no further phase for it.
+   */
+  finalized?: CaseFinalSummary;
 }
 
 export interface CaseFinalSummary {

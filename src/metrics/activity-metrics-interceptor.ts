@@ -19,6 +19,11 @@ const caseOutcomes: Record<string, (result: unknown, metrics: WorkerMetrics) => 
     const r = z.object({ status: z.string() }).safeParse(result);
     if (r.success) metrics.caseFinished(r.data.status);
   },
+  // The container phase's fast path, which ran the final persist itself.
+  executeCase: (result, metrics) => {
+    const r = z.object({ finalized: z.object({ status: z.string() }) }).safeParse(result);
+    if (r.success) metrics.caseFinished(r.data.finalized.status);
+  },
   // Cancellation or the platform's termination: the number of still-active cases set `canceled`.
   cancelRun: (result, metrics) => {
     const r = z.number().int().nonnegative().safeParse(result);

@@ -96,6 +96,15 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     return counts;
   }
 
+  /** Activity ids of every case phase scheduled in a run, in order. */
+  async function casePhases(workflowId: string): Promise<string[]> {
+    const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
+    return (history.events ?? []).flatMap((e) => {
+      const id = e.activityTaskScheduledEventAttributes?.activityId;
+      return id?.startsWith('case-') ? [id] : [];
+    });
+  }
+
   test('the platform example message runs every case in a real container and leaves the rows success', async () => {
     const seeded = await seedExperiment(stack.db.pool, { cases: 3 });
     const message = buildPlatformMessage(seeded, {
@@ -133,6 +142,39 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     assert.ok(logs.includes('$(echo pwned)') && logs.includes('`id`'), logs);
     assert.ok(lines.some((l) => l.code === 'MESSAGE_RECEIVED'));
     assert.ok(lines.some((l) => l.code === 'CASE_COMPLETED'));
+    // Nothing to judge and telemetry complete: each container phase finished its case itself.
+    const [workflowId] = [...workflowIds].filter((id) => id.startsWith(`experiment-${seeded.experimentId}-`));
+    assert.deepEqual((await casePhases(workflowId!)).sort(), rows.map((r) => `case-${r.id}/run`).sort());
+  });
+
+  test('when finishing a case in the container phase fails, trajectory and finalize run as activities; the agent runs once', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
+    const caseId = seeded.runCaseIds[0]!;
+    // The first final persist of this case fails (a sequence is not rolled back with the error).
+    await stack.db.pool.query(`
+      CREATE SEQUENCE e2e_fail_once_${caseId};
+      CREATE FUNCTION e2e_fail_once_${caseId}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF nextval('e2e_fail_once_${caseId}') = 1 THEN RAISE EXCEPTION 'injected: first final persist fails'; END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER e2e_fail_once_${caseId} BEFORE UPDATE ON run_cases FOR EACH ROW
+        WHEN (NEW.id = ${caseId} AND NEW.status = 'success') EXECUTE FUNCTION e2e_fail_once_${caseId}();`);
+    try {
+      const message = buildPlatformMessage(seeded, {
+        queue,
+        runtimeSpec: { agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"once"}'` },
+      });
+      await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
+      assert.equal((await experimentDone(seeded.experimentId)).queue_status, 'done');
+      const rows = await caseRows(seeded.experimentId);
+      assert.deepEqual(rows.map((r) => [r.status, r.agent_output]), [['success', 'once']]);
+      assert.ok(lines.some((l) => l.code === 'CASE_INLINE_FINALIZE_FAILED' && l.run_case_id === caseId));
+      const [workflowId] = [...workflowIds].filter((id) => id.startsWith(`experiment-${seeded.experimentId}-`));
+      assert.deepEqual(await casePhases(workflowId!), [`case-${caseId}/run`, `case-${caseId}/trajectory`, `case-${caseId}/finalize`]);
+    } finally {
+      await stack.db.pool.query(`DROP TRIGGER e2e_fail_once_${caseId} ON run_cases; DROP FUNCTION e2e_fail_once_${caseId}(); DROP SEQUENCE e2e_fail_once_${caseId};`);
+    }
   });
 
   test('a case that exits non-zero fails alone; no other case re-executes', async () => {

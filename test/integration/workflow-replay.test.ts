@@ -17,9 +17,11 @@ const files = readdirSync(HISTORIES).filter((f) => f.endsWith('.json')).sort();
  * must replay through the current workflow code, or running workflows would break on deploy.
  */
 describe('workflow replay of recorded histories', () => {
-  test('there are recorded histories of every representative run, of the current and the v1 shape', () => {
+  test('there are recorded histories of every representative run, of the current, v2 and v1 shapes', () => {
     for (const name of ['mixed-success-and-failure', 'continued-as-new', 'failed-before-start', 'skipped-stale', 'canceled-mid-run', 'platform-terminated']) {
       assert.ok(files.some((f) => f.startsWith(name)), `missing history ${name}`);
+      // v2: runs whose container phase never finished a case itself (trajectory and finalize always activities).
+      assert.ok(files.some((f) => f.startsWith(`v2-${name}`)), `missing history v2-${name}`);
       // v1: runs started before the trajectory/scoring phases (patched 'case-phases-v2').
       assert.ok(files.some((f) => f.startsWith(`v1-${name}`)), `missing history v1-${name}`);
     }
