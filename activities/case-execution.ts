@@ -18,7 +18,8 @@ import { createCaseTrajectory } from './case-trajectory';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
 export const CASE_FILE_PATH = '/benchmark/case.json';
-const HEARTBEAT_INTERVAL_MS = 5_000;
+/** Also how fast a cancel reaches a running case: cancellations are delivered in heartbeat responses. */
+export const HEARTBEAT_INTERVAL_MS = 2_000;
 
 interface HeartbeatDetails {
   containerId?: string;
@@ -160,8 +161,12 @@ export function createCaseExecution(deps: ActivityDeps) {
         startupPollIntervalSeconds: spec.startupPollIntervalSeconds,
       });
       let phase = 'case_exec';
-      ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails);
       network.bindContainer(addresses);
+      // The first heartbeat goes out after HEARTBEAT_INTERVAL_MS, not at once: a heartbeat is a server
+      // write, and for short cases an immediate one cost ~10% of the container phase on 2 cores
+      // (bench/sandbox-overhead). Nothing depends on it earlier: a retry also finds the previous
+      // attempt's container by its labels, a dead worker is noticed by the heartbeat timeout counted
+      // from the activity start, and a cancel requested before it arrives with its response.
       const beat = setInterval(() => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails), HEARTBEAT_INTERVAL_MS);
       try {
         const sandboxConnectMs = Date.now() - connectStart;

@@ -150,6 +150,10 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
       : { workflowsPath: WORKFLOWS_PATH }),
     activities,
     maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentActivities,
+    // Cancellations reach an activity only in heartbeat responses. The SDK would send at most one
+    // heartbeat per 0.8 × heartbeatTimeout (24 s): a canceled case could keep its container that long.
+    // With this cap every container-phase heartbeat (HEARTBEAT_INTERVAL_MS) goes out.
+    maxHeartbeatThrottleInterval: '1s',
     ...(metrics ? { interceptors: { activity: [activityMetricsInterceptor(metrics, Object.keys(activities))] } } : {}),
   });
 
