@@ -1,7 +1,7 @@
 /**
  * bench/sandbox-overhead — what our pipeline costs on top of Docker itself (issue: Case sandbox).
  *
- *   node --import tsx bench/sandbox-overhead.ts [--cases 40] [--concurrency 1,2,4,8]
+ *   node --import tsx bench/sandbox-overhead.ts [--cases 40] [--concurrency 1,2,4,8] [--rounds 3]
  *
  * For each concurrency C: N trivial cases (busybox, `sleep infinity` + `echo '{"output":"ok"}'`)
  * through the real pipeline — message published to RabbitMQ → bridge → Temporal workflow →
@@ -9,6 +9,8 @@
  * remove sequence straight through dockerode, C at a time, no orchestration. Prints cases/min and
  * per-case p50/p95 for both and the ratios. Per-case latency of the pipeline is its container
  * phase (create to remove, as recorded by the activity), the floor's is the same four calls.
+ * Each level runs `rounds` pipeline runs and `rounds` floor runs in alternating order and reports
+ * the medians: single runs of ~10 s drift by ±15% on a 2-core machine.
  * Targets (2 cores): p50 at C=1 within 1.15x the floor; throughput at C=4 at least 0.9x the floor.
  */
 import { parseArgs } from 'node:util';
@@ -27,11 +29,20 @@ import { buildPlatformMessage, publishAsPlatform } from '../test/support/platfor
 import { eventually, startStack } from '../test/support/stack';
 
 const { values } = parseArgs({
-  options: { cases: { type: 'string', default: '40' }, concurrency: { type: 'string', default: '1,2,4,8' } },
+  options: {
+    cases: { type: 'string', default: '40' },
+    concurrency: { type: 'string', default: '1,2,4,8' },
+    rounds: { type: 'string', default: '3' },
+  },
 });
 const CASES = Number(values.cases);
+const ROUNDS = Number(values.rounds);
 const LEVELS = values.concurrency.split(',').map(Number);
 const IMAGE = 'bench/busybox:latest';
+
+function median(xs: number[]): number {
+  return percentile(xs, 50);
+}
 
 function percentile(xs: number[], p: number): number {
   const sorted = [...xs].sort((a, b) => a - b);
@@ -120,65 +131,90 @@ async function main(): Promise<void> {
       }),
   });
   const rows: string[] = [];
+
+  /** One pipeline run of CASES cases at concurrency c, timed by the pipeline's own timestamps. */
+  async function pipelineRun(c: number) {
+    concurrency = c;
+    const seeded = await seedExperiment(stack.db.pool, { cases: CASES });
+    const message = buildPlatformMessage(seeded, {
+      queue,
+      runtimeSpec: { agent_image: IMAGE, sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"ok"}'` },
+    });
+    const cpuBefore = cpuByProcess();
+    const selfBefore = process.cpuUsage();
+    const started = Date.now();
+    await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
+    await eventually(
+      async () => {
+        const { rows: r } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
+        return r[0]?.queue_status === 'done' ? true : undefined;
+      },
+      600_000,
+      'pipeline run',
+    );
+    // Timestamps written by the pipeline itself (not our 200 ms poll): publish → experiment finished.
+    const { rows: span } = await stack.db.pool.query<{ first: Date; done: Date }>(
+      `SELECT min(rc.started_at) AS first, e.finished_at AS done
+         FROM run_cases rc JOIN experiments e ON e.id = rc.experiment_id WHERE rc.experiment_id = $1 GROUP BY e.finished_at`,
+      [seeded.experimentId],
+    );
+    const { first, done } = span[0]!;
+    const self = process.cpuUsage(selfBefore);
+    const cpu = ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6);
+    const { rows: phases } = await stack.db.pool.query<{ ms: number; connect: number; exec: number; total: number }>(
+      `SELECT (result->'timings'->>'containerPhaseMs')::int AS ms, (result->'timings'->>'sandboxConnectMs')::int AS connect,
+              (result->'timings'->>'caseExecMs')::int AS exec, (result->'timings'->>'totalMs')::int AS total
+         FROM agentbench_case_results r JOIN run_cases rc ON rc.id = r.run_case_id WHERE rc.experiment_id = $1`,
+      [seeded.experimentId],
+    );
+    return { rate: (CASES / ((done.getTime() - started) / 1000)) * 60, phases, startupMs: first.getTime() - started, cpu };
+  }
+
+  async function floorRun(c: number) {
+    const cpuBefore = cpuByProcess();
+    const selfBefore = process.cpuUsage();
+    const bare = await floor(stack.docker, c);
+    const self = process.cpuUsage(selfBefore);
+    return { rate: (CASES / bare.seconds) * 60, perCase: bare.perCase, cpu: ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6) };
+  }
+
   try {
     await bareCase(stack.docker); // warm the image and the daemon once for both sides
+    await pipelineRun(1); // and the worker, its workflow bundle and the database
     for (const c of LEVELS) {
-      concurrency = c;
-      const seeded = await seedExperiment(stack.db.pool, { cases: CASES });
-      const message = buildPlatformMessage(seeded, {
-        queue,
-        runtimeSpec: { agent_image: IMAGE, sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"ok"}'` },
-      });
-      const cpuBefore = cpuByProcess();
-      const selfBefore = process.cpuUsage();
-      const started = Date.now();
-      await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
-      await eventually(
-        async () => {
-          const { rows: r } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
-          return r[0]?.queue_status === 'done' ? true : undefined;
-        },
-        600_000,
-        'pipeline run',
-      );
-      // Timestamps written by the pipeline itself (not our 200 ms poll): publish → experiment finished.
-      const { rows: span } = await stack.db.pool.query<{ first: Date; last: Date; done: Date }>(
-        `SELECT min(rc.started_at) AS first, max(rc.finished_at) AS last, e.finished_at AS done
-           FROM run_cases rc JOIN experiments e ON e.id = rc.experiment_id WHERE rc.experiment_id = $1 GROUP BY e.finished_at`,
-        [seeded.experimentId],
-      );
-      const { first, last, done } = span[0]!;
-      const pipeSeconds = (done.getTime() - started) / 1000;
-      const self = process.cpuUsage(selfBefore);
-      const pipeCpu = ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6);
-      const { rows: phases } = await stack.db.pool.query<{ ms: number; connect: number; exec: number; total: number }>(
-        `SELECT (result->'timings'->>'containerPhaseMs')::int AS ms, (result->'timings'->>'sandboxConnectMs')::int AS connect,
-                (result->'timings'->>'caseExecMs')::int AS exec, (result->'timings'->>'totalMs')::int AS total
-           FROM agentbench_case_results r JOIN run_cases rc ON rc.id = r.run_case_id WHERE rc.experiment_id = $1`,
-        [seeded.experimentId],
-      );
-      const pipe = phases.map((p) => p.ms);
-      const p50 = (k: 'connect' | 'exec' | 'total') => percentile(phases.map((p) => p[k]), 50);
-      const breakdown = `create+start ${p50('connect')} ms, exec ${p50('exec')} ms, logs ${p50('total') - p50('connect') - p50('exec')} ms, rest (db, remove, telemetry drain) ${percentile(pipe, 50) - p50('total')} ms; run start-up (publish → first case) ${first.getTime() - started} ms, wind-down (last case → experiment done) ${done.getTime() - last.getTime()} ms`;
-      const floorCpuBefore = cpuByProcess();
-      const floorSelfBefore = process.cpuUsage();
-      const bare = await floor(stack.docker, c);
-      const floorSelf = process.cpuUsage(floorSelfBefore);
-      const floorCpu = ourCpu(floorCpuBefore, cpuByProcess(), (floorSelf.user + floorSelf.system) / 1e6);
-
-      const pipeRate = (CASES / pipeSeconds) * 60;
-      const bareRate = (CASES / bare.seconds) * 60;
+      const pipes: Array<Awaited<ReturnType<typeof pipelineRun>>> = [];
+      const floors: Array<Awaited<ReturnType<typeof floorRun>>> = [];
+      // Alternating order (P F, F P, P F, …): a drift of the machine hits both sides alike.
+      for (let r = 0; r < ROUNDS; r++) {
+        if (r % 2 === 0) {
+          pipes.push(await pipelineRun(c));
+          floors.push(await floorRun(c));
+        } else {
+          floors.push(await floorRun(c));
+          pipes.push(await pipelineRun(c));
+        }
+      }
+      const pipe = pipes.flatMap((p) => p.phases.map((x) => x.ms));
+      const bare = floors.flatMap((f) => f.perCase);
+      const pipeRate = median(pipes.map((p) => p.rate));
+      const bareRate = median(floors.map((f) => f.rate));
+      const part = (k: 'connect' | 'exec' | 'total') => percentile(pipes.flatMap((p) => p.phases.map((x) => x[k])), 50);
+      const breakdown = `create+start ${part('connect')} ms, exec ${part('exec')} ms, logs ${part('total') - part('connect') - part('exec')} ms, rest (db, remove, telemetry drain) ${percentile(pipe, 50) - part('total')} ms; run start-up (publish → first case) ${median(pipes.map((p) => p.startupMs))} ms`;
       rows.push(
         [
           `C=${c}`,
           `pipeline ${pipeRate.toFixed(0)} cases/min p50 ${percentile(pipe, 50)} ms p95 ${percentile(pipe, 95)} ms`,
-          `floor ${bareRate.toFixed(0)} cases/min p50 ${percentile(bare.perCase, 50)} ms p95 ${percentile(bare.perCase, 95)} ms`,
-          `ratio p50 ${(percentile(pipe, 50) / percentile(bare.perCase, 50)).toFixed(2)}x throughput ${(pipeRate / bareRate).toFixed(2)}x`,
-        ].join(' | ') + `\n      pipeline p50 parts: ${breakdown}\n      pipeline ${pipeCpu}\n      floor    ${floorCpu}`,
+          `floor ${bareRate.toFixed(0)} cases/min p50 ${percentile(bare, 50)} ms p95 ${percentile(bare, 95)} ms`,
+          `ratio p50 ${(percentile(pipe, 50) / percentile(bare, 50)).toFixed(2)}x throughput ${(pipeRate / bareRate).toFixed(2)}x`,
+        ].join(' | ') +
+          `\n      per round (pipeline/floor cases/min): ${pipes.map((p, i) => `${p.rate.toFixed(0)}/${floors[i]!.rate.toFixed(0)}`).join(', ')}` +
+          `\n      pipeline p50 parts: ${breakdown}\n      pipeline ${pipes.at(-1)!.cpu}\n      floor    ${floors.at(-1)!.cpu}`,
       );
       process.stdout.write(`${rows[rows.length - 1]}\n`);
     }
-    process.stdout.write(`\nbench/sandbox-overhead: ${CASES} cases per level (targets: p50 ratio at C=1 <= 1.15, throughput ratio at C=4 >= 0.9)\n${rows.join('\n')}\n`);
+    process.stdout.write(
+      `\nbench/sandbox-overhead: ${CASES} cases per run, ${ROUNDS} rounds per level, medians of the rounds (targets: p50 ratio at C=1 <= 1.15, throughput ratio at C=4 >= 0.9)\n${rows.join('\n')}\n`,
+    );
   } finally {
     await bridge.stop();
     redis.disconnect();

@@ -126,7 +126,7 @@ const envSchema = z.object({
   WORKER_MAX_CONCURRENT_ACTIVITIES: intVar(32, 1),
   WORKFLOW_BUNDLE_PATH: optStr(),
   DOCKER_SOCKET_PATH: strVar('/var/run/docker.sock'),
-  DOCKER_MAX_CONCURRENT_OPERATIONS: intVar(4, 1),
+  DOCKER_MAX_CONCURRENT_OPERATIONS: intVar(8, 1),
   DOCKER_MAX_LIVE_CONTAINERS: intVar(16, 1),
   SANDBOX_DEFAULT_MEMORY_MB: intVar(2048, 16),
   SANDBOX_DEFAULT_CPUS: floatVar(1.0),
@@ -155,6 +155,9 @@ const envSchema = z.object({
   METRICS_PORT: optPort(),
   METRICS_HOST: strVar('0.0.0.0'),
   TEMPORAL_METRICS_PORT: optPort(),
+  // Checked in parseTracing, whose errors never echo the value (headers carry credentials).
+  ORCHESTRATOR_OTLP_ENDPOINT: optStr(),
+  ORCHESTRATOR_OTLP_HEADERS: optStr(),
   LOG_LEVEL: z.preprocess(
     blankToUndefined,
     z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -240,6 +243,13 @@ export interface Config {
     /** The Temporal core's own Prometheus exporter (worker only); 0 = off. */
     temporalPort: number;
   };
+  /** OTel traces of the orchestrator itself (src/tracing); not the agents' OTLP collector above. */
+  tracing: {
+    /** Full OTLP/HTTP traces URL (`…/v1/traces`); undefined = tracing off. */
+    endpoint: string | undefined;
+    /** Sent with every export; credentials, so never logged. */
+    headers: Readonly<Record<string, string>>;
+  };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -250,6 +260,54 @@ function buildPostgresUrl(e: z.output<typeof envSchema>): string | undefined {
     ? `${encodeURIComponent(e.POSTGRES_USER)}:${encodeURIComponent(e.POSTGRES_PASSWORD)}`
     : encodeURIComponent(e.POSTGRES_USER);
   return `postgres://${auth}@${e.POSTGRES_SERVER}:${e.POSTGRES_PORT}/${encodeURIComponent(e.POSTGRES_DB)}`;
+}
+
+/** An HTTP header name (RFC 9110 token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * ORCHESTRATOR_OTLP_*: the same syntax as the standard OTEL_EXPORTER_OTLP_* variables, under names
+ * of our own because those standard names are what case containers get for their agents. Errors
+ * name the variable but never show the value: headers (and a URL with userinfo) carry credentials.
+ */
+function parseTracing(endpointRaw: string | undefined, headersRaw: string | undefined): Config['tracing'] {
+  if (endpointRaw === undefined) return { endpoint: undefined, headers: {} };
+  const badEndpoint = (why: string) =>
+    new ConfigError('ORCHESTRATOR_OTLP_ENDPOINT', `Invalid env var ORCHESTRATOR_OTLP_ENDPOINT: expected ${why} (value not shown)`);
+  let url: URL;
+  try {
+    url = new URL(endpointRaw.trim());
+  } catch {
+    throw badEndpoint('an http(s) URL such as http://otel-collector:4318');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badEndpoint('an http(s) URL such as http://otel-collector:4318');
+  // The exporter would silently drop userinfo; credentials belong in ORCHESTRATOR_OTLP_HEADERS.
+  if (url.username || url.password) throw badEndpoint('a URL without user:password@ (put credentials in ORCHESTRATOR_OTLP_HEADERS)');
+  // The exporter posts to the path alone: a query or fragment would be dropped without a word.
+  if (url.search || url.hash) throw badEndpoint('a URL without ?query or #fragment');
+  // OTLP/HTTP convention: a base URL gets the signal path appended, a URL that names it is kept.
+  if (!url.pathname.endsWith('/v1/traces')) url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/traces`;
+
+  const headers: Record<string, string> = {};
+  for (const pair of (headersRaw ?? '').split(',')) {
+    if (pair.trim() === '') continue;
+    const eq = pair.indexOf('=');
+    const name = (eq < 0 ? pair : pair.slice(0, eq)).trim();
+    let value: string | undefined;
+    try {
+      value = eq < 0 ? undefined : decodeURIComponent(pair.slice(eq + 1).trim());
+    } catch {
+      value = undefined;
+    }
+    if (!HEADER_NAME.test(name) || value === undefined) {
+      throw new ConfigError(
+        'ORCHESTRATOR_OTLP_HEADERS',
+        'Invalid env var ORCHESTRATOR_OTLP_HEADERS: expected comma-separated name=value pairs, values URL-encoded (value not shown)',
+      );
+    }
+    headers[name.toLowerCase()] = value;
+  }
+  return { endpoint: url.toString(), headers };
 }
 
 /** Parses and validates the environment. Throws ConfigError naming the first bad variable. */
@@ -351,6 +409,7 @@ export function loadConfig(env: Env = process.env): Config {
       pythonExecutable: e.MOCK_PYTHON_EXECUTABLE,
     },
     metrics: { port: e.METRICS_PORT, host: e.METRICS_HOST, temporalPort: e.TEMPORAL_METRICS_PORT ?? 0 },
+    tracing: parseTracing(e.ORCHESTRATOR_OTLP_ENDPOINT, e.ORCHESTRATOR_OTLP_HEADERS),
     logLevel: e.LOG_LEVEL,
   };
 }
