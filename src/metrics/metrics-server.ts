@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../logger';
+import { closeHttpServer } from '../http-server-shutdown';
 
 /** The port cannot be bound: one line naming the variable, so the operator knows what to change. */
 export class MetricsPortInUseError extends Error {
@@ -77,12 +78,7 @@ export class MetricsServer {
     const server = this.server;
     if (!server) return;
     this.server = null;
-    const force = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS);
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    });
-    clearTimeout(force);
+    await closeHttpServer(server, STOP_GRACE_MS);
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

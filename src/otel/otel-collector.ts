@@ -24,6 +24,7 @@ import {
 import type { Logger } from '../logger';
 import { insertLogs, insertSpans } from './otel-repository';
 import { decodeOtlpProtobuf } from './otlp-protobuf';
+import { closeHttpServer } from '../http-server-shutdown';
 
 /**
  * The OTLP/HTTP collector agents export to (CONTRACT §4.1, ARCHITECTURE §5.6): POST
@@ -188,12 +189,7 @@ export class OtelCollector {
     const server = this.server;
     if (!server) return;
     this.server = null;
-    const force = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS);
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    });
-    clearTimeout(force);
+    await closeHttpServer(server, STOP_GRACE_MS);
   }
 
   /** A new token for a case; its telemetry is stored under that case whatever it claims. */
