@@ -5,6 +5,8 @@ import type { Redis } from 'ioredis';
 import { parseExperimentMessage, type ExperimentRunRequested } from '../src/domain/message';
 import type { Logger } from '../src/logger';
 import type { BridgeMetrics } from '../src/metrics/orchestrator-metrics';
+import type { Tracer } from '@opentelemetry/api';
+import { noteDeliveryIds, noteDeliveryOutcome, traceDelivery } from './delivery-tracing';
 import { dedupSuffix } from './dedup-key';
 import { workflowIdForRun } from '../src/domain/experiment-run';
 import {
@@ -47,6 +49,8 @@ export interface BridgeDeps {
   startRetry?: { attempts: number; initialDelayMs: number };
   /** Prometheus metrics; opt-in, so tests that do not look at them open no port. */
   metrics?: BridgeMetrics;
+  /** Orchestrator traces: one span per delivery (delivery-tracing.ts); opt-in like metrics. */
+  tracer?: Tracer;
 }
 
 export interface BridgeStats {
@@ -325,7 +329,7 @@ class ExperimentBridge implements BridgeHandle {
       this.sessionLost(session, 'consumer cancelled by broker', undefined);
       return;
     }
-    const handling = this.handleDelivery(session, msg)
+    const handling = traceDelivery(this.deps.tracer, this.deps.queue, msg, () => this.handleDelivery(session, msg))
       .catch((err: unknown) => {
         // handleDelivery settles every message itself; this only keeps a bug from crashing the process.
         this.log.error({ code: 'E_MESSAGE_PROCESS', error: errorText(err) }, 'delivery handler failed');
@@ -363,6 +367,7 @@ class ExperimentBridge implements BridgeHandle {
       experiment_id: message.experiment.id,
       workflow_id: workflowId,
     };
+    noteDeliveryIds({ messageId: message.message_id, experimentId: message.experiment.id, workflowId });
     this.log.info(
       {
         code: 'MESSAGE_RECEIVED',
@@ -377,6 +382,7 @@ class ExperimentBridge implements BridgeHandle {
     if (lock === 'processed') {
       this.counters.duplicates += 1;
       this.metrics?.duplicate('processed');
+      noteDeliveryOutcome('duplicate_processed');
       this.log.info(
         { code: 'E_DUPLICATE_MESSAGE_PROCESSED', key: processedKey(suffix), ...ctx },
         'already processed; acked',
@@ -387,6 +393,7 @@ class ExperimentBridge implements BridgeHandle {
     if (lock === 'held-by-other') {
       this.counters.duplicates += 1;
       this.metrics?.duplicate('processing');
+      noteDeliveryOutcome('duplicate_processing');
       this.log.info(
         { code: 'E_DUPLICATE_MESSAGE_PROCESSING', key: processingKey(suffix), ...ctx },
         'being processed by another consumer; acked',
@@ -403,6 +410,7 @@ class ExperimentBridge implements BridgeHandle {
       );
       await this.locks?.release(suffix);
       this.metrics?.startFailed();
+      noteDeliveryOutcome('start_failed_requeued', 'E_WORKFLOW_START_FAILED');
       this.settle(session, msg, 'requeue');
       return;
     }
@@ -410,6 +418,7 @@ class ExperimentBridge implements BridgeHandle {
     if (outcome.started) {
       this.counters.started += 1;
       this.metrics?.runStarted();
+      noteDeliveryOutcome('started');
       this.log.info(
         { code: 'WORKFLOW_STARTED', ...ctx, workflow_id: outcome.workflowId },
         'workflow started',
@@ -417,6 +426,7 @@ class ExperimentBridge implements BridgeHandle {
     } else {
       this.counters.duplicates += 1;
       this.metrics?.duplicate('workflow_exists');
+      noteDeliveryOutcome('workflow_exists');
       this.log.info(
         { code: 'E_DUPLICATE_WORKFLOW', ...ctx, workflow_id: outcome.workflowId },
         'workflow already exists for this message',
@@ -467,6 +477,7 @@ class ExperimentBridge implements BridgeHandle {
     }
     this.counters.deadLettered += 1;
     this.metrics?.deadLetter(reason.code);
+    noteDeliveryOutcome('dead_lettered', reason.code);
     this.settle(session, msg, 'ack');
   }
 

@@ -8,6 +8,7 @@ import type { ExperimentRunRequested } from '../domain/message';
 import { finishedCount, type ExperimentRunResult, type RunProgress, type RunSettings } from '../domain/experiment-run';
 import { temporalUiLink } from '../temporal/connection';
 import { createCaseWorker } from '../temporal/case-worker';
+import type { OrchestratorTracing } from '../tracing/orchestrator-tracing';
 import { startExperimentRun } from '../temporal/run-starter';
 import { printCaseTable } from './case-table';
 import { writeExperimentReport } from './report-writer';
@@ -18,6 +19,8 @@ export interface SuperviseDeps {
   pool: pg.Pool;
   client: Client;
   docker: Dockerode;
+  /** Orchestrator traces of this process (ORCHESTRATOR_OTLP_ENDPOINT), for the in-process worker. */
+  tracing?: OrchestratorTracing | null;
 }
 
 /**
@@ -39,7 +42,7 @@ export async function superviseRun(
   const watch = watchProgress(() => handle.query<RunProgress>('progress'), message.run_cases.length);
   let result: ExperimentRunResult;
   if (opts.worker) {
-    const worker = await createCaseWorker({ config, log, pool, docker, client });
+    const worker = await createCaseWorker({ config, log, pool, docker, client, tracing: deps.tracing });
     result = await worker.runUntil(handle.result() as Promise<ExperimentRunResult>);
   } else {
     result = (await handle.result()) as ExperimentRunResult;

@@ -23,6 +23,8 @@ import { CertificateAuthority } from '../mock-gateway/certificate-authority';
 import { MockGatewayManager } from '../mock-gateway/case-gateway';
 import { dockerHostAddress } from '../mock-gateway/host-address';
 import { reapSealedNetworks } from '../mock-gateway/sealed-network';
+import type { OrchestratorTracing } from '../tracing/orchestrator-tracing';
+import { workerTracingOptions } from '../tracing/temporal-tracing';
 
 export { WORKFLOWS_PATH } from './workflows-path';
 
@@ -37,6 +39,8 @@ export interface CaseWorkerDeps {
   taskQueue?: string;
   /** Prometheus metrics of this worker; opt-in, so tests and `benchctl run` open no extra port. */
   metrics?: WorkerMetrics;
+  /** Orchestrator traces (src/tracing); opt-in like metrics, null/absent = no tracing interceptors. */
+  tracing?: OrchestratorTracing | null;
 }
 
 export interface CaseWorker {
@@ -139,6 +143,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
   };
   const reaper = metrics ? new MeteredOrphanReaper(reaperParams, metrics) : new OrphanReaper(reaperParams);
 
+  const tracing = await workerTracingOptions(deps.tracing ?? null, { workflowBundlePath: config.worker.workflowBundlePath, log });
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await Worker.create({
     connection,
@@ -154,7 +159,12 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     // heartbeat per 0.8 × heartbeatTimeout (24 s): a canceled case could keep its container that long.
     // With this cap every container-phase heartbeat (HEARTBEAT_INTERVAL_MS) goes out.
     maxHeartbeatThrottleInterval: '1s',
-    ...(metrics ? { interceptors: { activity: [activityMetricsInterceptor(metrics, Object.keys(activities))] } } : {}),
+    // Tracing first: its RunActivity span then also covers the metrics interceptor's time.
+    interceptors: {
+      activity: [...tracing.activity, ...(metrics ? [activityMetricsInterceptor(metrics, Object.keys(activities))] : [])],
+      workflowModules: tracing.workflowModules,
+    },
+    ...(tracing.sinks ? { sinks: tracing.sinks } : {}),
   });
 
   const startReaper = async () => {

@@ -3,6 +3,7 @@ import type { Client } from '@temporalio/client';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { Worker, type ReplayResult } from '@temporalio/worker';
 import { WORKFLOWS_PATH } from './workflows-path';
+import { replayTracingOptions } from '../tracing/temporal-tracing';
 
 export interface ReplayInput {
   workflowId: string;
@@ -31,9 +32,16 @@ export async function readHistoryFile(file: string): Promise<ReplayInput> {
 /**
  * Replays histories through the current workflow code. Resolves with one result per history; a
  * result with `error` set means the code is not compatible with that history (non-determinism).
+ * `tracing`: with the orchestrator-tracing workflow interceptors, as a tracing worker runs it.
  */
-export async function replayHistories(inputs: ReplayInput[], workflowsPath = WORKFLOWS_PATH): Promise<ReplayResult[]> {
+export async function replayHistories(
+  inputs: ReplayInput[],
+  workflowsPath = WORKFLOWS_PATH,
+  opts: { tracing?: boolean } = {},
+): Promise<ReplayResult[]> {
+  const tracing = opts.tracing ? replayTracingOptions() : null;
+  const options = tracing ? { workflowsPath, interceptors: { workflowModules: tracing.workflowModules }, sinks: tracing.sinks } : { workflowsPath };
   const results: ReplayResult[] = [];
-  for await (const r of Worker.runReplayHistories({ workflowsPath }, inputs)) results.push(r);
+  for await (const r of Worker.runReplayHistories(options, inputs)) results.push(r);
   return results;
 }

@@ -5,6 +5,7 @@ import { startBridge } from '../../../bridge/experiment-bridge';
 import { createRedis, MessageLocks } from '../../../bridge/redis-lock';
 import { connectTemporalClient } from '../../temporal/connection';
 import { startExperimentRun } from '../../temporal/run-starter';
+import { startOrchestratorTracing } from '../../tracing/orchestrator-tracing';
 import { CliError, loadConfigOrExit, openDatabase, processLogger, stopSignal } from '../process-context';
 import { hostname } from 'node:os';
 
@@ -22,9 +23,11 @@ export async function bridgeCommand(): Promise<void> {
   const metricsPort = metricsPortFor(config, 'bridge');
   const metrics = metricsPort > 0 ? new BridgeMetrics() : undefined;
   const metricsServer = metrics ? await serveMetrics(metrics.registry, config, log, metricsPort) : null;
+  // Null unless ORCHESTRATOR_OTLP_ENDPOINT is set.
+  const tracing = startOrchestratorTracing(config, { service: 'agentbench-bridge', log });
   try {
     const pool = await openDatabase(config, log);
-    const client = await connectTemporalClient(config);
+    const client = await connectTemporalClient(config, { tracing });
     const redis = createRedis(settings.redis);
     const locks = new MessageLocks(
       redis,
@@ -40,6 +43,7 @@ export async function bridgeCommand(): Promise<void> {
       locks,
       log,
       metrics,
+      tracer: tracing?.tracer,
       startRun: (message, meta) => startExperimentRun({ client, pool, config, log }, message, meta.dedupSuffix),
     });
     log.info({ code: 'BRIDGE_STARTED', queue: config.rabbitmq.queue, prefetch: config.rabbitmq.prefetch }, 'bridge started');
@@ -50,6 +54,7 @@ export async function bridgeCommand(): Promise<void> {
     await client.connection.close();
     await pool.end();
   } finally {
+    await tracing?.shutdown();
     await metricsServer?.stop();
   }
 }

@@ -22,7 +22,8 @@ export async function replayCommand(target: string): Promise<void> {
       await client.connection.close();
     }
   }
-  const results = await replayHistories(inputs);
+  // A worker with ORCHESTRATOR_OTLP_ENDPOINT runs the workflow code with the tracing interceptors.
+  const results = await replayHistories(inputs, undefined, { tracing: config.tracing.endpoint !== undefined });
   let failed = 0;
   results.forEach((r, i) => {
     if (r.error) {

@@ -1,5 +1,6 @@
 import { createDockerClient, pingDocker } from '../../docker/docker-client';
 import { connectTemporalClient } from '../../temporal/connection';
+import { startOrchestratorTracing } from '../../tracing/orchestrator-tracing';
 import { dispatchExperimentFile } from '../../local-run/platform-dispatch';
 import { ExperimentFileError, readExperimentFile } from '../../local-run/experiment-file';
 import { CliError, loadConfigOrExit, openDatabase, processLogger } from '../process-context';
@@ -22,8 +23,11 @@ export async function openRunDeps(opts: { worker: boolean }): Promise<SuperviseD
     throw new CliError(`Docker does not answer at ${config.docker.socketPath} (run: npm run setup)`);
   }
   const pool = await openDatabase(config, log, { localDefault: true });
-  const client = await connectTemporalClient(config).catch(async (err: unknown) => {
+  // Null unless ORCHESTRATOR_OTLP_ENDPOINT is set; the client and the in-process worker share it.
+  const tracing = startOrchestratorTracing(config, { service: 'agentbench-run', log });
+  const client = await connectTemporalClient(config, { tracing }).catch(async (err: unknown) => {
     await pool.end();
+    await tracing?.shutdown();
     throw new CliError(`Temporal does not answer at ${config.temporal.address}: ${String(err)} (run: npm run setup)`);
   });
   return {
@@ -32,9 +36,11 @@ export async function openRunDeps(opts: { worker: boolean }): Promise<SuperviseD
     pool,
     client,
     docker,
+    tracing,
     async close() {
       await client.connection.close();
       await pool.end();
+      await tracing?.shutdown();
     },
   };
 }

@@ -3,6 +3,7 @@ import { createDockerClient, pingDocker } from '../../docker/docker-client';
 import { WorkerMetrics } from '../../metrics/orchestrator-metrics';
 import { connectTemporalClient } from '../../temporal/connection';
 import { createCaseWorker } from '../../temporal/case-worker';
+import { startOrchestratorTracing } from '../../tracing/orchestrator-tracing';
 import { installTemporalRuntime, serveMetrics } from '../metrics-endpoint';
 import { CliError, loadConfigOrExit, openDatabase, processLogger, stopSignal } from '../process-context';
 
@@ -14,6 +15,8 @@ export async function workerCommand(): Promise<void> {
   const metricsPort = metricsPortFor(config, 'worker');
   const metrics = metricsPort > 0 ? new WorkerMetrics() : undefined;
   const metricsServer = metrics ? await serveMetrics(metrics.registry, config, log, metricsPort) : null;
+  // Null unless ORCHESTRATOR_OTLP_ENDPOINT is set.
+  const tracing = startOrchestratorTracing(config, { service: 'agentbench-worker', log });
   try {
     installTemporalRuntime(config, log);
     const docker = createDockerClient(config.docker.socketPath);
@@ -22,7 +25,8 @@ export async function workerCommand(): Promise<void> {
     }
     const pool = await openDatabase(config, log);
     const client = await connectTemporalClient(config);
-    const worker = await createCaseWorker({ config, log, pool, docker, client, metrics });
+    // The worker's own client only describes runs (orphan reaper): untraced, like the reaper itself.
+    const worker = await createCaseWorker({ config, log, pool, docker, client, metrics, tracing });
     log.info({ code: 'WORKER_STARTED', task_queue: config.temporal.taskQueue, temporal: config.temporal.address }, 'worker started');
     void stopSignal().then(async (signal) => {
       log.info({ code: 'WORKER_STOPPING', signal }, 'draining in-flight activities');
@@ -35,6 +39,8 @@ export async function workerCommand(): Promise<void> {
       await pool.end();
     }
   } finally {
+    // After the drain, so the spans of the last activities still leave (bounded, see SHUTDOWN_BUDGET_MS).
+    await tracing?.shutdown();
     // Last, so the drain after SIGTERM can still be watched.
     await metricsServer?.stop();
   }
