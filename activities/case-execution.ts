@@ -13,8 +13,7 @@ import { getCaseStatuses, transitionCaseStatus } from '../src/db/run-case-reposi
 import { caseContainerName, LABELS } from '../src/docker/labels';
 import type { ActivityDeps } from './activity-deps';
 import { openCaseNetwork } from './case-network';
-import { createCaseFinalization } from './case-finalization';
-import { createCaseTrajectory } from './case-trajectory';
+import { createCaseFinalizer } from './case-finalization';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
 export const CASE_FILE_PATH = '/benchmark/case.json';
@@ -34,8 +33,7 @@ interface HeartbeatDetails {
  */
 export function createCaseExecution(deps: ActivityDeps) {
   const { pool, sandbox, config } = deps;
-  const { collectTrajectory } = createCaseTrajectory(deps);
-  const { finalizeCase } = createCaseFinalization(deps);
+  const finalizeFromPhases = createCaseFinalizer(deps);
 
   /**
    * The fast path for a case with nothing left to wait for (no judge to call, telemetry complete):
@@ -47,8 +45,8 @@ export function createCaseExecution(deps: ActivityDeps) {
   async function finishInline(ref: CaseRef & { finishInline?: boolean }, raw: CaseRawResult, summary: CaseExecutionSummary, log: typeof deps.log): Promise<CaseExecutionSummary> {
     if (!ref.finishInline || summary.needsJudge || !raw.telemetryComplete) return summary;
     try {
-      await collectTrajectory(ref);
-      return { ...summary, finalized: await finalizeCase({ ...ref, notExecutedError: null }) };
+      const finalized = await finalizeFromPhases({ ...ref, notExecutedError: null }, { result: raw, trajectory: null, scores: null });
+      return { ...summary, finalized };
     } catch (err) {
       log.warn({ code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) }, 'finishing the case in the container phase failed; the workflow runs trajectory and finalize as activities');
       return summary;

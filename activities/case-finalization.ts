@@ -4,7 +4,7 @@ import type { CaseFinalSummary, CaseRef } from '../src/domain/experiment-run';
 import { decideScoring } from '../src/domain/judge-score';
 import { buildRuntimeSnapshot } from '../src/domain/runtime-snapshot';
 import { extractUsage } from '../src/domain/usage';
-import { loadCasePhases, type CaseRawResult } from '../src/db/case-result-repository';
+import { loadCasePhases, saveCaseTrajectory, type CasePhases, type CaseRawResult } from '../src/db/case-result-repository';
 import { getCaseStatuses, persistCaseResult, transitionCaseStatus, type CaseScore } from '../src/db/run-case-repository';
 import type { ActivityDeps } from './activity-deps';
 import { computeTrajectory } from './case-trajectory';
@@ -17,18 +17,34 @@ const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
  * so a case canceled meanwhile stays canceled.
  */
 export function createCaseFinalization(deps: ActivityDeps) {
+  const finalizeFromPhases = createCaseFinalizer(deps);
+  async function finalizeCase(ref: CaseRef & { notExecutedError: string | null }): Promise<CaseFinalSummary> {
+    return finalizeFromPhases(ref, await loadCasePhases(deps.pool, ref.workflowId, ref.runCaseId));
+  }
+  return { finalizeCase };
+}
+
+/**
+ * The final persist from the phases already in hand (the finalize activity loads them; the container
+ * phase's fast path has them). A missing trajectory is collected here and stored.
+ */
+export function createCaseFinalizer(deps: ActivityDeps) {
   const { pool } = deps;
 
-  async function finalizeCase(ref: CaseRef & { notExecutedError: string | null }): Promise<CaseFinalSummary> {
+  return async function finalizeFromPhases(ref: CaseRef & { notExecutedError: string | null }, phases: CasePhases | null): Promise<CaseFinalSummary> {
     const { workflowId, experimentId, runCaseId } = ref;
     const log = deps.log.child({ workflow_id: workflowId, experiment_id: experimentId, run_case_id: runCaseId });
-    const phases = await loadCasePhases(pool, workflowId, runCaseId);
     const raw = phases?.result ?? notExecuted(ref.notExecutedError);
     const run = await deps.runRequests.get(workflowId);
 
     await transitionCaseStatus(pool, { experimentId, runCaseId, to: 'trajectory' });
-    // Runs started before the trajectory and scoring phases existed come here without them.
-    const trajectory = phases?.trajectory ?? (phases ? await computeTrajectory(deps, runCaseId, raw) : null);
+    // The fast path and runs started before the trajectory phase existed come here without one.
+    let trajectory = phases?.trajectory ?? null;
+    if (phases && !trajectory) {
+      if (!raw.telemetryComplete) await deps.telemetry.flushGrace(new Date(raw.finishedAt));
+      trajectory = await computeTrajectory(deps, runCaseId, raw);
+      await saveCaseTrajectory(pool, workflowId, runCaseId, trajectory);
+    }
     const scores: CaseScore[] = phases?.scores?.scores ?? defaultScores(run.request.scorers, raw.status);
     const scorerBreakdown = phases?.scores?.durationsMs ?? {};
     const scorerTotal = Object.values(scorerBreakdown).reduce((a, b) => a + b, 0);
@@ -90,9 +106,7 @@ export function createCaseFinalization(deps: ActivityDeps) {
       log.error({ code: 'E_CASE_FAILED', status: raw.status, error: raw.errorMessage, logs: raw.logs.slice(0, 512) }, 'case failed');
     }
     return { status: raw.status, errorMessage: raw.errorMessage, persisted: true };
-  }
-
-  return { finalizeCase };
+  };
 }
 
 /**

@@ -110,19 +110,17 @@ export async function refreshExperiment(client: pg.PoolClient, experimentId: num
 }
 
 /**
- * §3.4 after a case moved INTO an active status: the aggregate is then 'consuming' by definition,
+ * The §3.4 refresh after a case moved INTO an active status, as an UPDATE statement for the caller
+ * to embed (the caller appends its own conditions): the aggregate is then 'consuming' by definition,
  * so nothing needs counting or locking — the experiment row is written only when that changes
  * something (first case of a run, or started_at still empty). Per-case progress transitions of a
  * large run therefore never queue behind each other on the experiment row.
  */
-export async function refreshAfterActivation(client: pg.PoolClient, experimentId: number): Promise<void> {
-  await client.query(
-    `UPDATE experiments
+export function activationRefreshSql(experimentIdParam: string): string {
+  return `UPDATE experiments
         SET queue_status = CASE WHEN queue_status = 'test_case' THEN queue_status ELSE 'consuming' END,
             started_at = COALESCE(started_at, now()),
             updated_at = now()
-      WHERE id = $1 AND queue_status <> 'manual_terminated'
-        AND (queue_status NOT IN ('consuming', 'test_case') OR started_at IS NULL)`,
-    [experimentId],
-  );
+      WHERE id = ${experimentIdParam} AND queue_status <> 'manual_terminated'
+        AND (queue_status NOT IN ('consuming', 'test_case') OR started_at IS NULL)`;
 }

@@ -6,7 +6,7 @@ import {
   PROGRESS_GUARDS,
   type ProgressStatus,
 } from '../domain/case-status';
-import { lockExperiment, refreshAfterActivation, refreshExperiment, withTransaction } from './experiment-repository';
+import { activationRefreshSql, lockExperiment, refreshExperiment, withTransaction } from './experiment-repository';
 import { toJsonbParam, toPostgresText } from './postgres-text';
 
 /**
@@ -123,17 +123,22 @@ export async function transitionCaseStatus(
 ): Promise<boolean> {
   const { experimentId, runCaseId, to } = transitionInput.parse(input);
   const startedAt = to === 'running' ? ', started_at = COALESCE(started_at, now())' : '';
-  return withTransaction(pool, async (client) => {
-    const res = await client.query(
-      `UPDATE run_cases SET status = $3, updated_at = now()${startedAt}
-        WHERE id = $1 AND experiment_id = $2 AND status = ANY($4::text[])`,
-      [runCaseId, experimentId, to, PROGRESS_GUARDS[to]],
-    );
-    const moved = (res.rowCount ?? 0) > 0;
-    // Every progress status is active, so the refresh can only mean 'consuming'.
-    if (moved) await refreshAfterActivation(client, experimentId);
-    return moved;
-  });
+  // One statement (atomic on its own): a case moves twice per run, and a transaction around two
+  // statements cost four round trips. Every progress status is active, so the experiment's refresh
+  // can only mean 'consuming', and only when the case actually moved.
+  const { rows } = await pool.query<{ moved: boolean }>(
+    `WITH moved AS (
+       UPDATE run_cases SET status = $3, updated_at = now()${startedAt}
+        WHERE id = $1 AND experiment_id = $2 AND status = ANY($4::text[])
+       RETURNING 1
+     ), refreshed AS (
+       ${activationRefreshSql('$2')} AND EXISTS (SELECT 1 FROM moved)
+       RETURNING 1
+     )
+     SELECT EXISTS (SELECT 1 FROM moved) AS moved`,
+    [runCaseId, experimentId, to, PROGRESS_GUARDS[to]],
+  );
+  return rows[0]?.moved ?? false;
 }
 
 /**
