@@ -31,18 +31,21 @@ interface HeartbeatDetails {
  * phase ever runs the agent a second time. Agent failures and timeouts are results, not errors;
  * only infrastructure errors are thrown (and retried by Temporal).
  */
-export function createCaseExecution(deps: ActivityDeps) {
-  const { pool, sandbox, config } = deps;
+/**
+ * The fast path for a case with nothing left to wait for (no judge to call, telemetry complete):
+ * trajectory and final persist run in the container phase, the same idempotent code as their own
+ * activities, which saves the workflow two activities and their workflow tasks per case — most of
+ * what a trivial case costs Temporal (bench/sandbox-overhead). Best effort: if it fails, the workflow
+ * runs the phases as activities, with their own retries; the agent never runs again either way.
+ */
+export function createInlineFinisher(deps: ActivityDeps) {
   const finalizeFromPhases = createCaseFinalizer(deps);
-
-  /**
-   * The fast path for a case with nothing left to wait for (no judge to call, telemetry complete):
-   * trajectory and final persist run here, the same idempotent code as their own activities, which
-   * saves the workflow two activities and their workflow tasks per case — most of what a trivial
-   * case costs Temporal (bench/sandbox-overhead). Best effort: if it fails, the workflow runs the
-   * phases as activities, with their own retries; the agent never runs again either way.
-   */
-  async function finishInline(ref: CaseRef & { finishInline?: boolean }, raw: CaseRawResult, summary: CaseExecutionSummary, log: typeof deps.log): Promise<CaseExecutionSummary> {
+  return async function finishInline(
+    ref: CaseRef & { finishInline?: boolean },
+    raw: CaseRawResult,
+    summary: CaseExecutionSummary,
+    log: ActivityDeps['log'],
+  ): Promise<CaseExecutionSummary> {
     if (!ref.finishInline || summary.needsJudge || !raw.telemetryComplete) return summary;
     try {
       const finalized = await finalizeFromPhases({ ...ref, notExecutedError: null }, { result: raw, trajectory: null, scores: null });
@@ -51,7 +54,12 @@ export function createCaseExecution(deps: ActivityDeps) {
       log.warn({ code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) }, 'finishing the case in the container phase failed; the workflow runs trajectory and finalize as activities');
       return summary;
     }
-  }
+  };
+}
+
+export function createCaseExecution(deps: ActivityDeps) {
+  const { pool, sandbox, config } = deps;
+  const finishInline = createInlineFinisher(deps);
 
   /** `finishInline`: the workflow accepts a case finished here (runs that recorded the fast-path marker). */
   async function executeCase(ref: CaseRef & { finishInline?: boolean }): Promise<CaseExecutionSummary> {
