@@ -64,8 +64,13 @@ export async function lockExperiment(client: pg.PoolClient, experimentId: number
  * experiment (§13.18), so it drifted with each late write. Here finished_at is set only when it is
  * still NULL or the queue_status actually changes, so it records when the run finished.
  */
-export async function refreshExperiment(client: pg.PoolClient, experimentId: number): Promise<string | null> {
-  const previous = await lockExperiment(client, experimentId);
+export async function refreshExperiment(
+  client: pg.PoolClient,
+  experimentId: number,
+  /** What `lockExperiment` returned when the caller already took the lock in this transaction. */
+  locked?: { status: string | null },
+): Promise<string | null> {
+  const previous = locked ? locked.status : await lockExperiment(client, experimentId);
   if (previous === null) return null;
   if (previous === 'manual_terminated') return previous;
 

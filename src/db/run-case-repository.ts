@@ -99,13 +99,13 @@ export async function markCasesQueued(
   const exp = id.parse(experimentId);
   const ids = idList.parse(runCaseIds);
   return withTransaction(pool, async (client) => {
-    await lockExperiment(client, exp);
+    const status = await lockExperiment(client, exp);
     const res = await client.query(
       `UPDATE run_cases SET status = 'queued', updated_at = now()
         WHERE experiment_id = $1 AND id = ANY($2::bigint[]) AND status = ANY($3::text[])`,
       [exp, ids, PROGRESS_GUARDS.queued],
     );
-    await refreshExperiment(client, exp);
+    await refreshExperiment(client, exp, { status });
     return res.rowCount ?? 0;
   });
 }
@@ -177,7 +177,7 @@ export async function persistCaseResult(pool: pg.Pool, row: CaseResultRow): Prom
   }
 
   return withTransaction(pool, async (client) => {
-    await lockExperiment(client, r.experimentId);
+    const status = await lockExperiment(client, r.experimentId);
     const res = await client.query(
       `UPDATE run_cases SET ${assignments.join(', ')}
         WHERE id = $1 AND experiment_id = $2 AND status = ANY($3::text[])`,
@@ -185,7 +185,7 @@ export async function persistCaseResult(pool: pg.Pool, row: CaseResultRow): Prom
     );
     if ((res.rowCount ?? 0) === 0) return false;
     if (r.scores !== null) await replaceScores(client, r.runCaseId, r.scores);
-    await refreshExperiment(client, r.experimentId);
+    await refreshExperiment(client, r.experimentId, { status });
     return true;
   });
 }
@@ -204,7 +204,7 @@ export async function persistCaseScores(
   const { runCaseId, experimentId, scores } = scoresInput.parse(input);
   const only = input.onlyTheseScorers === true;
   await withTransaction(pool, async (client) => {
-    await lockExperiment(client, experimentId);
+    const status = await lockExperiment(client, experimentId);
     const found = await client.query(
       'SELECT 1 FROM run_cases WHERE id = $1 AND experiment_id = $2 FOR UPDATE',
       [runCaseId, experimentId],
@@ -212,7 +212,7 @@ export async function persistCaseScores(
     if (found.rowCount === 0)
       throw new Error(`run case ${runCaseId} not found in experiment ${experimentId}`);
     await replaceScores(client, runCaseId, scores, only);
-    await refreshExperiment(client, experimentId);
+    await refreshExperiment(client, experimentId, { status });
   });
 }
 
@@ -227,34 +227,29 @@ async function replaceScores(
   scores: ParsedScore[],
   onlyTheseScorers = false,
 ): Promise<void> {
+  // The two tables in one statement each for the delete and the insert (data-modifying CTEs on
+  // different tables): a case's final persist is on the critical path of its container slot.
   if (onlyTheseScorers) {
-    await client.query('DELETE FROM run_case_scores WHERE run_case_id = $1 AND scorer_key = ANY($2::text[])', [
-      runCaseId,
-      scores.map((s) => toPostgresText(s.scorerKey)),
-    ]);
-    await client.query('DELETE FROM evaluate_results WHERE run_case_id = $1 AND evaluator_id = ANY($2::bigint[])', [
-      runCaseId,
-      scores.filter((s) => s.evaluatorId > 0).map((s) => s.evaluatorId),
-    ]);
+    await client.query(
+      `WITH scores AS (DELETE FROM run_case_scores WHERE run_case_id = $1 AND scorer_key = ANY($2::text[]))
+       DELETE FROM evaluate_results WHERE run_case_id = $1 AND evaluator_id = ANY($3::bigint[])`,
+      [
+        runCaseId,
+        scores.map((s) => toPostgresText(s.scorerKey)),
+        scores.filter((s) => s.evaluatorId > 0).map((s) => s.evaluatorId),
+      ],
+    );
   } else {
-    await client.query('DELETE FROM run_case_scores WHERE run_case_id = $1', [runCaseId]);
-    await client.query('DELETE FROM evaluate_results WHERE run_case_id = $1', [runCaseId]);
+    await client.query(
+      `WITH scores AS (DELETE FROM run_case_scores WHERE run_case_id = $1)
+       DELETE FROM evaluate_results WHERE run_case_id = $1`,
+      [runCaseId],
+    );
   }
   await insertScoreRows(
     client,
-    'run_case_scores (run_case_id, scorer_key, score, reason, raw_result_json)',
     runCaseId,
-    scores.map((s) => [
-      toPostgresText(s.scorerKey),
-      s.score,
-      toPostgresText(s.reason),
-      toJsonbParam(s.rawResult),
-    ]),
-  );
-  await insertScoreRows(
-    client,
-    'evaluate_results (run_case_id, evaluator_id, score, reason, raw_result)',
-    runCaseId,
+    scores.map((s) => [toPostgresText(s.scorerKey), s.score, toPostgresText(s.reason), toJsonbParam(s.rawResult)]),
     scores
       .filter((s) => s.evaluatorId > 0)
       .map((s) => [s.evaluatorId, s.score, toPostgresText(s.reason), toJsonbParam(s.rawResult)]),
@@ -269,21 +264,26 @@ async function replaceScores(
   );
 }
 
-/** Rows are [text-or-id, score, reason, raw JSON]; the last column is cast to jsonb. */
-async function insertScoreRows(
-  client: pg.PoolClient,
-  target: string,
-  runCaseId: number,
-  rows: Array<[unknown, number, string, string | null]>,
-): Promise<void> {
-  if (rows.length === 0) return;
+type ScoreRow = [unknown, number, string, string | null];
+
+/**
+ * run_case_scores rows are [scorer_key, score, reason, raw JSON], evaluate_results rows
+ * [evaluator_id, score, reason, raw JSON]; both inserted by one statement.
+ */
+async function insertScoreRows(client: pg.PoolClient, runCaseId: number, scoreRows: ScoreRow[], evaluatorRows: ScoreRow[]): Promise<void> {
   const params: unknown[] = [runCaseId];
-  const values = rows.map((row) => {
-    params.push(...row);
-    const p = params.length;
-    return `($1, $${p - 3}, $${p - 2}, $${p - 1}, $${p}::jsonb)`;
-  });
-  await client.query(`INSERT INTO ${target} VALUES ${values.join(', ')}`, params);
+  const values = (rows: ScoreRow[]) =>
+    rows
+      .map((row) => {
+        params.push(...row);
+        const p = params.length;
+        return `($1, $${p - 3}, $${p - 2}, $${p - 1}, $${p}::jsonb)`;
+      })
+      .join(', ');
+  const insertScores = scoreRows.length > 0 ? `INSERT INTO run_case_scores (run_case_id, scorer_key, score, reason, raw_result_json) VALUES ${values(scoreRows)}` : null;
+  const insertResults = evaluatorRows.length > 0 ? `INSERT INTO evaluate_results (run_case_id, evaluator_id, score, reason, raw_result) VALUES ${values(evaluatorRows)}` : null;
+  const statement = insertScores && insertResults ? `WITH scores AS (${insertScores}) ${insertResults}` : (insertScores ?? insertResults);
+  if (statement) await client.query(statement, params);
 }
 
 const cancelInput = z.object({
