@@ -80,16 +80,20 @@ export function createCaseExecution(deps: ActivityDeps) {
       for (const c of await sandbox.listManagedContainers({ workflowId, runCaseId })) await sandbox.remove(c.id);
     }
 
-    const status = (await getCaseStatuses(pool, experimentId, [runCaseId])).get(runCaseId);
+    // Independent reads, together: they are on the critical path of every case.
+    const [statuses, run, caseInput] = await Promise.all([
+      getCaseStatuses(pool, experimentId, [runCaseId]),
+      deps.runRequests.get(workflowId),
+      deps.runRequests.caseInput(workflowId, runCaseId),
+    ]);
+    const status = statuses.get(runCaseId);
     if (status === undefined || isTerminalStatus(status)) {
       log.info({ code: 'CASE_NOT_ACTIVE', status }, 'case is no longer active; not executing');
       return { status: 'not_active', errorMessage: null, exitCode: null };
     }
 
-    const run = await deps.runRequests.get(workflowId);
     if (!run.spec) throw new Error(run.specError ?? 'runtime spec invalid');
     const spec = run.spec;
-    const caseInput = await deps.runRequests.caseInput(workflowId, runCaseId);
 
     await transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' });
     log.info({ code: 'CASE_EXEC_START' }, 'case starts');
