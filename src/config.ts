@@ -1,3 +1,5 @@
+import { homedir } from 'node:os';
+import path from 'node:path';
 import { z } from 'zod';
 
 /**
@@ -122,6 +124,7 @@ const envSchema = z.object({
   TEMPORAL_NAMESPACE: strVar('default'),
   TEMPORAL_TASK_QUEUE: strVar('agentbench-cases'),
   TEMPORAL_UI_URL: strVar('http://127.0.0.1:8233'),
+  AGENTBENCH_STATE_DIR: optStr(),
   BRIDGE_PREFETCH: intVar(16, 1),
   WORKER_MAX_CONCURRENT_ACTIVITIES: intVar(32, 1),
   WORKFLOW_BUNDLE_PATH: optStr(),
@@ -212,6 +215,8 @@ export interface Config {
     scorerHardTimeoutSeconds: number;
   };
   temporal: { address: string; namespace: string; taskQueue: string; uiUrl: string };
+  /** State and logs of the local services (scripts/setup, and the Temporal dev server `benchctl run` starts). */
+  stateDir: string;
   worker: { maxConcurrentActivities: number; workflowBundlePath: string | undefined };
   docker: { socketPath: string; maxConcurrentOperations: number; maxLiveContainers: number };
   sandbox: {
@@ -376,6 +381,7 @@ export function loadConfig(env: Env = process.env): Config {
       taskQueue: e.TEMPORAL_TASK_QUEUE,
       uiUrl: e.TEMPORAL_UI_URL.replace(/\/+$/, ''),
     },
+    stateDir: e.AGENTBENCH_STATE_DIR ?? path.join(homedir(), '.local', 'state', 'agentbench'),
     worker: { maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES, workflowBundlePath: e.WORKFLOW_BUNDLE_PATH },
     docker: {
       socketPath: e.DOCKER_SOCKET_PATH,

@@ -2,8 +2,9 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
 
 /**
  * Typed search attributes of ARCHITECTURE §3, so a run can be found in the Temporal Web UI by
- * experiment id. Registered on the dev server by scripts/setup (keep the two lists in sync) and in
- * production with `temporal operator search-attribute create` (see README).
+ * experiment id. Registered on the local dev server from this list (src/temporal/dev-server.ts, used
+ * by scripts/setup and `benchctl run`) and in production with `temporal operator search-attribute
+ * create` (see README).
  */
 export const SA = {
   experimentId: defineSearchAttributeKey('ExperimentId', SearchAttributeType.KEYWORD),
