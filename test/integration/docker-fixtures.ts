@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import pino from 'pino';
 import type { Logger } from '../../src/logger';
-import type { CaseContainerSpec } from '../../src/docker/docker-sandbox';
+import { DEFAULT_CASE_FILES_DIR, type CaseContainerSpec } from '../../src/docker/docker-sandbox';
 
 export const BUSYBOX = 'bench/busybox:latest';
 export const AGENT_BASE = 'bench/agent-base:bookworm';
@@ -62,6 +63,14 @@ export async function removeTestContainers(docker: Dockerode, runId: string): Pr
         .remove({ force: true, v: true })
         .catch(() => undefined),
     ),
+  );
+  // Containers removed behind the sandbox's back leave their case file directories (the reaper's
+  // job in production): remove this run's.
+  const dirs = await readdir(DEFAULT_CASE_FILES_DIR).catch(() => [] as string[]);
+  await Promise.all(
+    dirs
+      .filter((d) => d.startsWith(`agentbench-test-${runId}-`))
+      .map((d) => rm(path.join(DEFAULT_CASE_FILES_DIR, d), { recursive: true, force: true })),
   );
 }
 
