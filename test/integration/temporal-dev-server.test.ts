@@ -83,6 +83,10 @@ describe('Temporal dev server (src/temporal/dev-server.ts)', () => {
   let address = '';
   let pid: number | undefined;
 
+  /** ensureTemporalDevServer for this file's server, collecting what it says. */
+  const ensureOurs = (lines: string[], timeoutMs = 20_000) =>
+    ensureTemporalDevServer({ address, namespace: 'default', stateDir, timeoutMs, say: (l) => lines.push(l) });
+
   before(async () => {
     port = await freePortPair();
     address = `127.0.0.1:${port}`;
@@ -106,13 +110,7 @@ describe('Temporal dev server (src/temporal/dev-server.ts)', () => {
     async () => {
       assert.notEqual(port, SHARED_PORT);
       const lines: string[] = [];
-      const outcome = await ensureTemporalDevServer({
-        address,
-        namespace: 'default',
-        stateDir,
-        timeoutMs: 60_000,
-        say: (l) => lines.push(l),
-      });
+      const outcome = await ensureOurs(lines, 60_000);
       assert.ok(outcome.started, 'it says it started one');
       pid = outcome.started.pid;
       assert.ok(alive(pid));
@@ -154,13 +152,7 @@ describe('Temporal dev server (src/temporal/dev-server.ts)', () => {
   test('a second ensure reuses the running server: no second process', { timeout: 30_000 }, async () => {
     assert.ok(pid !== undefined, 'needs the server of the previous test');
     const lines: string[] = [];
-    const outcome = await ensureTemporalDevServer({
-      address,
-      namespace: 'default',
-      stateDir,
-      timeoutMs: 20_000,
-      say: (l) => lines.push(l),
-    });
+    const outcome = await ensureOurs(lines);
     assert.equal(outcome.started, null);
     assert.deepEqual(outcome.registered, []);
     assert.deepEqual(lines, []);
@@ -179,13 +171,7 @@ describe('Temporal dev server (src/temporal/dev-server.ts)', () => {
           searchAttributes: [SA.casesFailed.name],
         });
         const lines: string[] = [];
-        const outcome = await ensureTemporalDevServer({
-          address,
-          namespace: 'default',
-          stateDir,
-          timeoutMs: 20_000,
-          say: (l) => lines.push(l),
-        });
+        const outcome = await ensureOurs(lines);
         assert.equal(outcome.started, null);
         assert.deepEqual(outcome.registered, [SA.casesFailed.name]);
         assert.match(lines.join('\n'), /registered search attributes CasesFailed/);
