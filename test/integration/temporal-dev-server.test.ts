@@ -85,7 +85,13 @@ describe('Temporal dev server (src/temporal/dev-server.ts)', () => {
 
   /** ensureTemporalDevServer for this file's server, collecting what it says. */
   const ensureOurs = (lines: string[], timeoutMs = 20_000) =>
-    ensureTemporalDevServer({ address, namespace: 'default', stateDir, timeoutMs, say: (l) => lines.push(l) });
+    ensureTemporalDevServer({
+      address,
+      namespace: 'default',
+      stateDir,
+      timeoutMs,
+      say: (l) => lines.push(l),
+    });
 
   before(async () => {
     port = await freePortPair();
