@@ -48,10 +48,16 @@ export function createInlineFinisher(deps: ActivityDeps) {
   ): Promise<CaseExecutionSummary> {
     if (!ref.finishInline || summary.needsJudge || !raw.telemetryComplete) return summary;
     try {
-      const finalized = await finalizeFromPhases({ ...ref, notExecutedError: null }, { result: raw, trajectory: null, scores: null });
+      const finalized = await finalizeFromPhases(
+        { ...ref, notExecutedError: null },
+        { result: raw, trajectory: null, scores: null },
+      );
       return { ...summary, finalized };
     } catch (err) {
-      log.warn({ code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) }, 'finishing the case in the container phase failed; the workflow runs trajectory and finalize as activities');
+      log.warn(
+        { code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) },
+        'finishing the case in the container phase failed; the workflow runs trajectory and finalize as activities',
+      );
       return summary;
     }
   };
@@ -66,18 +72,30 @@ export function createCaseExecution(deps: ActivityDeps) {
     const ctx = Context.current();
     const { workflowId, experimentId, runCaseId } = ref;
     const attempt = ctx.info.attempt;
-    const log = deps.log.child({ workflow_id: workflowId, experiment_id: experimentId, run_case_id: runCaseId, attempt });
+    const log = deps.log.child({
+      workflow_id: workflowId,
+      experiment_id: experimentId,
+      run_case_id: runCaseId,
+      attempt,
+    });
 
     const phaseStart = Date.now();
     const done = await loadCaseResult(pool, workflowId, runCaseId);
-    if (done) return finishInline(ref, done, summarize(done, (await deps.runRequests.get(workflowId)).request.scorers), log);
+    if (done)
+      return finishInline(
+        ref,
+        done,
+        summarize(done, (await deps.runRequests.get(workflowId)).request.scorers),
+        log,
+      );
 
     // A previous attempt may have died with its container alive (worker killed): remove it first.
     // (A first attempt has no predecessor; a leftover of its fixed name is replaced by createAndStart.)
     if (attempt > 1) {
       const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
       if (previous?.containerId) await sandbox.remove(previous.containerId);
-      for (const c of await sandbox.listManagedContainers({ workflowId, runCaseId })) await sandbox.remove(c.id);
+      for (const c of await sandbox.listManagedContainers({ workflowId, runCaseId }))
+        await sandbox.remove(c.id);
     }
 
     // Independent reads, together: they are on the critical path of every case.
@@ -122,7 +140,8 @@ export function createCaseExecution(deps: ActivityDeps) {
       });
       commands = {
         // §6.2: sandbox_start_command, else the legacy agent_command (not rendered), else image CMD.
-        start: renderCommandTemplate(spec.sandboxStartCommand, context) || spec.agentCommand?.trim() || undefined,
+        start:
+          renderCommandTemplate(spec.sandboxStartCommand, context) || spec.agentCommand?.trim() || undefined,
         exec: renderCommandTemplate(spec.caseExecCommand, context),
         after: renderCommandTemplate(spec.afterExecCommand, context),
       };
@@ -138,106 +157,116 @@ export function createCaseExecution(deps: ActivityDeps) {
     let telemetryComplete = false;
     const result = await deps.liveContainers
       .run(async () => {
-      const connectStart = Date.now();
-      const { containerId, name, addresses } = await sandbox.createAndStart({
-        name: caseContainerName(workflowId, runCaseId, attempt),
-        image: spec.agentImage,
-        startCommand: commands.start,
-        env: { ...caseEnv(run.request, caseInput, spec), ...network.env },
-        labels: {
-          [LABELS.managed]: 'true',
-          [LABELS.experimentId]: String(experimentId),
-          [LABELS.runCaseId]: String(runCaseId),
-          [LABELS.workflowId]: workflowId,
-          [LABELS.attempt]: String(attempt),
-          [LABELS.createdAt]: new Date().toISOString(),
-        },
-        network: network.network ?? spec.dockerNetwork,
-        files: [
-          { path: CASE_FILE_PATH, content: JSON.stringify(caseFile(run.request, caseInput), null, 2), mode: 0o644 },
-          ...network.files,
-        ],
-        limits: {
-          memoryMb: spec.memoryMb ?? config.sandbox.defaultMemoryMb,
-          cpus: spec.cpus ?? config.sandbox.defaultCpus,
-          pidsLimit: spec.pidsLimit ?? config.sandbox.defaultPidsLimit,
-        },
-        hardening: {
-          noNewPrivileges: config.sandbox.noNewPrivileges,
-          dropAllCapabilities: config.sandbox.dropAllCapabilities,
-        },
-        user: spec.user,
-        startupTimeoutSeconds: spec.startupTimeoutSeconds,
-        startupPollIntervalSeconds: spec.startupPollIntervalSeconds,
-      });
-      let phase = 'case_exec';
-      network.bindContainer(addresses);
-      // The first heartbeat goes out after HEARTBEAT_INTERVAL_MS, not at once: a heartbeat is a server
-      // write, and for short cases an immediate one cost ~10% of the container phase on 2 cores
-      // (bench/sandbox-overhead). Nothing depends on it earlier: a retry also finds the previous
-      // attempt's container by its labels, a dead worker is noticed by the heartbeat timeout counted
-      // from the activity start, and a cancel requested before it arrives with its response.
-      const beat = setInterval(() => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails), HEARTBEAT_INTERVAL_MS);
-      try {
-        const sandboxConnectMs = Date.now() - connectStart;
-        const execStart = Date.now();
-        const caseRun = await sandbox.execUntilAgentReady(containerId, {
-          command: commands.exec,
-          timeoutMs: timeoutSeconds * 1000,
-          signal: ctx.cancellationSignal,
+        const connectStart = Date.now();
+        const { containerId, name, addresses } = await sandbox.createAndStart({
+          name: caseContainerName(workflowId, runCaseId, attempt),
+          image: spec.agentImage,
+          startCommand: commands.start,
+          env: { ...caseEnv(run.request, caseInput, spec), ...network.env },
+          labels: {
+            [LABELS.managed]: 'true',
+            [LABELS.experimentId]: String(experimentId),
+            [LABELS.runCaseId]: String(runCaseId),
+            [LABELS.workflowId]: workflowId,
+            [LABELS.attempt]: String(attempt),
+            [LABELS.createdAt]: new Date().toISOString(),
+          },
+          network: network.network ?? spec.dockerNetwork,
+          files: [
+            {
+              path: CASE_FILE_PATH,
+              content: JSON.stringify(caseFile(run.request, caseInput), null, 2),
+              mode: 0o644,
+            },
+            ...network.files,
+          ],
+          limits: {
+            memoryMb: spec.memoryMb ?? config.sandbox.defaultMemoryMb,
+            cpus: spec.cpus ?? config.sandbox.defaultCpus,
+            pidsLimit: spec.pidsLimit ?? config.sandbox.defaultPidsLimit,
+          },
+          hardening: {
+            noNewPrivileges: config.sandbox.noNewPrivileges,
+            dropAllCapabilities: config.sandbox.dropAllCapabilities,
+          },
+          user: spec.user,
           startupTimeoutSeconds: spec.startupTimeoutSeconds,
           startupPollIntervalSeconds: spec.startupPollIntervalSeconds,
-          onRetry: (n, retryInMs) =>
-            log.info({ code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 }, 'agent not ready'),
         });
-        let after: Awaited<ReturnType<typeof sandbox.exec>> | null = null;
-        if (!caseRun.timedOut && commands.after) {
-          phase = 'after_exec';
-          after = await sandbox.exec(containerId, {
-            command: commands.after,
+        let phase = 'case_exec';
+        network.bindContainer(addresses);
+        // The first heartbeat goes out after HEARTBEAT_INTERVAL_MS, not at once: a heartbeat is a server
+        // write, and for short cases an immediate one cost ~10% of the container phase on 2 cores
+        // (bench/sandbox-overhead). Nothing depends on it earlier: a retry also finds the previous
+        // attempt's container by its labels, a dead worker is noticed by the heartbeat timeout counted
+        // from the activity start, and a cancel requested before it arrives with its response.
+        const beat = setInterval(
+          () => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails),
+          HEARTBEAT_INTERVAL_MS,
+        );
+        try {
+          const sandboxConnectMs = Date.now() - connectStart;
+          const execStart = Date.now();
+          const caseRun = await sandbox.execUntilAgentReady(containerId, {
+            command: commands.exec,
             timeoutMs: timeoutSeconds * 1000,
             signal: ctx.cancellationSignal,
+            startupTimeoutSeconds: spec.startupTimeoutSeconds,
+            startupPollIntervalSeconds: spec.startupPollIntervalSeconds,
+            onRetry: (n, retryInMs) =>
+              log.info(
+                { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
+                'agent not ready',
+              ),
           });
+          let after: Awaited<ReturnType<typeof sandbox.exec>> | null = null;
+          if (!caseRun.timedOut && commands.after) {
+            phase = 'after_exec';
+            after = await sandbox.exec(containerId, {
+              command: commands.after,
+              timeoutMs: timeoutSeconds * 1000,
+              signal: ctx.cancellationSignal,
+            });
+          }
+          const caseExecMs = Date.now() - execStart;
+          phase = 'collect';
+          const containerLogs = await sandbox.logs(containerId, CONTAINER_LOG_TAIL_CHARS);
+          const parsed = parseAgentStdout(caseRun.stdout, caseRun.stderr);
+          const logs = assembleCaseLogs({
+            execStdout: caseRun.stdout,
+            execStderr: caseRun.stderr,
+            afterLogs: after ? `${after.stdout}\n${after.stderr}`.trim() : null,
+            logsOverride: parsed.logsOverride,
+            containerLogs,
+            footer: `[agentbench] workflow_id=${workflowId} run_case_id=${runCaseId} attempt=${attempt}`,
+          });
+          const timedOut = caseRun.timedOut || (after?.timedOut ?? false);
+          const outcome = timedOut
+            ? {
+                status: 'timeout' as const,
+                exitCode: null,
+                errorMessage: `E_CASE_TIMEOUT: ${after?.timedOut ? 'after_exec_command' : 'case_exec_command'} exceeded ${timeoutSeconds}s and was killed`,
+              }
+            : caseOutcome({ caseExitCode: caseRun.exitCode, afterExitCode: after ? after.exitCode : null });
+          const raw: CaseRawResult = {
+            ...outcome,
+            agentOutput: timedOut ? null : parsed.output,
+            logs,
+            stdoutTrajectory: parsed.stdoutTrajectory,
+            agentUsage: parsed.usage,
+            timings: { sandboxConnectMs, caseExecMs, totalMs: Date.now() - connectStart },
+            startedAt: startedAt.toISOString(),
+            finishedAt: new Date().toISOString(),
+            image: spec.agentImage,
+            containerName: name,
+            attempt,
+          };
+          return raw;
+        } finally {
+          clearInterval(beat);
+          await sandbox.remove(containerId);
         }
-        const caseExecMs = Date.now() - execStart;
-        phase = 'collect';
-        const containerLogs = await sandbox.logs(containerId, CONTAINER_LOG_TAIL_CHARS);
-        const parsed = parseAgentStdout(caseRun.stdout, caseRun.stderr);
-        const logs = assembleCaseLogs({
-          execStdout: caseRun.stdout,
-          execStderr: caseRun.stderr,
-          afterLogs: after ? `${after.stdout}\n${after.stderr}`.trim() : null,
-          logsOverride: parsed.logsOverride,
-          containerLogs,
-          footer: `[agentbench] workflow_id=${workflowId} run_case_id=${runCaseId} attempt=${attempt}`,
-        });
-        const timedOut = caseRun.timedOut || (after?.timedOut ?? false);
-        const outcome = timedOut
-          ? {
-              status: 'timeout' as const,
-              exitCode: null,
-              errorMessage: `E_CASE_TIMEOUT: ${after?.timedOut ? 'after_exec_command' : 'case_exec_command'} exceeded ${timeoutSeconds}s and was killed`,
-            }
-          : caseOutcome({ caseExitCode: caseRun.exitCode, afterExitCode: after ? after.exitCode : null });
-        const raw: CaseRawResult = {
-          ...outcome,
-          agentOutput: timedOut ? null : parsed.output,
-          logs,
-          stdoutTrajectory: parsed.stdoutTrajectory,
-          agentUsage: parsed.usage,
-          timings: { sandboxConnectMs, caseExecMs, totalMs: Date.now() - connectStart },
-          startedAt: startedAt.toISOString(),
-          finishedAt: new Date().toISOString(),
-          image: spec.agentImage,
-          containerName: name,
-          attempt,
-        };
-        return raw;
-      } finally {
-        clearInterval(beat);
-        await sandbox.remove(containerId);
-      }
-    })
+      })
       .catch((err: unknown) => {
         if (ctx.cancellationSignal.aborted) {
           log.info({ code: 'CASE_EXEC_CANCELED' }, 'case canceled; container removed');
@@ -266,10 +295,20 @@ export function createCaseExecution(deps: ActivityDeps) {
 }
 
 function summarize(r: CaseRawResult, scorers: ExperimentRunRequested['scorers']): CaseExecutionSummary {
-  return { status: r.status, errorMessage: r.errorMessage, exitCode: r.exitCode, needsJudge: anyScorerCallsJudge(scorers, r.status) };
+  return {
+    status: r.status,
+    errorMessage: r.errorMessage,
+    exitCode: r.exitCode,
+    needsJudge: anyScorerCallsJudge(scorers, r.status),
+  };
 }
 
-function failedBeforeExec(message: string, spec: RuntimeSpec, startedAt: Date, attempt: number): CaseRawResult {
+function failedBeforeExec(
+  message: string,
+  spec: RuntimeSpec,
+  startedAt: Date,
+  attempt: number,
+): CaseRawResult {
   return {
     status: 'failed',
     errorMessage: message,
@@ -292,7 +331,12 @@ function caseFile(req: ExperimentRunRequested, c: RunCaseInput) {
   return {
     experiment_id: req.experiment.id,
     dataset: { id: req.dataset.id, name: req.dataset.name },
-    agent: { id: req.agent.id, name: req.agent.name, agent_key: req.agent.agent_key, version: req.agent.version },
+    agent: {
+      id: req.agent.id,
+      name: req.agent.name,
+      agent_key: req.agent.agent_key,
+      version: req.agent.version,
+    },
     run_case_id: c.run_case_id,
     data_item_id: c.data_item_id,
     attempt_no: c.attempt_no,

@@ -4,8 +4,18 @@ import type { CaseFinalSummary, CaseRef } from '../src/domain/experiment-run';
 import { decideScoring } from '../src/domain/judge-score';
 import { buildRuntimeSnapshot } from '../src/domain/runtime-snapshot';
 import { extractUsage } from '../src/domain/usage';
-import { loadCasePhases, saveCaseTrajectory, type CasePhases, type CaseRawResult } from '../src/db/case-result-repository';
-import { getCaseStatuses, persistCaseResult, transitionCaseStatus, type CaseScore } from '../src/db/run-case-repository';
+import {
+  loadCasePhases,
+  saveCaseTrajectory,
+  type CasePhases,
+  type CaseRawResult,
+} from '../src/db/case-result-repository';
+import {
+  getCaseStatuses,
+  persistCaseResult,
+  transitionCaseStatus,
+  type CaseScore,
+} from '../src/db/run-case-repository';
 import type { ActivityDeps } from './activity-deps';
 import { computeTrajectory } from './case-trajectory';
 
@@ -31,9 +41,16 @@ export function createCaseFinalization(deps: ActivityDeps) {
 export function createCaseFinalizer(deps: ActivityDeps) {
   const { pool } = deps;
 
-  return async function finalizeFromPhases(ref: CaseRef & { notExecutedError: string | null }, phases: CasePhases | null): Promise<CaseFinalSummary> {
+  return async function finalizeFromPhases(
+    ref: CaseRef & { notExecutedError: string | null },
+    phases: CasePhases | null,
+  ): Promise<CaseFinalSummary> {
     const { workflowId, experimentId, runCaseId } = ref;
-    const log = deps.log.child({ workflow_id: workflowId, experiment_id: experimentId, run_case_id: runCaseId });
+    const log = deps.log.child({
+      workflow_id: workflowId,
+      experiment_id: experimentId,
+      run_case_id: runCaseId,
+    });
     const raw = phases?.result ?? notExecuted(ref.notExecutedError);
     const run = await deps.runRequests.get(workflowId);
 
@@ -93,17 +110,31 @@ export function createCaseFinalizer(deps: ActivityDeps) {
 
     if (!persisted) {
       // The row left the active set (canceled by the platform or by us): report what it is now.
-      const now = (await getCaseStatuses(pool, experimentId, [runCaseId])).get(runCaseId) as CaseStatus | undefined;
-      log.info({ code: 'CASE_PERSIST_SKIPPED', status: now }, 'case no longer active; result kept out of run_cases');
+      const now = (await getCaseStatuses(pool, experimentId, [runCaseId])).get(runCaseId) as
+        CaseStatus | undefined;
+      log.info(
+        { code: 'CASE_PERSIST_SKIPPED', status: now },
+        'case no longer active; result kept out of run_cases',
+      );
       return { status: now ?? 'canceled', errorMessage: null, persisted: false };
     }
     if (raw.status === 'success') {
       log.info(
-        { code: 'CASE_COMPLETED', latency_ms: latencyMs, docker_start_ms: raw.timings.sandboxConnectMs, case_exec_ms: raw.timings.caseExecMs, otel_query_ms: otelQueryMs, scorer_ms: scorerTotal },
+        {
+          code: 'CASE_COMPLETED',
+          latency_ms: latencyMs,
+          docker_start_ms: raw.timings.sandboxConnectMs,
+          case_exec_ms: raw.timings.caseExecMs,
+          otel_query_ms: otelQueryMs,
+          scorer_ms: scorerTotal,
+        },
         'case completed',
       );
     } else {
-      log.error({ code: 'E_CASE_FAILED', status: raw.status, error: raw.errorMessage, logs: raw.logs.slice(0, 512) }, 'case failed');
+      log.error(
+        { code: 'E_CASE_FAILED', status: raw.status, error: raw.errorMessage, logs: raw.logs.slice(0, 512) },
+        'case failed',
+      );
     }
     return { status: raw.status, errorMessage: raw.errorMessage, persisted: true };
   };
@@ -113,12 +144,23 @@ export function createCaseFinalizer(deps: ActivityDeps) {
  * Scores of a case the score phase did not judge (not executed, failed, no configured scorer, or
  * a run from before the scoring phase): the §7.2 sentinels, which need no judge call.
  */
-function defaultScores(scorers: Array<{ id: number; scorer_key: string; scorer_config: Record<string, unknown> }>, status: string): CaseScore[] {
+function defaultScores(
+  scorers: Array<{ id: number; scorer_key: string; scorer_config: Record<string, unknown> }>,
+  status: string,
+): CaseScore[] {
   const list = scorers.length > 0 ? scorers : [{ id: 0, scorer_key: 'task_success', scorer_config: {} }];
   return list.flatMap((s) => {
     const decision = decideScoring(status, s.scorer_config);
     if (decision.kind !== 'default') return [];
-    return [{ scorerKey: s.scorer_key, evaluatorId: s.id, score: decision.score, reason: decision.reason, rawResult: { ...decision.rawResult, fallback: true, status } }];
+    return [
+      {
+        scorerKey: s.scorer_key,
+        evaluatorId: s.id,
+        score: decision.score,
+        reason: decision.reason,
+        rawResult: { ...decision.rawResult, fallback: true, status },
+      },
+    ];
   });
 }
 

@@ -41,10 +41,18 @@ export async function openCaseNetwork(
   let gateway: CaseGateway | undefined;
   try {
     if (wantsGateway(spec, caseInput)) {
-      const sealed = deps.config.mockGateway.sealPassthroughFalse && caseInput.mock_config?.passthrough === false;
-      gateway = await deps.gateways.start({ runCaseId: caseInput.run_case_id, config: caseInput.mock_config, sealed });
+      const sealed =
+        deps.config.mockGateway.sealPassthroughFalse && caseInput.mock_config?.passthrough === false;
+      gateway = await deps.gateways.start({
+        runCaseId: caseInput.run_case_id,
+        config: caseInput.mock_config,
+        sealed,
+      });
       if (gateway.network && spec.dockerNetwork) {
-        log.warn({ code: 'MOCK_GATEWAY_NETWORK_OVERRIDE', docker_network: spec.dockerNetwork }, 'sealed case: docker_network ignored');
+        log.warn(
+          { code: 'MOCK_GATEWAY_NETWORK_OVERRIDE', docker_network: spec.dockerNetwork },
+          'sealed case: docker_network ignored',
+        );
       }
     }
   } catch (err) {

@@ -18,13 +18,18 @@ export function createCaseScoring(deps: ActivityDeps) {
     const ctx = Context.current();
     const phases = await loadCasePhases(deps.pool, workflowId, runCaseId);
     if (!phases) throw new Error(`no container-phase result for case ${runCaseId} of ${workflowId}`);
-    const summary = (s: { scorerKey: string; score: number }[]) => ({ scores: s.map(({ scorerKey, score }) => ({ scorerKey, score })) });
+    const summary = (s: { scorerKey: string; score: number }[]) => ({
+      scores: s.map(({ scorerKey, score }) => ({ scorerKey, score })),
+    });
     if (phases.scores) return summary(phases.scores.scores);
 
     const run = await deps.runRequests.get(workflowId);
     const caseInput = await deps.runRequests.caseInput(workflowId, runCaseId);
     await transitionCaseStatus(deps.pool, { experimentId, runCaseId, to: 'scoring' });
-    const keys = await loadEvaluatorApiKeys(deps.pool, run.request.scorers.map((s) => s.id).filter((id) => id > 0));
+    const keys = await loadEvaluatorApiKeys(
+      deps.pool,
+      run.request.scorers.map((s) => s.id).filter((id) => id > 0),
+    );
     const raw = phases.result;
     const results = await runScorers({
       caseRecord: {
@@ -48,7 +53,13 @@ export function createCaseScoring(deps: ActivityDeps) {
       signal: ctx.cancellationSignal,
       onProgress: () => ctx.heartbeat(),
     });
-    const scores = results.map(({ scorerKey, evaluatorId, score, reason, rawResult }) => ({ scorerKey, evaluatorId, score, reason, rawResult }));
+    const scores = results.map(({ scorerKey, evaluatorId, score, reason, rawResult }) => ({
+      scorerKey,
+      evaluatorId,
+      score,
+      reason,
+      rawResult,
+    }));
     await saveCaseScores(deps.pool, workflowId, runCaseId, {
       scores,
       durationsMs: Object.fromEntries(results.map((r) => [r.scorerKey, r.durationMs])),

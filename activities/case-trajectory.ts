@@ -1,5 +1,10 @@
 import type { CaseRef } from '../src/domain/experiment-run';
-import { loadCasePhases, saveCaseTrajectory, type CaseRawResult, type CaseTrajectory } from '../src/db/case-result-repository';
+import {
+  loadCasePhases,
+  saveCaseTrajectory,
+  type CaseRawResult,
+  type CaseTrajectory,
+} from '../src/db/case-result-repository';
 import { transitionCaseStatus } from '../src/db/run-case-repository';
 import type { ActivityDeps } from './activity-deps';
 
@@ -7,7 +12,11 @@ import type { ActivityDeps } from './activity-deps';
  * The trajectory of a finished case: the agent's OTel telemetry when there is some (CONTRACT §4.4),
  * else the `trajectory` array of its stdout JSON (§4.5; logged OTEL_FALLBACK_STDOUT), else [].
  */
-export async function computeTrajectory(deps: ActivityDeps, runCaseId: number, raw: CaseRawResult): Promise<CaseTrajectory> {
+export async function computeTrajectory(
+  deps: ActivityDeps,
+  runCaseId: number,
+  raw: CaseRawResult,
+): Promise<CaseTrajectory> {
   const log = deps.log.child({ run_case_id: runCaseId });
   const started = Date.now();
   const telemetry = await deps.telemetry.query(runCaseId);
@@ -16,7 +25,10 @@ export async function computeTrajectory(deps: ActivityDeps, runCaseId: number, r
     return { steps: telemetry.steps, source: telemetry.source, otelUsage: telemetry.usage, queryMs };
   }
   if (raw.stdoutTrajectory) {
-    log.info({ code: 'OTEL_FALLBACK_STDOUT', steps: raw.stdoutTrajectory.length }, 'no OTel data; stdout trajectory used');
+    log.info(
+      { code: 'OTEL_FALLBACK_STDOUT', steps: raw.stdoutTrajectory.length },
+      'no OTel data; stdout trajectory used',
+    );
     return { steps: raw.stdoutTrajectory, source: 'stdout', otelUsage: telemetry?.usage ?? null, queryMs };
   }
   return { steps: [], source: 'none', otelUsage: telemetry?.usage ?? null, queryMs };
@@ -24,7 +36,9 @@ export async function computeTrajectory(deps: ActivityDeps, runCaseId: number, r
 
 /** The trajectory phase: its own activity, so re-running it never re-runs the agent. */
 export function createCaseTrajectory(deps: ActivityDeps) {
-  async function collectTrajectory(ref: CaseRef): Promise<{ source: CaseTrajectory['source']; steps: number }> {
+  async function collectTrajectory(
+    ref: CaseRef,
+  ): Promise<{ source: CaseTrajectory['source']; steps: number }> {
     const { workflowId, experimentId, runCaseId } = ref;
     const phases = await loadCasePhases(deps.pool, workflowId, runCaseId);
     if (!phases) throw new Error(`no container-phase result for case ${runCaseId} of ${workflowId}`);

@@ -28,7 +28,7 @@ export function createRunActivities(deps: ActivityDeps) {
 
   async function allCaseIds(workflowId: string): Promise<number[]> {
     const ids: number[] = [];
-    for (let after = 0; ; ) {
+    for (let after = 0; ;) {
       const page = await listCaseIds(pool, workflowId, after, ID_PAGE);
       if (page.length === 0) return ids;
       for (const c of page) ids.push(c.runCaseId);
@@ -44,17 +44,28 @@ export function createRunActivities(deps: ActivityDeps) {
     const { workflowId, experimentId, messageId } = ref;
     const state = await getExperimentQueueState(pool, experimentId);
     if (state.queueStatus === 'manual_terminated') {
-      log.info({ code: 'MESSAGE_SKIPPED_MANUAL_TERMINATED', experiment_id: experimentId, message_id: messageId }, 'skipped');
+      log.info(
+        { code: 'MESSAGE_SKIPPED_MANUAL_TERMINATED', experiment_id: experimentId, message_id: messageId },
+        'skipped',
+      );
       return { skip: 'skipped_manual_terminated', detail: 'experiment is manual_terminated' };
     }
     if (state.queueMessageId && state.queueMessageId !== messageId) {
       log.info(
-        { code: 'MESSAGE_SKIPPED_STALE', message_id: messageId, expected_message_id: state.queueMessageId, experiment_id: experimentId },
+        {
+          code: 'MESSAGE_SKIPPED_STALE',
+          message_id: messageId,
+          expected_message_id: state.queueMessageId,
+          experiment_id: experimentId,
+        },
         'skipped stale message',
       );
       return { skip: 'skipped_stale', detail: `experiment expects message ${state.queueMessageId}` };
     }
-    log.info({ code: 'EXPERIMENT_EXEC_START', experiment_id: experimentId, workflow_id: workflowId }, 'experiment run starts');
+    log.info(
+      { code: 'EXPERIMENT_EXEC_START', experiment_id: experimentId, workflow_id: workflowId },
+      'experiment run starts',
+    );
 
     const run = await deps.runRequests.get(workflowId);
     if (!run.spec) return failAll(ref, run.specError ?? 'E_SANDBOX_RUNTIME_SPEC_INVALID');
@@ -71,12 +82,29 @@ export function createRunActivities(deps: ActivityDeps) {
   }
 
   async function failAll(ref: RunRef, reason: string): Promise<PrepareRunResult> {
-    const failed = await failRunCases(pool, { workflowId: ref.workflowId, experimentId: ref.experimentId, errorMessage: reason });
-    log.error({ code: 'E_RUN_START_FAILED', experiment_id: ref.experimentId, workflow_id: ref.workflowId, failed, err: reason }, 'run could not start');
+    const failed = await failRunCases(pool, {
+      workflowId: ref.workflowId,
+      experimentId: ref.experimentId,
+      errorMessage: reason,
+    });
+    log.error(
+      {
+        code: 'E_RUN_START_FAILED',
+        experiment_id: ref.experimentId,
+        workflow_id: ref.workflowId,
+        failed,
+        err: reason,
+      },
+      'run could not start',
+    );
     return { failure: reason, failedCases: failed };
   }
 
-  async function listCasePage(p: { workflowId: string; afterPosition: number; limit: number }): Promise<CaseCursorEntry[]> {
+  async function listCasePage(p: {
+    workflowId: string;
+    afterPosition: number;
+    limit: number;
+  }): Promise<CaseCursorEntry[]> {
     return listCaseIds(pool, p.workflowId, p.afterPosition, p.limit);
   }
 
@@ -103,7 +131,16 @@ export function createRunActivities(deps: ActivityDeps) {
       terminateExperiment: p.markExperimentTerminated,
     });
     runRequests.forget(p.workflowId);
-    log.info({ code: 'EXPERIMENT_RUN_CANCELED', experiment_id: p.experimentId, workflow_id: p.workflowId, canceled, reason: p.reason }, 'run canceled');
+    log.info(
+      {
+        code: 'EXPERIMENT_RUN_CANCELED',
+        experiment_id: p.experimentId,
+        workflow_id: p.workflowId,
+        canceled,
+        reason: p.reason,
+      },
+      'run canceled',
+    );
     return canceled;
   }
 

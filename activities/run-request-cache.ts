@@ -1,6 +1,10 @@
 import type pg from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
-import { experimentRunRequestedSchema, type ExperimentRunRequested, type RunCaseInput } from '../src/domain/message';
+import {
+  experimentRunRequestedSchema,
+  type ExperimentRunRequested,
+  type RunCaseInput,
+} from '../src/domain/message';
 import { parseRuntimeSpec, type RuntimeSpec } from '../src/domain/runtime-spec';
 import { loadCaseInput, loadRunRequest } from '../src/db/run-request-repository';
 
@@ -44,7 +48,10 @@ export class RunRequestCache {
   async caseInput(workflowId: string, runCaseId: number): Promise<RunCaseInput> {
     const raw = await loadCaseInput(this.pool, workflowId, runCaseId);
     if (!raw) {
-      throw ApplicationFailure.nonRetryable(`no stored input for run case ${runCaseId} of ${workflowId}`, 'MissingRunRequest');
+      throw ApplicationFailure.nonRetryable(
+        `no stored input for run case ${runCaseId} of ${workflowId}`,
+        'MissingRunRequest',
+      );
     }
     const [parsed] = experimentRunRequestedSchema.shape.run_cases.parse([raw]);
     if (!parsed) throw new Error('case input parse returned nothing');
@@ -58,9 +65,19 @@ export class RunRequestCache {
     }
     const request = experimentRunRequestedSchema.parse({ ...stored.request, run_cases: [] });
     try {
-      return { request, messageId: stored.messageId, spec: parseRuntimeSpec(request.agent.runtime_spec_json), specError: null };
+      return {
+        request,
+        messageId: stored.messageId,
+        spec: parseRuntimeSpec(request.agent.runtime_spec_json),
+        specError: null,
+      };
     } catch (err) {
-      return { request, messageId: stored.messageId, spec: null, specError: err instanceof Error ? err.message : String(err) };
+      return {
+        request,
+        messageId: stored.messageId,
+        spec: null,
+        specError: err instanceof Error ? err.message : String(err),
+      };
     }
   }
 }

@@ -86,7 +86,11 @@ async function bareCase(docker: Dockerode): Promise<number> {
     HostConfig: { ExtraHosts: ['host.docker.internal:host-gateway'] },
   });
   await container.start();
-  const exec = await container.exec({ Cmd: ['sh', '-lc', `echo '{"output":"ok"}'`], AttachStdout: true, AttachStderr: true });
+  const exec = await container.exec({
+    Cmd: ['sh', '-lc', `echo '{"output":"ok"}'`],
+    AttachStdout: true,
+    AttachStderr: true,
+  });
   const stream = await exec.start({ hijack: true, stdin: false });
   await new Promise<void>((resolve, reject) => {
     stream.on('end', resolve).on('close', resolve).on('error', reject);
@@ -126,9 +130,14 @@ async function main(): Promise<void> {
     redis,
     log,
     startRun: (message, meta) =>
-      startExperimentRun({ client: stack.client, pool: stack.db.pool, config: stack.config, log }, message, meta.dedupSuffix, {
-        concurrentCases: concurrency,
-      }),
+      startExperimentRun(
+        { client: stack.client, pool: stack.db.pool, config: stack.config, log },
+        message,
+        meta.dedupSuffix,
+        {
+          concurrentCases: concurrency,
+        },
+      ),
   });
   const rows: string[] = [];
 
@@ -138,7 +147,11 @@ async function main(): Promise<void> {
     const seeded = await seedExperiment(stack.db.pool, { cases: CASES });
     const message = buildPlatformMessage(seeded, {
       queue,
-      runtimeSpec: { agent_image: IMAGE, sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"ok"}'` },
+      runtimeSpec: {
+        agent_image: IMAGE,
+        sandbox_start_command: 'sleep infinity',
+        case_exec_command: `echo '{"output":"ok"}'`,
+      },
     });
     const cpuBefore = cpuByProcess();
     const selfBefore = process.cpuUsage();
@@ -146,7 +159,10 @@ async function main(): Promise<void> {
     await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
     await eventually(
       async () => {
-        const { rows: r } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
+        const { rows: r } = await stack.db.pool.query<{ queue_status: string }>(
+          'SELECT queue_status FROM experiments WHERE id = $1',
+          [seeded.experimentId],
+        );
         return r[0]?.queue_status === 'done' ? true : undefined;
       },
       600_000,
@@ -161,13 +177,23 @@ async function main(): Promise<void> {
     const { first, done } = span[0]!;
     const self = process.cpuUsage(selfBefore);
     const cpu = ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6);
-    const { rows: phases } = await stack.db.pool.query<{ ms: number; connect: number; exec: number; total: number }>(
+    const { rows: phases } = await stack.db.pool.query<{
+      ms: number;
+      connect: number;
+      exec: number;
+      total: number;
+    }>(
       `SELECT (result->'timings'->>'containerPhaseMs')::int AS ms, (result->'timings'->>'sandboxConnectMs')::int AS connect,
               (result->'timings'->>'caseExecMs')::int AS exec, (result->'timings'->>'totalMs')::int AS total
          FROM agentbench_case_results r JOIN run_cases rc ON rc.id = r.run_case_id WHERE rc.experiment_id = $1`,
       [seeded.experimentId],
     );
-    return { rate: (CASES / ((done.getTime() - started) / 1000)) * 60, phases, startupMs: first.getTime() - started, cpu };
+    return {
+      rate: (CASES / ((done.getTime() - started) / 1000)) * 60,
+      phases,
+      startupMs: first.getTime() - started,
+      cpu,
+    };
   }
 
   async function floorRun(c: number) {
@@ -175,7 +201,11 @@ async function main(): Promise<void> {
     const selfBefore = process.cpuUsage();
     const bare = await floor(stack.docker, c);
     const self = process.cpuUsage(selfBefore);
-    return { rate: (CASES / bare.seconds) * 60, perCase: bare.perCase, cpu: ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6) };
+    return {
+      rate: (CASES / bare.seconds) * 60,
+      perCase: bare.perCase,
+      cpu: ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6),
+    };
   }
 
   try {
@@ -198,7 +228,11 @@ async function main(): Promise<void> {
       const bare = floors.flatMap((f) => f.perCase);
       const pipeRate = median(pipes.map((p) => p.rate));
       const bareRate = median(floors.map((f) => f.rate));
-      const part = (k: 'connect' | 'exec' | 'total') => percentile(pipes.flatMap((p) => p.phases.map((x) => x[k])), 50);
+      const part = (k: 'connect' | 'exec' | 'total') =>
+        percentile(
+          pipes.flatMap((p) => p.phases.map((x) => x[k])),
+          50,
+        );
       const breakdown = `create+start ${part('connect')} ms, exec ${part('exec')} ms, logs ${part('total') - part('connect') - part('exec')} ms, rest (db, remove, telemetry drain) ${percentile(pipe, 50) - part('total')} ms; run start-up (publish → first case) ${median(pipes.map((p) => p.startupMs))} ms`;
       rows.push(
         [

@@ -83,7 +83,9 @@ async function main(): Promise<void> {
   installTemporalLogging(log, 'ERROR');
   const taskQueue = `agentbench-scale-${randomBytes(4).toString('hex')}`;
   const db = await createTestDatabase();
-  const config = loadConfig(localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_POOL_MAX: '20' }));
+  const config = loadConfig(
+    localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_POOL_MAX: '20' }),
+  );
   const client = await connectTemporalClient(config);
   let rssPeak = 0;
   let atPeak = process.memoryUsage();
@@ -123,7 +125,11 @@ async function main(): Promise<void> {
     // Everything of the container phase but the container, including its fast path.
     const finishInline = createInlineFinisher(activityDeps);
     const noopExecute = async (ref: CaseRef & { finishInline?: boolean }): Promise<CaseExecutionSummary> => {
-      await transitionCaseStatus(db.pool, { experimentId: ref.experimentId, runCaseId: ref.runCaseId, to: 'running' });
+      await transitionCaseStatus(db.pool, {
+        experimentId: ref.experimentId,
+        runCaseId: ref.runCaseId,
+        to: 'running',
+      });
       const raw = await saveCaseResult(db.pool, ref.workflowId, ref.runCaseId, trivialResult());
       return finishInline(ref, raw, { status: 'success', errorMessage: null, exitCode: 0, needsJudge }, log);
     };
@@ -131,7 +137,11 @@ async function main(): Promise<void> {
     // As in production (deploy/Dockerfile): the workflow code is bundled ahead of time, in another
     // process, so the worker's memory is what serving the run costs, not webpack's.
     const bundle = path.join(tmpdir(), `agentbench-scale-bundle-${process.pid}.js`);
-    execFileSync(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../scripts/bundle-workflows.ts'), bundle], { stdio: 'ignore' });
+    execFileSync(
+      process.execPath,
+      ['--import', 'tsx', path.resolve(__dirname, '../scripts/bundle-workflows.ts'), bundle],
+      { stdio: 'ignore' },
+    );
     rssPeak = 0;
     const worker = await Worker.create({
       connection,
@@ -145,15 +155,22 @@ async function main(): Promise<void> {
     let firstCaseMs: number | null = null;
     const firstWatch = setInterval(() => {
       void db.pool
-        .query(`SELECT 1 FROM run_cases WHERE experiment_id = $1 AND status = 'success' LIMIT 1`, [seeded.experimentId])
+        .query(`SELECT 1 FROM run_cases WHERE experiment_id = $1 AND status = 'success' LIMIT 1`, [
+          seeded.experimentId,
+        ])
         .then((r) => {
           if (r.rows.length > 0 && firstCaseMs === null) firstCaseMs = Date.now() - started;
         });
     }, 50);
     const result = await worker.runUntil(async () => {
-      const { workflowId } = await startExperimentRun({ client, pool: db.pool, config, log }, parsed.message, parsed.message.message_id, {
-        concurrentCases: CONCURRENCY,
-      });
+      const { workflowId } = await startExperimentRun(
+        { client, pool: db.pool, config, log },
+        parsed.message,
+        parsed.message.message_id,
+        {
+          concurrentCases: CONCURRENCY,
+        },
+      );
       const r = (await client.workflow.getHandle(workflowId).result()) as ExperimentRunResult;
       return { r, workflowId };
     });
@@ -175,10 +192,25 @@ async function main(): Promise<void> {
           const runCaseId = base.runCaseIds[next++] as number;
           await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'running' });
           await saveCaseResult(db.pool, 'baseline', runCaseId, trivialResult());
-          await transitionCaseStatus(db.pool, { experimentId: base.experimentId, runCaseId, to: 'trajectory' });
+          await transitionCaseStatus(db.pool, {
+            experimentId: base.experimentId,
+            runCaseId,
+            to: 'trajectory',
+          });
           await persistCaseResult(db.pool, {
-            runCaseId, experimentId: base.experimentId, status: 'success', agentTrajectory: [], agentOutput: 'ok', latencyMs: 1,
-            logs: 'ok', errorMessage: null, runtimeSnapshot: {}, inspectEvalId: null, inspectSampleId: null, usage: {}, scores: null,
+            runCaseId,
+            experimentId: base.experimentId,
+            status: 'success',
+            agentTrajectory: [],
+            agentOutput: 'ok',
+            latencyMs: 1,
+            logs: 'ok',
+            errorMessage: null,
+            runtimeSnapshot: {},
+            inspectEvalId: null,
+            inspectSampleId: null,
+            usage: {},
+            scores: null,
           });
         }
       }),

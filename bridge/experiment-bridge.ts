@@ -329,7 +329,9 @@ class ExperimentBridge implements BridgeHandle {
       this.sessionLost(session, 'consumer cancelled by broker', undefined);
       return;
     }
-    const handling = traceDelivery(this.deps.tracer, this.deps.queue, msg, () => this.handleDelivery(session, msg))
+    const handling = traceDelivery(this.deps.tracer, this.deps.queue, msg, () =>
+      this.handleDelivery(session, msg),
+    )
       .catch((err: unknown) => {
         // handleDelivery settles every message itself; this only keeps a bug from crashing the process.
         this.log.error({ code: 'E_MESSAGE_PROCESS', error: errorText(err) }, 'delivery handler failed');

@@ -89,7 +89,11 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   // The database phases are regular activities, not local ones: with many cases in flight, local
   // activity results arrive batched differently on replay than live, which breaks determinism.
   const trajectoryActivities = (runCaseId: number) =>
-    proxyActivities<Activities>({ activityId: `case-${runCaseId}/trajectory`, startToCloseTimeout: '2 minutes', retry: DB_RETRY });
+    proxyActivities<Activities>({
+      activityId: `case-${runCaseId}/trajectory`,
+      startToCloseTimeout: '2 minutes',
+      retry: DB_RETRY,
+    });
   const scoringActivities = (runCaseId: number) =>
     proxyActivities<Activities>({
       activityId: `case-${runCaseId}/score`,
@@ -123,7 +127,9 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
       let notExecuted: string | null = null;
       let needsJudge = true;
       try {
-        const exec = await caseActivities(runCaseId).executeCase(fastPath ? { ...ref, finishInline: true } : ref);
+        const exec = await caseActivities(runCaseId).executeCase(
+          fastPath ? { ...ref, finishInline: true } : ref,
+        );
         needsJudge = exec.needsJudge ?? true;
         if (fastPath && exec.finalized) {
           // The container phase finished the case itself (nothing to judge): no further phase.
@@ -176,7 +182,11 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
     .run(async () => {
       for (;;) {
         await sleep(`${settings.terminationCheckSeconds}s`);
-        const state = await bookkeeping.checkRunState({ workflowId, experimentId, messageId: input.messageId });
+        const state = await bookkeeping.checkRunState({
+          workflowId,
+          experimentId,
+          messageId: input.messageId,
+        });
         if (state.stop) {
           terminatedBy = state.stop;
           caseLoop.cancel();
@@ -191,7 +201,11 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   try {
     await caseLoop.run(async () => {
       for (;;) {
-        const page = await bookkeeping.listCasePage({ workflowId, afterPosition: cursor, limit: CASE_PAGE_SIZE });
+        const page = await bookkeeping.listCasePage({
+          workflowId,
+          afterPosition: cursor,
+          limit: CASE_PAGE_SIZE,
+        });
         if (page.length === 0) break;
         for (const c of page) {
           await condition(() => slotsInUse < settings.concurrentCases);
@@ -253,7 +267,10 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
     const step = Math.max(1, Math.floor(progress.total / 20));
     if (done === progress.total) {
       publishProgress(progress);
-    } else if (done % step === 0 && (!fastPath || Date.now() - lastPublishedAt >= PROGRESS_UPSERT_MIN_INTERVAL_MS)) {
+    } else if (
+      done % step === 0 &&
+      (!fastPath || Date.now() - lastPublishedAt >= PROGRESS_UPSERT_MIN_INTERVAL_MS)
+    ) {
       // Each upsert is a visibility write on the server: on fast runs 20 of them cost ~5% of the
       // throughput (bench/sandbox-overhead). The `progress` query is always exact.
       lastPublishedAt = Date.now();

@@ -74,8 +74,16 @@ export interface CasePhases {
   scores: StoredCaseScores | null;
 }
 
-export async function loadCasePhases(pool: pg.Pool, workflowId: string, runCaseId: number): Promise<CasePhases | null> {
-  const r = await pool.query<{ result: CaseRawResult; trajectory: CaseTrajectory | null; scores: StoredCaseScores | null }>(
+export async function loadCasePhases(
+  pool: pg.Pool,
+  workflowId: string,
+  runCaseId: number,
+): Promise<CasePhases | null> {
+  const r = await pool.query<{
+    result: CaseRawResult;
+    trajectory: CaseTrajectory | null;
+    scores: StoredCaseScores | null;
+  }>(
     'SELECT result, trajectory, scores FROM agentbench_case_results WHERE workflow_id = $1 AND run_case_id = $2',
     [workflowId, runCaseId],
   );
@@ -84,14 +92,24 @@ export async function loadCasePhases(pool: pg.Pool, workflowId: string, runCaseI
 }
 
 /** First write wins, like the container phase's record: a retried phase never changes a stored one. */
-export async function saveCaseTrajectory(pool: pg.Pool, workflowId: string, runCaseId: number, t: CaseTrajectory): Promise<void> {
+export async function saveCaseTrajectory(
+  pool: pg.Pool,
+  workflowId: string,
+  runCaseId: number,
+  t: CaseTrajectory,
+): Promise<void> {
   await pool.query(
     `UPDATE agentbench_case_results SET trajectory = $3 WHERE workflow_id = $1 AND run_case_id = $2 AND trajectory IS NULL`,
     [workflowId, runCaseId, toJsonbParam(t)],
   );
 }
 
-export async function saveCaseScores(pool: pg.Pool, workflowId: string, runCaseId: number, s: StoredCaseScores): Promise<void> {
+export async function saveCaseScores(
+  pool: pg.Pool,
+  workflowId: string,
+  runCaseId: number,
+  s: StoredCaseScores,
+): Promise<void> {
   await pool.query(
     `UPDATE agentbench_case_results SET scores = $3 WHERE workflow_id = $1 AND run_case_id = $2 AND scores IS NULL`,
     [workflowId, runCaseId, toJsonbParam(s)],

@@ -6,7 +6,12 @@ import {
   PROGRESS_GUARDS,
   type ProgressStatus,
 } from '../domain/case-status';
-import { activationRefreshSql, lockExperiment, refreshExperiment, withTransaction } from './experiment-repository';
+import {
+  activationRefreshSql,
+  lockExperiment,
+  refreshExperiment,
+  withTransaction,
+} from './experiment-repository';
 import { toJsonbParam, toPostgresText } from './postgres-text';
 
 /**
@@ -249,7 +254,12 @@ async function replaceScores(
   await insertScoreRows(
     client,
     runCaseId,
-    scores.map((s) => [toPostgresText(s.scorerKey), s.score, toPostgresText(s.reason), toJsonbParam(s.rawResult)]),
+    scores.map((s) => [
+      toPostgresText(s.scorerKey),
+      s.score,
+      toPostgresText(s.reason),
+      toJsonbParam(s.rawResult),
+    ]),
     scores
       .filter((s) => s.evaluatorId > 0)
       .map((s) => [s.evaluatorId, s.score, toPostgresText(s.reason), toJsonbParam(s.rawResult)]),
@@ -270,7 +280,12 @@ type ScoreRow = [unknown, number, string, string | null];
  * run_case_scores rows are [scorer_key, score, reason, raw JSON], evaluate_results rows
  * [evaluator_id, score, reason, raw JSON]; both inserted by one statement.
  */
-async function insertScoreRows(client: pg.PoolClient, runCaseId: number, scoreRows: ScoreRow[], evaluatorRows: ScoreRow[]): Promise<void> {
+async function insertScoreRows(
+  client: pg.PoolClient,
+  runCaseId: number,
+  scoreRows: ScoreRow[],
+  evaluatorRows: ScoreRow[],
+): Promise<void> {
   const params: unknown[] = [runCaseId];
   const values = (rows: ScoreRow[]) =>
     rows
@@ -280,9 +295,18 @@ async function insertScoreRows(client: pg.PoolClient, runCaseId: number, scoreRo
         return `($1, $${p - 3}, $${p - 2}, $${p - 1}, $${p}::jsonb)`;
       })
       .join(', ');
-  const insertScores = scoreRows.length > 0 ? `INSERT INTO run_case_scores (run_case_id, scorer_key, score, reason, raw_result_json) VALUES ${values(scoreRows)}` : null;
-  const insertResults = evaluatorRows.length > 0 ? `INSERT INTO evaluate_results (run_case_id, evaluator_id, score, reason, raw_result) VALUES ${values(evaluatorRows)}` : null;
-  const statement = insertScores && insertResults ? `WITH scores AS (${insertScores}) ${insertResults}` : (insertScores ?? insertResults);
+  const insertScores =
+    scoreRows.length > 0
+      ? `INSERT INTO run_case_scores (run_case_id, scorer_key, score, reason, raw_result_json) VALUES ${values(scoreRows)}`
+      : null;
+  const insertResults =
+    evaluatorRows.length > 0
+      ? `INSERT INTO evaluate_results (run_case_id, evaluator_id, score, reason, raw_result) VALUES ${values(evaluatorRows)}`
+      : null;
+  const statement =
+    insertScores && insertResults
+      ? `WITH scores AS (${insertScores}) ${insertResults}`
+      : (insertScores ?? insertResults);
   if (statement) await client.query(statement, params);
 }
 

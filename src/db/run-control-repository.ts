@@ -36,7 +36,11 @@ export async function cancelRunCases(
 ): Promise<number> {
   return withTransaction(pool, async (client) => {
     const previous = await lockExperiment(client, p.experimentId);
-    if (p.terminateExperiment && previous !== null && ['queued', 'consuming', 'test_case'].includes(previous)) {
+    if (
+      p.terminateExperiment &&
+      previous !== null &&
+      ['queued', 'consuming', 'test_case'].includes(previous)
+    ) {
       await client.query(
         `UPDATE experiments SET queue_status = 'manual_terminated', queue_message_id = NULL,
                 finished_at = now(), updated_at = now() WHERE id = $1`,

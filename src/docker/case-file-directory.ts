@@ -36,7 +36,8 @@ export class CaseFileDirectory {
     // Readable by whatever user the image runs as (mkdir honours the umask, so set it explicitly).
     await chmod(dir, 0o755);
     for (const file of files) {
-      if (!CaseFileDirectory.mountable(file.path)) throw new Error(`not a file directly in ${CASE_FILES_ROOT}: ${file.path}`);
+      if (!CaseFileDirectory.mountable(file.path))
+        throw new Error(`not a file directly in ${CASE_FILES_ROOT}: ${file.path}`);
       const target = join(dir, file.path.slice(CASE_FILES_ROOT.length + 1));
       await writeFile(target, file.content);
       await chmod(target, file.mode ?? 0o644);
@@ -73,7 +74,8 @@ export class CaseFileDirectory {
 
   private dirOf(containerName: string): string {
     // Container names are [a-zA-Z0-9][a-zA-Z0-9_.-]+ (checked by the sandbox): safe as one path segment.
-    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/.test(containerName)) throw new Error(`not a container name: ${containerName}`);
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/.test(containerName))
+      throw new Error(`not a container name: ${containerName}`);
     return join(this.root, containerName);
   }
 }

@@ -10,7 +10,9 @@ import { createLogger } from '../../src/logger';
 installTemporalLogging(createLogger({ level: 'silent' }), 'ERROR');
 
 const HISTORIES = path.resolve(__dirname, '../histories');
-const files = readdirSync(HISTORIES).filter((f) => f.endsWith('.json')).sort();
+const files = readdirSync(HISTORIES)
+  .filter((f) => f.endsWith('.json'))
+  .sort();
 
 /**
  * Determinism guard: recorded histories of representative runs (test/support/record-histories.ts)
@@ -18,12 +20,28 @@ const files = readdirSync(HISTORIES).filter((f) => f.endsWith('.json')).sort();
  */
 describe('workflow replay of recorded histories', () => {
   test('there are recorded histories of every representative run, of the current, v2 and v1 shapes', () => {
-    for (const name of ['mixed-success-and-failure', 'continued-as-new', 'failed-before-start', 'skipped-stale', 'canceled-mid-run', 'platform-terminated']) {
-      assert.ok(files.some((f) => f.startsWith(name)), `missing history ${name}`);
+    for (const name of [
+      'mixed-success-and-failure',
+      'continued-as-new',
+      'failed-before-start',
+      'skipped-stale',
+      'canceled-mid-run',
+      'platform-terminated',
+    ]) {
+      assert.ok(
+        files.some((f) => f.startsWith(name)),
+        `missing history ${name}`,
+      );
       // v2: runs whose container phase never finished a case itself (trajectory and finalize always activities).
-      assert.ok(files.some((f) => f.startsWith(`v2-${name}`)), `missing history v2-${name}`);
+      assert.ok(
+        files.some((f) => f.startsWith(`v2-${name}`)),
+        `missing history v2-${name}`,
+      );
       // v1: runs started before the trajectory/scoring phases (patched 'case-phases-v2').
-      assert.ok(files.some((f) => f.startsWith(`v1-${name}`)), `missing history v1-${name}`);
+      assert.ok(
+        files.some((f) => f.startsWith(`v1-${name}`)),
+        `missing history v1-${name}`,
+      );
     }
     assert.ok(files.includes('scored-concurrent.json'), 'missing history scored-concurrent');
   });
@@ -37,10 +55,16 @@ describe('workflow replay of recorded histories', () => {
 
   test('a non-deterministic change of the workflow fails the replay', async () => {
     const inputs = await Promise.all(files.map((f) => readHistoryFile(path.join(HISTORIES, f))));
-    const results = await replayHistories(inputs, path.resolve(__dirname, '../fixtures/nondeterministic-workflows/index.ts'));
+    const results = await replayHistories(
+      inputs,
+      path.resolve(__dirname, '../fixtures/nondeterministic-workflows/index.ts'),
+    );
     for (const r of results) {
       assert.ok(r.error, `${r.workflowId} should not replay`);
-      assert.match(`${r.error.name}: ${r.error.message}`, /Determinism|Nondeterminism|non-determinism|nondeterministic/i);
+      assert.match(
+        `${r.error.name}: ${r.error.message}`,
+        /Determinism|Nondeterminism|non-determinism|nondeterministic/i,
+      );
     }
   });
 });

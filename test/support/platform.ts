@@ -8,7 +8,9 @@ import type { SeededExperiment } from './database';
 /** The message exactly as the platform's own publisher produced it (ids as strings). */
 export function platformMessageExample(): Record<string, unknown> {
   // A copy of shared/contract-data/platform-message-example.json, byte for byte.
-  return JSON.parse(readFileSync(path.resolve(__dirname, '../fixtures/platform-message-example.json'), 'utf8')) as Record<string, unknown>;
+  return JSON.parse(
+    readFileSync(path.resolve(__dirname, '../fixtures/platform-message-example.json'), 'utf8'),
+  ) as Record<string, unknown>;
 }
 
 /**
@@ -75,7 +77,10 @@ export async function publishAsPlatform(
     await ch.close();
     if (pool) {
       const experiment = message.experiment as { id: string };
-      await pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [Number(experiment.id), messageId]);
+      await pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [
+        Number(experiment.id),
+        messageId,
+      ]);
     }
   } finally {
     await conn.close();

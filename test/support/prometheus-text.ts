@@ -67,7 +67,11 @@ export function parseExposition(text: string): Exposition {
     const m = SAMPLE.exec(line);
     if (!m) throw new Error(`unparseable sample line: ${line}`);
     const [, name = '', labelText, valueText = ''] = m;
-    samples.push({ name, labels: labelText ? parseLabels(labelText, line) : {}, value: parseValue(valueText, line) });
+    samples.push({
+      name,
+      labels: labelText ? parseLabels(labelText, line) : {},
+      value: parseValue(valueText, line),
+    });
   }
   const matches = (s: Sample, name: string, labels: Record<string, string>) =>
     s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v);
@@ -76,7 +80,8 @@ export function parseExposition(text: string): Exposition {
     types,
     value(name, labels = {}) {
       const found = samples.filter((s) => matches(s, name, labels));
-      if (found.length > 1) throw new Error(`${found.length} samples of ${name} match ${JSON.stringify(labels)}`);
+      if (found.length > 1)
+        throw new Error(`${found.length} samples of ${name} match ${JSON.stringify(labels)}`);
       return found[0]?.value;
     },
     series: (name) => samples.filter((s) => s.name === name),
@@ -84,7 +89,10 @@ export function parseExposition(text: string): Exposition {
 }
 
 /** GET over plain node:http (no keep-alive), so a stopped server is seen as refused at once. */
-export function httpGet(url: string, method = 'GET'): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+export function httpGet(
+  url: string,
+  method = 'GET',
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method, agent: false, timeout: 5000 }, (res) => {
       let body = '';

@@ -34,19 +34,36 @@ async function main(): Promise<void> {
     ) => {
       const seeded = await seedExperiment(stack.db.pool, { cases });
       const parsed = parseExperimentMessage(
-        JSON.stringify(buildPlatformMessage(seeded, { queue: 'record', runtimeSpec: spec, scorers: scorers(seeded) })),
+        JSON.stringify(
+          buildPlatformMessage(seeded, { queue: 'record', runtimeSpec: spec, scorers: scorers(seeded) }),
+        ),
       );
       if (!parsed.ok) throw new Error(parsed.error);
       if (setQueueMessage) {
-        await stack.db.pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [seeded.experimentId, parsed.message.message_id]);
+        await stack.db.pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [
+          seeded.experimentId,
+          parsed.message.message_id,
+        ]);
       }
-      const r = await startExperimentRun({ client: stack.client, pool: stack.db.pool, config: stack.config, log }, parsed.message, parsed.message.message_id, overrides);
+      const r = await startExperimentRun(
+        { client: stack.client, pool: stack.db.pool, config: stack.config, log },
+        parsed.message,
+        parsed.message.message_id,
+        overrides,
+      );
       return { seeded, handle: stack.client.workflow.getHandle(r.workflowId) };
     };
-    const busybox = (cmd: string) => ({ agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep 3600', case_exec_command: cmd });
+    const busybox = (cmd: string) => ({
+      agent_image: 'bench/busybox:latest',
+      sandbox_start_command: 'sleep 3600',
+      case_exec_command: cmd,
+    });
 
     // Three consecutive ids: at least one is even and fails, the others succeed.
-    const mixed = await start(3, busybox(`if [ $(( {{run_case.run_case_id}} % 2 )) = 0 ]; then exit 4; fi; echo '{"output":"ok"}'`));
+    const mixed = await start(
+      3,
+      busybox(`if [ $(( {{run_case.run_case_id}} % 2 )) = 0 ]; then exit 4; fi; echo '{"output":"ok"}'`),
+    );
     await mixed.handle.result();
     await save(stack, 'mixed-success-and-failure', mixed.handle);
 
@@ -55,16 +72,31 @@ async function main(): Promise<void> {
     const judge = await startLlmJudgeServer();
     try {
       const baseUrl = `${judge.origin}/v1/chat/completions`;
-      for (let i = 0; i < 8; i++) judge.script('/v1/chat/completions', { json: openAiReply('{"score":1,"reason":"ok"}') });
-      const scored = await start(8, busybox(`echo '{"output":"ok"}'`), { concurrentCases: 4, scorerConcurrentCases: 2 }, true, (seeded) => [
-        {
-          id: String(seeded.evaluatorIds[0]),
-          scorer_key: 'judge',
-          name: 'judge',
-          scorer_config: { prompt_template: 'Output: {{run.output}}', base_url: baseUrl, model_name: 'm', api_style: 'openai', api_key: 'sk-record' },
-        },
+      for (let i = 0; i < 8; i++)
+        judge.script('/v1/chat/completions', { json: openAiReply('{"score":1,"reason":"ok"}') });
+      const scored = await start(
+        8,
+        busybox(`echo '{"output":"ok"}'`),
+        { concurrentCases: 4, scorerConcurrentCases: 2 },
+        true,
+        (seeded) => [
+          {
+            id: String(seeded.evaluatorIds[0]),
+            scorer_key: 'judge',
+            name: 'judge',
+            scorer_config: {
+              prompt_template: 'Output: {{run.output}}',
+              base_url: baseUrl,
+              model_name: 'm',
+              api_style: 'openai',
+              api_key: 'sk-record',
+            },
+          },
+        ],
+      );
+      await stack.db.pool.query(`UPDATE evaluators SET api_key = 'sk-record' WHERE id = $1`, [
+        scored.seeded.evaluatorIds[0],
       ]);
-      await stack.db.pool.query(`UPDATE evaluators SET api_key = 'sk-record' WHERE id = $1`, [scored.seeded.evaluatorIds[0]]);
       await scored.handle.result();
       await save(stack, 'scored-concurrent', scored.handle);
     } finally {
@@ -80,13 +112,18 @@ async function main(): Promise<void> {
     await save(stack, 'failed-before-start', badSpec.handle);
 
     const stale = await start(1, busybox('true'), {}, false);
-    await stack.db.pool.query(`UPDATE experiments SET queue_message_id = 'another-message' WHERE id = $1`, [stale.seeded.experimentId]);
+    await stack.db.pool.query(`UPDATE experiments SET queue_message_id = 'another-message' WHERE id = $1`, [
+      stale.seeded.experimentId,
+    ]);
     await stale.handle.result();
     await save(stack, 'skipped-stale', stale.handle);
 
     const canceled = await start(3, busybox('sleep 300'));
     await eventually(async () => {
-      const { rows } = await stack.db.pool.query(`SELECT 1 FROM run_cases WHERE experiment_id = $1 AND status = 'running'`, [canceled.seeded.experimentId]);
+      const { rows } = await stack.db.pool.query(
+        `SELECT 1 FROM run_cases WHERE experiment_id = $1 AND status = 'running'`,
+        [canceled.seeded.experimentId],
+      );
       return rows.length >= 2 ? true : undefined;
     });
     await canceled.handle.cancel();
@@ -95,10 +132,16 @@ async function main(): Promise<void> {
 
     const terminated = await start(3, busybox('sleep 300'));
     await eventually(async () => {
-      const { rows } = await stack.db.pool.query(`SELECT 1 FROM run_cases WHERE experiment_id = $1 AND status = 'running'`, [terminated.seeded.experimentId]);
+      const { rows } = await stack.db.pool.query(
+        `SELECT 1 FROM run_cases WHERE experiment_id = $1 AND status = 'running'`,
+        [terminated.seeded.experimentId],
+      );
       return rows.length >= 1 ? true : undefined;
     });
-    await stack.db.pool.query(`UPDATE experiments SET queue_status = 'manual_terminated', queue_message_id = NULL WHERE id = $1`, [terminated.seeded.experimentId]);
+    await stack.db.pool.query(
+      `UPDATE experiments SET queue_status = 'manual_terminated', queue_message_id = NULL WHERE id = $1`,
+      [terminated.seeded.experimentId],
+    );
     await terminated.handle.result();
     await save(stack, 'platform-terminated', terminated.handle);
   } finally {

@@ -32,7 +32,8 @@ export function captureLogger(level = 'debug'): { log: Logger; lines: Array<Reco
   const lines: Array<Record<string, unknown>> = [];
   const destination = {
     write(chunk: string) {
-      for (const line of chunk.split('\n')) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.split('\n'))
+        if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
     },
   };
   return { log: createLogger({ level, destination }), lines };
@@ -65,7 +66,10 @@ export async function startStack(
   const log = opts.log ?? createLogger({ level: config.logLevel });
   const client = await connectTemporalClient(config);
   const docker = createDockerClient(config.docker.socketPath);
-  const worker = opts.worker === false ? null : await createCaseWorker({ config, log, pool: db.pool, docker, client, taskQueue });
+  const worker =
+    opts.worker === false
+      ? null
+      : await createCaseWorker({ config, log, pool: db.pool, docker, client, taskQueue });
   const running = worker?.run();
   return {
     config,
@@ -91,7 +95,11 @@ export async function managedContainers(docker: Dockerode, workflowIds: string[]
 }
 
 /** Polls fn until it returns a non-undefined value or the deadline passes. */
-export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 60_000, what = 'condition'): Promise<T> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  what = 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -101,17 +109,26 @@ export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs 
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
 
 /** A `benchctl worker` child process, so a test can kill it with SIGKILL mid-case. */
-export function spawnWorker(env: Record<string, string>): { child: ChildProcess; exited: Promise<number | null>; output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../../src/cli/benchctl.ts'), 'worker'], {
-    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export function spawnWorker(env: Record<string, string>): {
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  output: () => string;
+} {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.resolve(__dirname, '../../src/cli/benchctl.ts'), 'worker'],
+    {
+      env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
