@@ -8,12 +8,20 @@ import { assembleCaseLogs, caseOutcome, CONTAINER_LOG_TAIL_CHARS } from '../src/
 import { buildCommandContext, renderCommandTemplate } from '../src/domain/template';
 import type { RunCaseInput, ExperimentRunRequested } from '../src/domain/message';
 import type { RuntimeSpec } from '../src/domain/runtime-spec';
-import { loadCaseResult, saveCaseResult, type CaseRawResult } from '../src/db/case-result-repository';
-import { getCaseStatuses, transitionCaseStatus } from '../src/db/run-case-repository';
+import {
+  saveCaseResult,
+  type CaseRawResult,
+  type CaseTrajectory,
+  type StoredCaseResult,
+} from '../src/db/case-result-repository';
+import { loadCaseStart } from '../src/db/case-start-repository';
+import { transitionCaseStatus } from '../src/db/run-case-repository';
 import { caseContainerName, LABELS } from '../src/docker/labels';
 import type { ActivityDeps } from './activity-deps';
 import { openCaseNetwork } from './case-network';
+import { parseCaseInput } from './run-request-cache';
 import { createCaseFinalizer } from './case-finalization';
+import { computeTrajectory } from './case-trajectory';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
 export const CASE_FILE_PATH = '/benchmark/case.json';
@@ -42,15 +50,15 @@ export function createInlineFinisher(deps: ActivityDeps) {
   const finalizeFromPhases = createCaseFinalizer(deps);
   return async function finishInline(
     ref: CaseRef & { finishInline?: boolean },
-    raw: CaseRawResult,
+    stored: StoredCaseResult,
     summary: CaseExecutionSummary,
     log: ActivityDeps['log'],
   ): Promise<CaseExecutionSummary> {
-    if (!ref.finishInline || summary.needsJudge || !raw.telemetryComplete) return summary;
+    if (!inlineEligible(ref, stored.result, summary)) return summary;
     try {
       const finalized = await finalizeFromPhases(
         { ...ref, notExecutedError: null },
-        { result: raw, trajectory: null, scores: null },
+        { ...stored, scores: null },
       );
       return { ...summary, finalized };
     } catch (err) {
@@ -61,6 +69,46 @@ export function createInlineFinisher(deps: ActivityDeps) {
       return summary;
     }
   };
+}
+
+function inlineEligible(
+  ref: { finishInline?: boolean },
+  raw: CaseRawResult,
+  summary: CaseExecutionSummary,
+): boolean {
+  return ref.finishInline === true && !summary.needsJudge && raw.telemetryComplete === true;
+}
+
+/**
+ * Stores the container phase's record; on the fast path with the trajectory, collected first (one
+ * write instead of two). Nothing may keep the record from being stored: if collecting fails, the
+ * record goes in without it and the trajectory is collected later like any other.
+ */
+export async function storeCaseResult(
+  deps: ActivityDeps,
+  ref: CaseRef & { finishInline?: boolean },
+  raw: CaseRawResult,
+  summary: CaseExecutionSummary,
+  log: ActivityDeps['log'],
+): Promise<StoredCaseResult> {
+  let trajectory: CaseTrajectory | null = null;
+  if (inlineEligible(ref, raw, summary)) {
+    try {
+      // running → trajectory before the OTel query, as the trajectory phase does (CONTRACT §3.2).
+      await transitionCaseStatus(deps.pool, {
+        experimentId: ref.experimentId,
+        runCaseId: ref.runCaseId,
+        to: 'trajectory',
+      });
+      trajectory = await computeTrajectory(deps, ref.runCaseId, raw);
+    } catch (err) {
+      log.warn(
+        { code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) },
+        'collecting the trajectory in the container phase failed; it is collected after the record is stored',
+      );
+    }
+  }
+  return saveCaseResult(deps.pool, ref.workflowId, ref.runCaseId, raw, trajectory);
 }
 
 export function createCaseExecution(deps: ActivityDeps) {
@@ -80,15 +128,6 @@ export function createCaseExecution(deps: ActivityDeps) {
     });
 
     const phaseStart = Date.now();
-    const done = await loadCaseResult(pool, workflowId, runCaseId);
-    if (done)
-      return finishInline(
-        ref,
-        done,
-        summarize(done, (await deps.runRequests.get(workflowId)).request.scorers),
-        log,
-      );
-
     // A previous attempt may have died with its container alive (worker killed): remove it first.
     // (A first attempt has no predecessor; a leftover of its fixed name is replaced by createAndStart.)
     if (attempt > 1) {
@@ -98,17 +137,16 @@ export function createCaseExecution(deps: ActivityDeps) {
         await sandbox.remove(c.id);
     }
 
-    // Independent reads, together: they are on the critical path of every case.
-    const [statuses, run, caseInput] = await Promise.all([
-      getCaseStatuses(pool, experimentId, [runCaseId]),
-      deps.runRequests.get(workflowId),
-      deps.runRequests.caseInput(workflowId, runCaseId),
-    ]);
-    const status = statuses.get(runCaseId);
+    // The reads on the critical path of every case: one round trip (the run request is cached).
+    const [start, run] = await Promise.all([loadCaseStart(pool, ref), deps.runRequests.get(workflowId)]);
+    if (start.stored)
+      return finishInline(ref, start.stored, summarize(start.stored.result, run.request.scorers), log);
+    const { status } = start;
     if (status === undefined || isTerminalStatus(status)) {
       log.info({ code: 'CASE_NOT_ACTIVE', status }, 'case is no longer active; not executing');
       return { status: 'not_active', errorMessage: null, exitCode: null };
     }
+    const caseInput = parseCaseInput(workflowId, runCaseId, start.caseInput);
 
     if (!run.spec) throw new Error(run.specError ?? 'runtime spec invalid');
     const spec = run.spec;
@@ -149,7 +187,13 @@ export function createCaseExecution(deps: ActivityDeps) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
       await network.close();
       const message = err instanceof Error ? err.message : String(err);
-      return summarize(await save(failedBeforeExec(message, spec, startedAt, attempt)), run.request.scorers);
+      const failed = await saveCaseResult(
+        pool,
+        workflowId,
+        runCaseId,
+        failedBeforeExec(message, spec, startedAt, attempt),
+      );
+      return summarize(failed.result, run.request.scorers);
     }
 
     const timeoutSeconds = spec.caseTimeoutSeconds ?? config.consumer.caseTimeoutSeconds;
@@ -283,12 +327,15 @@ export function createCaseExecution(deps: ActivityDeps) {
     result.timings.containerPhaseMs = Date.now() - phaseStart;
     if (mockRequests.length > 0) result.mockRequests = mockRequests;
     result.telemetryComplete = telemetryComplete;
-    const saved = await save(result);
-    return finishInline(ref, saved, summarize(saved, run.request.scorers), log);
-
-    function save(r: CaseRawResult): Promise<CaseRawResult> {
-      return saveCaseResult(pool, workflowId, runCaseId, r);
-    }
+    const summary = summarize(result, run.request.scorers);
+    const stored = await storeCaseResult(deps, ref, result, summary, log);
+    // A stored record from an earlier attempt wins over this one (first write wins).
+    return finishInline(
+      ref,
+      stored,
+      stored.result === result ? summary : summarize(stored.result, run.request.scorers),
+      log,
+    );
   }
 
   return { executeCase };

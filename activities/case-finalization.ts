@@ -54,10 +54,11 @@ export function createCaseFinalizer(deps: ActivityDeps) {
     const raw = phases?.result ?? notExecuted(ref.notExecutedError);
     const run = await deps.runRequests.get(workflowId);
 
-    await transitionCaseStatus(pool, { experimentId, runCaseId, to: 'trajectory' });
-    // The fast path and runs started before the trajectory phase existed come here without one.
+    // The fast path and runs started before the trajectory phase existed come here without one
+    // (whoever collected it moved the case to `trajectory` then; a case that never ran stays put).
     let trajectory = phases?.trajectory ?? null;
     if (phases && !trajectory) {
+      await transitionCaseStatus(pool, { experimentId, runCaseId, to: 'trajectory' });
       if (!raw.telemetryComplete) await deps.telemetry.flushGrace(new Date(raw.finishedAt));
       trajectory = await computeTrajectory(deps, runCaseId, raw);
       await saveCaseTrajectory(pool, workflowId, runCaseId, trajectory);

@@ -2,14 +2,21 @@ import { Context } from '@temporalio/activity';
 import type { RunOutcome } from '../src/domain/experiment-run';
 import { getExperimentQueueState } from '../src/db/experiment-repository';
 import { listCaseIds, type CaseCursorEntry } from '../src/db/run-request-repository';
-import { markCasesQueued } from '../src/db/run-case-repository';
-import { cancelRunCases, failRunCases } from '../src/db/run-control-repository';
+import { cancelRunCases, failRunCases, queueRunCases } from '../src/db/run-control-repository';
 import type { ActivityDeps } from './activity-deps';
 
 export interface RunRef {
   workflowId: string;
   experimentId: number;
   messageId: string;
+}
+
+export interface PrepareRunInput extends RunRef {
+  /**
+   * When set, the result carries the run's first page of cases (what `listCasePage` from position 0
+   * with this limit returns), so the workflow starts its first case without another activity.
+   */
+  firstPageLimit?: number;
 }
 
 export interface PrepareRunResult {
@@ -19,28 +26,19 @@ export interface PrepareRunResult {
   failure?: string;
   /** With `failure`: how many cases that recorded as failed (the worker's cases_finished metric reads it). */
   failedCases?: number;
+  /** With `firstPageLimit`, when the run may start: its first cases in message order. */
+  firstPage?: CaseCursorEntry[];
 }
-
-const ID_PAGE = 1000;
 
 export function createRunActivities(deps: ActivityDeps) {
   const { pool, log, runRequests } = deps;
-
-  async function allCaseIds(workflowId: string): Promise<number[]> {
-    const ids: number[] = [];
-    for (let after = 0; ;) {
-      const page = await listCaseIds(pool, workflowId, after, ID_PAGE);
-      if (page.length === 0) return ids;
-      for (const c of page) ids.push(c.runCaseId);
-      after = page[page.length - 1]?.position ?? after;
-    }
-  }
 
   /**
    * CONTRACT §3.3 skip rules, then everything that happens once per run before any case starts:
    * runtime-spec validation, cases → queued, and the image pull (one per run, not one per case).
    */
-  async function prepareRun(ref: RunRef): Promise<PrepareRunResult> {
+  async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResult> {
+    const { firstPageLimit, ...ref } = input;
     const { workflowId, experimentId, messageId } = ref;
     const state = await getExperimentQueueState(pool, experimentId);
     if (state.queueStatus === 'manual_terminated') {
@@ -69,7 +67,12 @@ export function createRunActivities(deps: ActivityDeps) {
 
     const run = await deps.runRequests.get(workflowId);
     if (!run.spec) return failAll(ref, run.specError ?? 'E_SANDBOX_RUNTIME_SPEC_INVALID');
-    await markCasesQueued(pool, experimentId, await allCaseIds(workflowId));
+    // One statement marks every case of the run queued; the first page is read alongside it (the
+    // case list of a run never changes, so the order of the two does not matter).
+    const [, firstPage] = await Promise.all([
+      queueRunCases(pool, { workflowId, experimentId }),
+      firstPageLimit === undefined ? undefined : listCaseIds(pool, workflowId, 0, firstPageLimit),
+    ]);
 
     try {
       await deps.images.ensureImage(run.spec.agentImage, run.spec.pullPolicy, run.spec.pullTimeoutSeconds);
@@ -78,7 +81,7 @@ export function createRunActivities(deps: ActivityDeps) {
       if (Context.current().info.attempt < deps.config.consumer.maxRetries) throw err;
       return failAll(ref, err instanceof Error ? err.message : String(err));
     }
-    return {};
+    return firstPage ? { firstPage } : {};
   }
 
   async function failAll(ref: RunRef, reason: string): Promise<PrepareRunResult> {

@@ -46,16 +46,7 @@ export class RunRequestCache {
   }
 
   async caseInput(workflowId: string, runCaseId: number): Promise<RunCaseInput> {
-    const raw = await loadCaseInput(this.pool, workflowId, runCaseId);
-    if (!raw) {
-      throw ApplicationFailure.nonRetryable(
-        `no stored input for run case ${runCaseId} of ${workflowId}`,
-        'MissingRunRequest',
-      );
-    }
-    const [parsed] = experimentRunRequestedSchema.shape.run_cases.parse([raw]);
-    if (!parsed) throw new Error('case input parse returned nothing');
-    return parsed;
+    return parseCaseInput(workflowId, runCaseId, await loadCaseInput(this.pool, workflowId, runCaseId));
   }
 
   private async load(workflowId: string): Promise<LoadedRunRequest> {
@@ -80,4 +71,17 @@ export class RunRequestCache {
       };
     }
   }
+}
+
+/** A stored case input (agentbench_case_inputs.case_input), validated as the message's run case. */
+export function parseCaseInput(workflowId: string, runCaseId: number, raw: object | null): RunCaseInput {
+  if (!raw) {
+    throw ApplicationFailure.nonRetryable(
+      `no stored input for run case ${runCaseId} of ${workflowId}`,
+      'MissingRunRequest',
+    );
+  }
+  const [parsed] = experimentRunRequestedSchema.shape.run_cases.parse([raw]);
+  if (!parsed) throw new Error('case input parse returned nothing');
+  return parsed;
 }

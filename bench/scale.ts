@@ -16,7 +16,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities, RunRequestCache } from '../activities';
-import { createInlineFinisher } from '../activities/case-execution';
+import { createInlineFinisher, storeCaseResult } from '../activities/case-execution';
 import { loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { parseExperimentMessage } from '../src/domain/message';
@@ -130,8 +130,18 @@ async function main(): Promise<void> {
         runCaseId: ref.runCaseId,
         to: 'running',
       });
-      const raw = await saveCaseResult(db.pool, ref.workflowId, ref.runCaseId, trivialResult());
-      return finishInline(ref, raw, { status: 'success', errorMessage: null, exitCode: 0, needsJudge }, log);
+      const summary: CaseExecutionSummary = {
+        status: 'success',
+        errorMessage: null,
+        exitCode: 0,
+        needsJudge,
+      };
+      return finishInline(
+        ref,
+        await storeCaseResult(activityDeps, ref, trivialResult(), summary, log),
+        summary,
+        log,
+      );
     };
     const connection = await NativeConnection.connect({ address: config.temporal.address });
     // As in production (deploy/Dockerfile): the workflow code is bundled ahead of time, in another

@@ -240,6 +240,9 @@ class ExperimentBridge implements BridgeHandle {
       clientProperties: { connection_name: this.connectionName },
       // A black-holed broker address would otherwise hang each attempt for the OS TCP timeout.
       timeout: CONNECT_TIMEOUT_MS,
+      // amqplib leaves Nagle on: a dead-letter publish (method, header and body frames) then waits
+      // for the broker's delayed ACK, ~40 ms, before the message and its ack are complete.
+      noDelay: true,
     });
     const state: SessionState = { lost: false, closing: false, lastError: undefined };
     let session: Session | null = null;
@@ -329,9 +332,7 @@ class ExperimentBridge implements BridgeHandle {
       this.sessionLost(session, 'consumer cancelled by broker', undefined);
       return;
     }
-    const handling = traceDelivery(this.deps.tracer, this.deps.queue, msg, () =>
-      this.handleDelivery(session, msg),
-    )
+    const handling = traceDelivery(this.deps.tracer, this.deps.queue, msg, () => this.handleDelivery(session, msg))
       .catch((err: unknown) => {
         // handleDelivery settles every message itself; this only keeps a bug from crashing the process.
         this.log.error({ code: 'E_MESSAGE_PROCESS', error: errorText(err) }, 'delivery handler failed');

@@ -53,8 +53,19 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   // phase finish a case itself.
   const fastPath = phasesV2 && patched('case-fast-path');
 
+  /** The first page of cases when prepareRun returned it (fresh runs that recorded the marker). */
+  let firstPage: Awaited<ReturnType<Activities['listCasePage']>> | undefined;
   if (!input.carry) {
-    const prep = await bookkeeping.prepareRun({ workflowId, experimentId, messageId: input.messageId });
+    // Runs started before this marker read their first page with a separate listCasePage activity
+    // after prepareRun; they keep doing so on replay. Continued runs (carry) have no prepareRun and
+    // always page with listCasePage.
+    const firstPageInPrepare = patched('first-page-in-prepare');
+    const prep = await bookkeeping.prepareRun({
+      workflowId,
+      experimentId,
+      messageId: input.messageId,
+      ...(firstPageInPrepare ? { firstPageLimit: CASE_PAGE_SIZE } : {}),
+    });
     if (prep.skip) {
       return { outcome: prep.skip, progress, detail: prep.detail };
     }
@@ -65,6 +76,8 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
       publishProgress(progress);
       return { outcome: 'failed_before_start', progress, detail: prep.failure };
     }
+    // A worker whose prepareRun predates firstPageLimit returns no page: then listCasePage reads it.
+    if (firstPageInPrepare) firstPage = prep.firstPage;
   }
 
   const caseActivities = (runCaseId: number) =>
@@ -201,11 +214,10 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   try {
     await caseLoop.run(async () => {
       for (;;) {
-        const page = await bookkeeping.listCasePage({
-          workflowId,
-          afterPosition: cursor,
-          limit: CASE_PAGE_SIZE,
-        });
+        const page =
+          firstPage ??
+          (await bookkeeping.listCasePage({ workflowId, afterPosition: cursor, limit: CASE_PAGE_SIZE }));
+        firstPage = undefined;
         if (page.length === 0) break;
         for (const c of page) {
           await condition(() => slotsInUse < settings.concurrentCases);

@@ -24,34 +24,33 @@ export interface CaseRawResult {
   telemetryComplete?: boolean;
 }
 
-/** First write wins: a result that exists is never replaced by a later attempt's. */
+/**
+ * First write wins: a result that exists is never replaced by a later attempt's. The fast path
+ * stores the trajectory with it (one write instead of two). Returns what is stored.
+ */
 export async function saveCaseResult(
   pool: pg.Pool,
   workflowId: string,
   runCaseId: number,
   result: CaseRawResult,
-): Promise<CaseRawResult> {
-  const inserted = await pool.query<{ result: CaseRawResult }>(
-    `INSERT INTO agentbench_case_results (workflow_id, run_case_id, result) VALUES ($1, $2, $3)
-     ON CONFLICT (workflow_id, run_case_id) DO NOTHING RETURNING result`,
-    [workflowId, runCaseId, toJsonbParam(result)],
+  trajectory: CaseTrajectory | null = null,
+): Promise<StoredCaseResult> {
+  const inserted = await pool.query(
+    `INSERT INTO agentbench_case_results (workflow_id, run_case_id, result, trajectory) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (workflow_id, run_case_id) DO NOTHING`,
+    [workflowId, runCaseId, toJsonbParam(result), trajectory ? toJsonbParam(trajectory) : null],
   );
-  if (inserted.rows[0]) return inserted.rows[0].result;
-  const existing = await loadCaseResult(pool, workflowId, runCaseId);
+  // Inserted: what we hold is what is stored, up to the text cleaning every later write applies again.
+  if (inserted.rowCount === 1) return { result, trajectory };
+  const existing = await loadCasePhases(pool, workflowId, runCaseId);
   if (!existing) throw new Error(`case result ${workflowId}/${runCaseId} vanished`);
-  return existing;
+  return { result: existing.result, trajectory: existing.trajectory };
 }
 
-export async function loadCaseResult(
-  pool: pg.Pool,
-  workflowId: string,
-  runCaseId: number,
-): Promise<CaseRawResult | null> {
-  const r = await pool.query<{ result: CaseRawResult }>(
-    'SELECT result FROM agentbench_case_results WHERE workflow_id = $1 AND run_case_id = $2',
-    [workflowId, runCaseId],
-  );
-  return r.rows[0]?.result ?? null;
+/** The container phase's record and, once collected, the trajectory. */
+export interface StoredCaseResult {
+  result: CaseRawResult;
+  trajectory: CaseTrajectory | null;
 }
 
 /** The trajectory phase's output (CONTRACT §4.4 steps, where they came from, OTel token usage). */

@@ -180,6 +180,16 @@ export async function persistCaseResult(pool: pg.Pool, row: CaseResultRow): Prom
     params.push(r.startedAt);
     assignments.push(`started_at = COALESCE(started_at, $${params.length}::timestamptz)`);
   }
+  if (r.scores !== null) {
+    // final_score over exactly the rows replaceScores writes below, in this same UPDATE.
+    params.push(
+      r.scores.map((s) => s.score),
+      SENTINEL_SCORE,
+    );
+    assignments.push(
+      `final_score = (SELECT avg(s) FILTER (WHERE s <> $${params.length}) FROM unnest($${params.length - 1}::float8[]) AS s)`,
+    );
+  }
 
   return withTransaction(pool, async (client) => {
     const status = await lockExperiment(client, r.experimentId);
@@ -189,7 +199,7 @@ export async function persistCaseResult(pool: pg.Pool, row: CaseResultRow): Prom
       params,
     );
     if ((res.rowCount ?? 0) === 0) return false;
-    if (r.scores !== null) await replaceScores(client, r.runCaseId, r.scores);
+    if (r.scores !== null) await replaceScores(client, r.runCaseId, r.scores, { finalScoreSet: true });
     await refreshExperiment(client, r.experimentId, { status });
     return true;
   });
@@ -216,7 +226,7 @@ export async function persistCaseScores(
     );
     if (found.rowCount === 0)
       throw new Error(`run case ${runCaseId} not found in experiment ${experimentId}`);
-    await replaceScores(client, runCaseId, scores, only);
+    await replaceScores(client, runCaseId, scores, { onlyTheseScorers: only });
     await refreshExperiment(client, experimentId, { status });
   });
 }
@@ -230,8 +240,12 @@ async function replaceScores(
   client: pg.PoolClient,
   runCaseId: number,
   scores: ParsedScore[],
-  onlyTheseScorers = false,
+  opts: {
+    onlyTheseScorers?: boolean;
+    /** The caller's own UPDATE already set final_score from `scores`. */ finalScoreSet?: boolean;
+  } = {},
 ): Promise<void> {
+  const onlyTheseScorers = opts.onlyTheseScorers === true;
   // The two tables in one statement each for the delete and the insert (data-modifying CTEs on
   // different tables): a case's final persist is on the critical path of its container slot.
   if (onlyTheseScorers) {
@@ -264,6 +278,7 @@ async function replaceScores(
       .filter((s) => s.evaluatorId > 0)
       .map((s) => [s.evaluatorId, s.score, toPostgresText(s.reason), toJsonbParam(s.rawResult)]),
   );
+  if (opts.finalScoreSet) return;
   await client.query(
     `UPDATE run_cases
         SET final_score = (SELECT avg(score) FILTER (WHERE score <> $2)

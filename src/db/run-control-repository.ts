@@ -1,8 +1,31 @@
 import type pg from 'pg';
-import { ACTIVE_CASE_STATUSES } from '../domain/case-status';
+import { ACTIVE_CASE_STATUSES, PROGRESS_GUARDS } from '../domain/case-status';
 import { lockExperiment, refreshExperiment, withTransaction } from './experiment-repository';
 
 const ACTIVE = [...ACTIVE_CASE_STATUSES];
+const QUEUED_FROM = [...PROGRESS_GUARDS.queued];
+
+/**
+ * Batch start (CONTRACT §3.1 item 1) for every case of one run in one statement: pending → queued,
+ * the same guard and §3.4 refresh as markCasesQueued, without reading the run's case ids first.
+ * Returns the number of rows changed.
+ */
+export async function queueRunCases(
+  pool: pg.Pool,
+  p: { workflowId: string; experimentId: number },
+): Promise<number> {
+  return withTransaction(pool, async (client) => {
+    const status = await lockExperiment(client, p.experimentId);
+    const r = await client.query(
+      `UPDATE run_cases SET status = 'queued', updated_at = now()
+        WHERE experiment_id = $2 AND status = ANY($3::text[])
+          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)`,
+      [p.workflowId, p.experimentId, QUEUED_FROM],
+    );
+    await refreshExperiment(client, p.experimentId, { status });
+    return r.rowCount ?? 0;
+  });
+}
 
 /**
  * A run that cannot start at all (bad runtime spec, image unavailable) fails every still-active case

@@ -1,10 +1,21 @@
-import { chmod, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** Where a case container finds the files we give it (case.json, the mock gateway's CA). */
 export const CASE_FILES_ROOT = '/benchmark';
 
 const MOUNTABLE = new RegExp(`^${CASE_FILES_ROOT}/[a-zA-Z0-9_][a-zA-Z0-9_.-]*$`);
+
+const DIRECTORY_MODE = 0o755;
+const FILE_MODE = 0o644;
+let umask: number | undefined;
+
+/** True when the process umask would create `mode` narrower than asked (then it is set explicitly). */
+function narrowedByUmask(mode: number): boolean {
+  // Reading without setting is only documentation-deprecated (racy with a concurrent setter; we have none).
+  umask ??= process.umask();
+  return (mode & ~umask) !== mode;
+}
 
 export interface CaseFile {
   /** Absolute path inside the container. */
@@ -21,6 +32,10 @@ export interface CaseFile {
  * DockerSandbox finds out on first use.
  */
 export class CaseFileDirectory {
+  /** The files this process wrote per container: removing them needs no directory listing. */
+  private readonly written = new Map<string, string[]>();
+  private rootReady: Promise<unknown> | null = null;
+
   constructor(readonly root: string) {}
 
   /** True for a file directly in /benchmark (what one mount of this directory can carry). */
@@ -28,25 +43,64 @@ export class CaseFileDirectory {
     return MOUNTABLE.test(path);
   }
 
-  /** Replaces the directory of `containerName` with `files`; returns its host path. */
+  /**
+   * Replaces the directory of `containerName` with `files`; returns its host path. It is on the
+   * critical path of every case, hence the few system calls: mkdir, then open/write/close per file.
+   */
   async write(containerName: string, files: readonly CaseFile[]): Promise<string> {
     const dir = this.dirOf(containerName);
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
-    // Readable by whatever user the image runs as (mkdir honours the umask, so set it explicitly).
-    await chmod(dir, 0o755);
     for (const file of files) {
       if (!CaseFileDirectory.mountable(file.path))
         throw new Error(`not a file directly in ${CASE_FILES_ROOT}: ${file.path}`);
-      const target = join(dir, file.path.slice(CASE_FILES_ROOT.length + 1));
-      await writeFile(target, file.content);
-      await chmod(target, file.mode ?? 0o644);
+    }
+    await this.makeFresh(dir);
+    const names: string[] = [];
+    this.written.set(containerName, names);
+    // Readable by whatever user the image runs as; modes the umask would narrow are set explicitly.
+    if (narrowedByUmask(DIRECTORY_MODE)) await chmod(dir, DIRECTORY_MODE);
+    for (const file of files) {
+      const name = file.path.slice(CASE_FILES_ROOT.length + 1);
+      const mode = file.mode ?? FILE_MODE;
+      const target = join(dir, name);
+      await writeFile(target, file.content, { mode, flag: 'wx' });
+      names.push(name);
+      if (narrowedByUmask(mode)) await chmod(target, mode);
     }
     return dir;
   }
 
   async remove(containerName: string): Promise<void> {
-    await rm(this.dirOf(containerName), { recursive: true, force: true });
+    const dir = this.dirOf(containerName);
+    const names = this.written.get(containerName);
+    this.written.delete(containerName);
+    if (names) {
+      try {
+        for (const name of names) await unlink(join(dir, name));
+        await rmdir(dir);
+        return;
+      } catch {
+        // Changed behind our back (or already gone): fall back to removing whatever is there.
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /** A new, empty directory: a leftover of the same name (a killed worker's) is removed first. */
+  private async makeFresh(dir: string): Promise<void> {
+    this.rootReady ??= mkdir(this.root, { recursive: true }).catch((err: unknown) => {
+      this.rootReady = null;
+      throw err;
+    });
+    await this.rootReady;
+    try {
+      await mkdir(dir, { mode: DIRECTORY_MODE });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EEXIST' && code !== 'ENOENT') throw err;
+      // EEXIST: a leftover; ENOENT: the root itself was removed meanwhile (a tmp cleaner).
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true, mode: DIRECTORY_MODE });
+    }
   }
 
   /**

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { readHistoryFile, replayHistories } from '../../src/temporal/history-replay';
 import { installTemporalLogging } from '../../src/temporal/runtime-logging';
@@ -19,7 +19,7 @@ const files = readdirSync(HISTORIES)
  * must replay through the current workflow code, or running workflows would break on deploy.
  */
 describe('workflow replay of recorded histories', () => {
-  test('there are recorded histories of every representative run, of the current, v2 and v1 shapes', () => {
+  test('there are recorded histories of every representative run, of the current, v3, v2 and v1 shapes', () => {
     for (const name of [
       'mixed-success-and-failure',
       'continued-as-new',
@@ -31,6 +31,12 @@ describe('workflow replay of recorded histories', () => {
       assert.ok(
         files.some((f) => f.startsWith(name)),
         `missing history ${name}`,
+      );
+      // v3: fresh runs that read their first page with a listCasePage activity after prepareRun
+      // (before patched 'first-page-in-prepare').
+      assert.ok(
+        files.some((f) => f.startsWith(`v3-${name}`)),
+        `missing history v3-${name}`,
       );
       // v2: runs whose container phase never finished a case itself (trajectory and finalize always activities).
       assert.ok(
@@ -44,6 +50,54 @@ describe('workflow replay of recorded histories', () => {
       );
     }
     assert.ok(files.includes('scored-concurrent.json'), 'missing history scored-concurrent');
+    assert.ok(files.includes('v2-scored-concurrent.json'), 'missing history v2-scored-concurrent');
+  });
+
+  test("a fresh run's first case follows prepareRun directly; older and continued runs read a page first", () => {
+    /** Activity types scheduled before the first case's container phase (all of them if none). */
+    const activitiesBeforeFirstCase = (file: string): string[] => {
+      const { events } = JSON.parse(readFileSync(path.join(HISTORIES, file), 'utf8')) as {
+        events: Array<{
+          activityTaskScheduledEventAttributes?: { activityType: { name: string }; activityId: string };
+        }>;
+      };
+      const scheduled = events.flatMap((e) =>
+        e.activityTaskScheduledEventAttributes ? [e.activityTaskScheduledEventAttributes] : [],
+      );
+      const first = scheduled.findIndex((a) => /^case-\d+\/run$/.test(a.activityId));
+      return scheduled.slice(0, first < 0 ? undefined : first).map((a) => a.activityType.name);
+    };
+    const generation = (f: string) => /^(v\d+)-/.exec(f)?.[1] ?? 'current';
+    // Runs that never reached the case loop have only prepareRun, whatever their generation.
+    const fresh = files.filter(
+      (f) => !/(failed-before-start|skipped-stale)\.json$/.test(f) && !/\.run[2-9]\.json$/.test(f),
+    );
+    for (const f of fresh) {
+      const before = activitiesBeforeFirstCase(f);
+      if (generation(f) === 'current') {
+        assert.deepEqual(before, ['prepareRun'], `${f}: the first page came with prepareRun`);
+      } else {
+        assert.deepEqual(
+          before,
+          ['prepareRun', 'listCasePage'],
+          `${f}: recorded before 'first-page-in-prepare'`,
+        );
+      }
+    }
+    assert.ok(fresh.filter((f) => generation(f) === 'current').length >= 5, 'current fresh-run histories');
+    assert.ok(
+      fresh.some((f) => generation(f) === 'v3'),
+      'v3 fresh-run histories',
+    );
+    // A continued run (continue-as-new, no prepareRun) starts with a listCasePage activity.
+    for (const f of files.filter((f) => /\.run[2-9]\.json$/.test(f))) {
+      assert.equal(
+        activitiesBeforeFirstCase(f)[0],
+        'listCasePage',
+        `${f}: a continued run pages with listCasePage`,
+      );
+      assert.ok(!activitiesBeforeFirstCase(f).includes('prepareRun'), f);
+    }
   });
 
   test('every recorded history replays with the current workflow code', async () => {

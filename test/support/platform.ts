@@ -56,18 +56,26 @@ export function buildPlatformMessage(
   };
 }
 
-/** Publishes as platform/lib/rabbitmq.ts does (CONTRACT §1.1), then records queue_message_id. */
+/**
+ * Publishes as platform/lib/rabbitmq.ts does (CONTRACT §1.1), then records queue_message_id.
+ * Returns when the message was handed to the broker (Date.now()): the connection handshake before
+ * it (~80 ms here) is the publisher's, and no consumer can see the message earlier.
+ * `noDelay`: without it (amqplib's default, so presumably the platform's) the body frame waits
+ * for the broker's delayed ACK, and the message reaches the queue ~40 ms after `sentAt`.
+ */
 export async function publishAsPlatform(
   amqpUrl: string,
   queue: string,
   message: Record<string, unknown>,
   pool?: pg.Pool,
-): Promise<void> {
-  const conn = await amqp.connect(amqpUrl);
+  opts: { noDelay?: boolean } = {},
+): Promise<{ sentAt: number }> {
+  const conn = await amqp.connect(amqpUrl, { noDelay: opts.noDelay === true });
   try {
     const ch = await conn.createConfirmChannel();
     await ch.assertQueue(queue, { durable: true });
     const messageId = String(message.message_id);
+    const sentAt = Date.now();
     ch.sendToQueue(queue, Buffer.from(JSON.stringify(message)), {
       persistent: true,
       contentType: 'application/json',
@@ -82,6 +90,7 @@ export async function publishAsPlatform(
         messageId,
       ]);
     }
+    return { sentAt };
   } finally {
     await conn.close();
   }
