@@ -24,7 +24,10 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
   const workflowIds = new Set<string>();
 
   before(async () => {
-    stack = await startStack({ env: { RABBITMQ_EXPERIMENT_QUEUE: queue, CONSUMER_CONCURRENT_CASES: '2' }, log });
+    stack = await startStack({
+      env: { RABBITMQ_EXPERIMENT_QUEUE: queue, CONSUMER_CONCURRENT_CASES: '2' },
+      log,
+    });
     const settings = requireBridgeSettings(stack.config);
     redis = createRedis(settings.redis);
     bridge = await startBridge({
@@ -35,7 +38,11 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
       locks: new MessageLocks(redis, { processingSeconds: 300, processedSeconds: 86400 }, log, 'e2e'),
       log,
       startRun: async (message, meta) => {
-        const r = await startExperimentRun({ client: stack.client, pool: stack.db.pool, config: stack.config, log }, message, meta.dedupSuffix);
+        const r = await startExperimentRun(
+          { client: stack.client, pool: stack.db.pool, config: stack.config, log },
+          message,
+          meta.dedupSuffix,
+        );
         workflowIds.add(r.workflowId);
         return r;
       },
@@ -50,17 +57,22 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     await ch.deleteQueue(queue);
     await ch.deleteQueue(deadLetterQueueName(queue));
     await conn.close();
-    assert.deepEqual(await managedContainers(stack.docker, [...workflowIds]), [], 'no container of ours is left');
+    assert.deepEqual(
+      await managedContainers(stack.docker, [...workflowIds]),
+      [],
+      'no container of ours is left',
+    );
     await stack?.stop();
   });
 
   async function experimentDone(experimentId: number) {
     return eventually(
       async () => {
-        const { rows } = await stack.db.pool.query<{ queue_status: string; started_at: Date | null; finished_at: Date | null }>(
-          'SELECT queue_status, started_at, finished_at FROM experiments WHERE id = $1',
-          [experimentId],
-        );
+        const { rows } = await stack.db.pool.query<{
+          queue_status: string;
+          started_at: Date | null;
+          finished_at: Date | null;
+        }>('SELECT queue_status, started_at, finished_at FROM experiments WHERE id = $1', [experimentId]);
         const row = rows[0];
         return row && ['done', 'failed'].includes(row.queue_status) ? row : undefined;
       },
@@ -163,17 +175,32 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     try {
       const message = buildPlatformMessage(seeded, {
         queue,
-        runtimeSpec: { agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"once"}'` },
+        runtimeSpec: {
+          agent_image: 'bench/busybox:latest',
+          sandbox_start_command: 'sleep infinity',
+          case_exec_command: `echo '{"output":"once"}'`,
+        },
       });
       await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
       assert.equal((await experimentDone(seeded.experimentId)).queue_status, 'done');
       const rows = await caseRows(seeded.experimentId);
-      assert.deepEqual(rows.map((r) => [r.status, r.agent_output]), [['success', 'once']]);
+      assert.deepEqual(
+        rows.map((r) => [r.status, r.agent_output]),
+        [['success', 'once']],
+      );
       assert.ok(lines.some((l) => l.code === 'CASE_INLINE_FINALIZE_FAILED' && l.run_case_id === caseId));
-      const [workflowId] = [...workflowIds].filter((id) => id.startsWith(`experiment-${seeded.experimentId}-`));
-      assert.deepEqual(await casePhases(workflowId!), [`case-${caseId}/run`, `case-${caseId}/trajectory`, `case-${caseId}/finalize`]);
+      const [workflowId] = [...workflowIds].filter((id) =>
+        id.startsWith(`experiment-${seeded.experimentId}-`),
+      );
+      assert.deepEqual(await casePhases(workflowId!), [
+        `case-${caseId}/run`,
+        `case-${caseId}/trajectory`,
+        `case-${caseId}/finalize`,
+      ]);
     } finally {
-      await stack.db.pool.query(`DROP TRIGGER e2e_fail_once_${caseId} ON run_cases; DROP FUNCTION e2e_fail_once_${caseId}(); DROP SEQUENCE e2e_fail_once_${caseId};`);
+      await stack.db.pool.query(
+        `DROP TRIGGER e2e_fail_once_${caseId} ON run_cases; DROP FUNCTION e2e_fail_once_${caseId}(); DROP SEQUENCE e2e_fail_once_${caseId};`,
+      );
     }
   });
 
@@ -213,12 +240,20 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
     const message = buildPlatformMessage(seeded, {
       queue,
-      runtimeSpec: { agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep 3600', case_exec_command: `echo '{"output":"once"}'` },
+      runtimeSpec: {
+        agent_image: 'bench/busybox:latest',
+        sandbox_start_command: 'sleep 3600',
+        case_exec_command: `echo '{"output":"once"}'`,
+      },
     });
     await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
     await publishAsPlatform(amqpUrl(stack.config), queue, message);
     await experimentDone(seeded.experimentId);
-    await eventually(async () => (bridge.stats().received >= 2 ? true : undefined), 30_000, 'both deliveries');
+    await eventually(
+      async () => (bridge.stats().received >= 2 ? true : undefined),
+      30_000,
+      'both deliveries',
+    );
 
     const list = stack.client.workflow.list({ query: `ExperimentId = '${seeded.experimentId}'` });
     const found: string[] = [];
@@ -232,15 +267,29 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     const bad = [
       ['not json {', 'E_MESSAGE_INVALID_JSON'],
       [JSON.stringify({ message_type: 'other.type', schema_version: 'v2' }), 'E_UNSUPPORTED_MESSAGE_TYPE'],
-      [JSON.stringify({ message_type: 'experiment.run.requested', schema_version: 'v3' }), 'E_UNSUPPORTED_SCHEMA_VERSION'],
-      [JSON.stringify({ message_type: 'experiment.run.requested', schema_version: 'v2', dataset: { id: 1, name: 'x' } }), 'E_MESSAGE_SCHEMA_INVALID'],
+      [
+        JSON.stringify({ message_type: 'experiment.run.requested', schema_version: 'v3' }),
+        'E_UNSUPPORTED_SCHEMA_VERSION',
+      ],
+      [
+        JSON.stringify({
+          message_type: 'experiment.run.requested',
+          schema_version: 'v2',
+          dataset: { id: 1, name: 'x' },
+        }),
+        'E_MESSAGE_SCHEMA_INVALID',
+      ],
     ] as const;
     for (const [body] of bad) await publishRaw(amqpUrl(stack.config), queue, body);
 
     const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
     const good = buildPlatformMessage(seeded, {
       queue,
-      runtimeSpec: { agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep 3600', case_exec_command: `echo '{"output":"after-bad"}'` },
+      runtimeSpec: {
+        agent_image: 'bench/busybox:latest',
+        sandbox_start_command: 'sleep 3600',
+        case_exec_command: `echo '{"output":"after-bad"}'`,
+      },
     });
     await publishAsPlatform(amqpUrl(stack.config), queue, good, stack.db.pool);
     await experimentDone(seeded.experimentId);
@@ -255,7 +304,10 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
         if (!m) break;
         codes.push(String(m.properties.headers?.['x-agentbench-error-code']));
       }
-      assert.deepEqual(codes, bad.map(([, code]) => code));
+      assert.deepEqual(
+        codes,
+        bad.map(([, code]) => code),
+      );
     } finally {
       await conn.close();
     }
