@@ -34,12 +34,6 @@ interface HeartbeatDetails {
 }
 
 /**
- * The container phase of one case: fresh container, case command (+ after command), output, logs.
- * Its complete record is stored before it returns, so neither a retry of this activity nor a later
- * phase ever runs the agent a second time. Agent failures and timeouts are results, not errors;
- * only infrastructure errors are thrown (and retried by Temporal).
- */
-/**
  * The fast path for a case with nothing left to wait for (no judge to call, telemetry complete):
  * trajectory and final persist run in the container phase, the same idempotent code as their own
  * activities, which saves the workflow two activities and their workflow tasks per case — most of
@@ -111,6 +105,12 @@ export async function storeCaseResult(
   return saveCaseResult(deps.pool, ref.workflowId, ref.runCaseId, raw, trajectory);
 }
 
+/**
+ * The container phase of one case: fresh container, case command (+ after command), output, logs.
+ * Its complete record is stored before it returns, so neither a retry of this activity nor a later
+ * phase ever runs the agent a second time. Agent failures and timeouts are results, not errors;
+ * only infrastructure errors are thrown (and retried by Temporal).
+ */
 export function createCaseExecution(deps: ActivityDeps) {
   const { pool, sandbox, config } = deps;
   const finishInline = createInlineFinisher(deps);

@@ -204,6 +204,53 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     }
   });
 
+  test('when collecting the trajectory before storing the record fails, the record is stored anyway and the case still finishes inline', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
+    const caseId = seeded.runCaseIds[0]!;
+    // The first move to `trajectory` (the fast path's, before the record is stored) fails.
+    await stack.db.pool.query(`
+      CREATE SEQUENCE e2e_fail_traj_${caseId};
+      CREATE FUNCTION e2e_fail_traj_${caseId}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF nextval('e2e_fail_traj_${caseId}') = 1 THEN RAISE EXCEPTION 'injected: first move to trajectory fails'; END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER e2e_fail_traj_${caseId} BEFORE UPDATE ON run_cases FOR EACH ROW
+        WHEN (NEW.id = ${caseId} AND NEW.status = 'trajectory') EXECUTE FUNCTION e2e_fail_traj_${caseId}();`);
+    try {
+      const message = buildPlatformMessage(seeded, {
+        queue,
+        runtimeSpec: {
+          agent_image: 'bench/busybox:latest',
+          sandbox_start_command: 'sleep infinity',
+          case_exec_command: `echo '{"output":"kept"}'`,
+        },
+      });
+      await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
+      assert.equal((await experimentDone(seeded.experimentId)).queue_status, 'done');
+      const rows = await caseRows(seeded.experimentId);
+      assert.deepEqual(
+        rows.map((r) => [r.status, r.agent_output]),
+        [['success', 'kept']],
+      );
+      assert.ok(lines.some((l) => l.code === 'CASE_INLINE_FINALIZE_FAILED' && l.run_case_id === caseId));
+      const [workflowId] = [...workflowIds].filter((id) =>
+        id.startsWith(`experiment-${seeded.experimentId}-`),
+      );
+      // One container phase, which stored the record, then collected the trajectory and finished the case.
+      assert.deepEqual(await casePhases(workflowId!), [`case-${caseId}/run`]);
+      const { rows: stored } = await stack.db.pool.query<{ output: unknown; source: string | null }>(
+        `SELECT result->'agentOutput' AS output, trajectory->>'source' AS source FROM agentbench_case_results WHERE run_case_id = $1`,
+        [caseId],
+      );
+      assert.deepEqual(stored, [{ output: 'kept', source: 'none' }]);
+    } finally {
+      await stack.db.pool.query(
+        `DROP TRIGGER e2e_fail_traj_${caseId} ON run_cases; DROP FUNCTION e2e_fail_traj_${caseId}(); DROP SEQUENCE e2e_fail_traj_${caseId};`,
+      );
+    }
+  });
+
   test('a case that exits non-zero fails alone; no other case re-executes', async () => {
     const seeded = await seedExperiment(stack.db.pool, { cases: 3 });
     const failing = seeded.runCaseIds[1];
