@@ -95,26 +95,6 @@ type ParsedScore = z.output<typeof caseScore>;
 
 const nullIfEmpty = (s: string | null): string | null => (s ? toPostgresText(s) : null);
 
-/** Batch start (§3.1 item 1): pending → queued. Returns the number of rows changed. */
-export async function markCasesQueued(
-  pool: pg.Pool,
-  experimentId: number,
-  runCaseIds: number[],
-): Promise<number> {
-  const exp = id.parse(experimentId);
-  const ids = idList.parse(runCaseIds);
-  return withTransaction(pool, async (client) => {
-    const status = await lockExperiment(client, exp);
-    const res = await client.query(
-      `UPDATE run_cases SET status = 'queued', updated_at = now()
-        WHERE experiment_id = $1 AND id = ANY($2::bigint[]) AND status = ANY($3::text[])`,
-      [exp, ids, PROGRESS_GUARDS.queued],
-    );
-    await refreshExperiment(client, exp, { status });
-    return res.rowCount ?? 0;
-  });
-}
-
 const transitionInput = z.object({
   experimentId: id,
   runCaseId: id,

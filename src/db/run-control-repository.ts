@@ -7,7 +7,7 @@ const QUEUED_FROM = [...PROGRESS_GUARDS.queued];
 
 /**
  * Batch start (CONTRACT §3.1 item 1) for every case of one run in one statement: pending → queued,
- * the same guard and §3.4 refresh as markCasesQueued, without reading the run's case ids first.
+ * guarded by PROGRESS_GUARDS.queued, with the §3.4 refresh, without reading the run's case ids first.
  * Returns the number of rows changed.
  */
 export async function queueRunCases(

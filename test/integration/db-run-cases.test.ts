@@ -9,7 +9,6 @@ import {
 import {
   cancelActiveCases,
   getCaseStatuses,
-  markCasesQueued,
   persistCaseResult,
   persistCaseScores,
   supersedeFailedCases,
@@ -76,26 +75,6 @@ const judged = (evaluatorId: number, score: number, scorerKey = `judge-${evaluat
   score,
   reason: `reason ${score}`,
   rawResult: { evaluator_result: { score } },
-});
-
-describe('markCasesQueued', () => {
-  test('moves only pending rows of the experiment to queued', async () => {
-    const seed = await seedExperiment(db.pool, { cases: 3 });
-    const other = await seedExperiment(db.pool, { cases: 1 });
-    const [a, b, c] = seed.runCaseIds as [number, number, number];
-    await setCaseStatuses(db.pool, [c], 'running');
-
-    const changed = await markCasesQueued(db.pool, seed.experimentId, [a, b, c, ...other.runCaseIds]);
-
-    assert.equal(changed, 2);
-    const statuses = await getCaseStatuses(db.pool, seed.experimentId);
-    assert.deepEqual([...statuses.entries()].sort(), [
-      [a, 'queued'],
-      [b, 'queued'],
-      [c, 'running'],
-    ]);
-    assert.equal((await caseRow(other.runCaseIds[0] as number)).status, 'pending');
-  });
 });
 
 describe('transitionCaseStatus guards (CONTRACT §3.2)', () => {

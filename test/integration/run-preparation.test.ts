@@ -5,7 +5,7 @@ import { RunRequestCache, type ActivityDeps } from '../../activities';
 import { CASE_STATUSES, PROGRESS_GUARDS } from '../../src/domain/case-status';
 import type { ExperimentRunResult } from '../../src/domain/experiment-run';
 import { parseExperimentMessage } from '../../src/domain/message';
-import { getCaseStatuses, markCasesQueued } from '../../src/db/run-case-repository';
+import { getCaseStatuses } from '../../src/db/run-case-repository';
 import { queueRunCases } from '../../src/db/run-control-repository';
 import { saveRunRequest } from '../../src/db/run-request-repository';
 import { createLogger } from '../../src/logger';
@@ -68,47 +68,32 @@ describe('run preparation against Postgres', () => {
 
   describe('queueRunCases: the whole run queued in one statement', () => {
     for (const queueStatus of ['queued', 'manual_terminated']) {
-      test(`moves exactly what markCasesQueued moves, from ${PROGRESS_GUARDS.queued.join(', ')} only, and refreshes the same (experiment ${queueStatus})`, async () => {
-        // Two identical experiments, one case per status each: one is marked the old way (ids
-        // read first), the other with the single statement.
-        const viaIds = await seedExperiment(db.pool, { cases: CASE_STATUSES.length, queueStatus });
-        const viaRun = await seedExperiment(db.pool, { cases: CASE_STATUSES.length, queueStatus });
-        for (const seeded of [viaIds, viaRun]) {
-          await Promise.all(
-            CASE_STATUSES.map((s, i) => setCaseStatuses(db.pool, [seeded.runCaseIds[i] as number], s)),
-          );
-        }
-        await storeRun(db.pool, viaIds);
-        const workflowId = await storeRun(db.pool, viaRun);
-
-        const changedViaIds = await markCasesQueued(db.pool, viaIds.experimentId, viaIds.runCaseIds);
-        const changedViaRun = await queueRunCases(db.pool, { workflowId, experimentId: viaRun.experimentId });
-
-        assert.equal(changedViaRun, changedViaIds);
-        assert.equal(
-          changedViaRun,
-          CASE_STATUSES.filter((s) => (PROGRESS_GUARDS.queued as readonly string[]).includes(s)).length,
+      test(`moves the run's cases from ${PROGRESS_GUARDS.queued.join(', ')} only, and refreshes the experiment (experiment ${queueStatus})`, async () => {
+        // One case per status.
+        const seeded = await seedExperiment(db.pool, { cases: CASE_STATUSES.length, queueStatus });
+        await Promise.all(
+          CASE_STATUSES.map((s, i) => setCaseStatuses(db.pool, [seeded.runCaseIds[i] as number], s)),
         );
-        const before = (i: number) => CASE_STATUSES[i] as string;
-        const expected = (i: number) =>
-          (PROGRESS_GUARDS.queued as readonly string[]).includes(before(i)) ? 'queued' : before(i);
-        const statusesViaIds = await getCaseStatuses(db.pool, viaIds.experimentId);
-        const statusesViaRun = await getCaseStatuses(db.pool, viaRun.experimentId);
-        for (const i of CASE_STATUSES.keys()) {
+        const workflowId = await storeRun(db.pool, seeded);
+
+        const changed = await queueRunCases(db.pool, { workflowId, experimentId: seeded.experimentId });
+
+        const movable = (s: string) => (PROGRESS_GUARDS.queued as readonly string[]).includes(s);
+        assert.equal(changed, CASE_STATUSES.filter(movable).length);
+        const statuses = await getCaseStatuses(db.pool, seeded.experimentId);
+        for (const [i, before] of CASE_STATUSES.entries()) {
           assert.equal(
-            statusesViaRun.get(viaRun.runCaseIds[i] as number),
-            expected(i),
-            `${before(i)} → queued`,
-          );
-          assert.equal(
-            statusesViaIds.get(viaIds.runCaseIds[i] as number),
-            expected(i),
-            `${before(i)} → queued (ids)`,
+            statuses.get(seeded.runCaseIds[i] as number),
+            movable(before) ? 'queued' : before,
+            `${before} → queued`,
           );
         }
+        // §3.4: active cases make the run 'consuming'; a manual_terminated experiment is never refreshed.
         assert.deepEqual(
-          await experimentRow(db.pool, viaRun.experimentId),
-          await experimentRow(db.pool, viaIds.experimentId),
+          await experimentRow(db.pool, seeded.experimentId),
+          queueStatus === 'manual_terminated'
+            ? { queue_status: 'manual_terminated', started: false, finished: false }
+            : { queue_status: 'consuming', started: true, finished: false },
         );
       });
     }
