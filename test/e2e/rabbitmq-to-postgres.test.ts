@@ -159,26 +159,34 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
     assert.deepEqual((await casePhases(workflowId!)).sort(), rows.map((r) => `case-${r.id}/run`).sort());
   });
 
-  test('when finishing a case in the container phase fails, trajectory and finalize run as activities; the agent runs once', async () => {
+  /**
+   * One single-case run whose first UPDATE moving the case to `status` fails (a trigger; its
+   * sequence is not rolled back with the error). The case still succeeds, with the agent run once;
+   * returns what a test needs to check how it got there.
+   */
+  async function runWithFirstMoveFailing(
+    status: string,
+    output: string,
+  ): Promise<{ caseId: number; workflowId: string }> {
     const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
     const caseId = seeded.runCaseIds[0]!;
-    // The first final persist of this case fails (a sequence is not rolled back with the error).
+    const name = `e2e_fail_once_${caseId}`;
     await stack.db.pool.query(`
-      CREATE SEQUENCE e2e_fail_once_${caseId};
-      CREATE FUNCTION e2e_fail_once_${caseId}() RETURNS trigger LANGUAGE plpgsql AS $$
+      CREATE SEQUENCE ${name};
+      CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
-        IF nextval('e2e_fail_once_${caseId}') = 1 THEN RAISE EXCEPTION 'injected: first final persist fails'; END IF;
+        IF nextval('${name}') = 1 THEN RAISE EXCEPTION 'injected: first move to ${status} fails'; END IF;
         RETURN NEW;
       END $$;
-      CREATE TRIGGER e2e_fail_once_${caseId} BEFORE UPDATE ON run_cases FOR EACH ROW
-        WHEN (NEW.id = ${caseId} AND NEW.status = 'success') EXECUTE FUNCTION e2e_fail_once_${caseId}();`);
+      CREATE TRIGGER ${name} BEFORE UPDATE ON run_cases FOR EACH ROW
+        WHEN (NEW.id = ${caseId} AND NEW.status = '${status}') EXECUTE FUNCTION ${name}();`);
     try {
       const message = buildPlatformMessage(seeded, {
         queue,
         runtimeSpec: {
           agent_image: 'bench/busybox:latest',
           sandbox_start_command: 'sleep infinity',
-          case_exec_command: `echo '{"output":"once"}'`,
+          case_exec_command: `echo '{"output":"${output}"}'`,
         },
       });
       await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
@@ -186,69 +194,39 @@ describe('RabbitMQ → Temporal → Docker → Postgres', () => {
       const rows = await caseRows(seeded.experimentId);
       assert.deepEqual(
         rows.map((r) => [r.status, r.agent_output]),
-        [['success', 'once']],
+        [['success', output]],
       );
       assert.ok(lines.some((l) => l.code === 'CASE_INLINE_FINALIZE_FAILED' && l.run_case_id === caseId));
       const [workflowId] = [...workflowIds].filter((id) =>
         id.startsWith(`experiment-${seeded.experimentId}-`),
       );
-      assert.deepEqual(await casePhases(workflowId!), [
-        `case-${caseId}/run`,
-        `case-${caseId}/trajectory`,
-        `case-${caseId}/finalize`,
-      ]);
+      return { caseId, workflowId: workflowId! };
     } finally {
       await stack.db.pool.query(
-        `DROP TRIGGER e2e_fail_once_${caseId} ON run_cases; DROP FUNCTION e2e_fail_once_${caseId}(); DROP SEQUENCE e2e_fail_once_${caseId};`,
+        `DROP TRIGGER ${name} ON run_cases; DROP FUNCTION ${name}(); DROP SEQUENCE ${name};`,
       );
     }
+  }
+
+  test('when finishing a case in the container phase fails, trajectory and finalize run as activities; the agent runs once', async () => {
+    const { caseId, workflowId } = await runWithFirstMoveFailing('success', 'once');
+    assert.deepEqual(await casePhases(workflowId), [
+      `case-${caseId}/run`,
+      `case-${caseId}/trajectory`,
+      `case-${caseId}/finalize`,
+    ]);
   });
 
   test('when collecting the trajectory before storing the record fails, the record is stored anyway and the case still finishes inline', async () => {
-    const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
-    const caseId = seeded.runCaseIds[0]!;
-    // The first move to `trajectory` (the fast path's, before the record is stored) fails.
-    await stack.db.pool.query(`
-      CREATE SEQUENCE e2e_fail_traj_${caseId};
-      CREATE FUNCTION e2e_fail_traj_${caseId}() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        IF nextval('e2e_fail_traj_${caseId}') = 1 THEN RAISE EXCEPTION 'injected: first move to trajectory fails'; END IF;
-        RETURN NEW;
-      END $$;
-      CREATE TRIGGER e2e_fail_traj_${caseId} BEFORE UPDATE ON run_cases FOR EACH ROW
-        WHEN (NEW.id = ${caseId} AND NEW.status = 'trajectory') EXECUTE FUNCTION e2e_fail_traj_${caseId}();`);
-    try {
-      const message = buildPlatformMessage(seeded, {
-        queue,
-        runtimeSpec: {
-          agent_image: 'bench/busybox:latest',
-          sandbox_start_command: 'sleep infinity',
-          case_exec_command: `echo '{"output":"kept"}'`,
-        },
-      });
-      await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool);
-      assert.equal((await experimentDone(seeded.experimentId)).queue_status, 'done');
-      const rows = await caseRows(seeded.experimentId);
-      assert.deepEqual(
-        rows.map((r) => [r.status, r.agent_output]),
-        [['success', 'kept']],
-      );
-      assert.ok(lines.some((l) => l.code === 'CASE_INLINE_FINALIZE_FAILED' && l.run_case_id === caseId));
-      const [workflowId] = [...workflowIds].filter((id) =>
-        id.startsWith(`experiment-${seeded.experimentId}-`),
-      );
-      // One container phase, which stored the record, then collected the trajectory and finished the case.
-      assert.deepEqual(await casePhases(workflowId!), [`case-${caseId}/run`]);
-      const { rows: stored } = await stack.db.pool.query<{ output: unknown; source: string | null }>(
-        `SELECT result->'agentOutput' AS output, trajectory->>'source' AS source FROM agentbench_case_results WHERE run_case_id = $1`,
-        [caseId],
-      );
-      assert.deepEqual(stored, [{ output: 'kept', source: 'none' }]);
-    } finally {
-      await stack.db.pool.query(
-        `DROP TRIGGER e2e_fail_traj_${caseId} ON run_cases; DROP FUNCTION e2e_fail_traj_${caseId}(); DROP SEQUENCE e2e_fail_traj_${caseId};`,
-      );
-    }
+    const { caseId, workflowId } = await runWithFirstMoveFailing('trajectory', 'kept');
+    // One container phase, which stored the record, then collected the trajectory and finished the case.
+    assert.deepEqual(await casePhases(workflowId), [`case-${caseId}/run`]);
+    const { rows: stored } = await stack.db.pool.query<{ output: unknown; source: string | null }>(
+      `SELECT result->'agentOutput' AS output, trajectory->>'source' AS source
+         FROM agentbench_case_results WHERE run_case_id = $1`,
+      [caseId],
+    );
+    assert.deepEqual(stored, [{ output: 'kept', source: 'none' }]);
   });
 
   test('a case that exits non-zero fails alone; no other case re-executes', async () => {
