@@ -1,13 +1,14 @@
 import { Context } from '@temporalio/activity';
 import { CancelledFailure } from '@temporalio/common';
 import { isTerminalStatus } from '../src/domain/case-status';
-import type { CaseExecutionSummary, CaseRef } from '../src/domain/experiment-run';
+import type { CaseExecutionSummary, CaseRef, ExecuteCaseInput } from '../src/domain/activity-contract';
+import { errorText } from '../src/domain/errors';
 import { parseAgentStdout } from '../src/domain/agent-output';
 import { anyScorerCallsJudge } from '../src/domain/judge-score';
 import { assembleCaseLogs, caseOutcome, CONTAINER_LOG_TAIL_CHARS } from '../src/domain/case-logs';
 import { buildCommandContext, renderCommandTemplate } from '../src/domain/template';
 import type { RunCaseInput, ExperimentRunRequested } from '../src/domain/message';
-import type { RuntimeSpec } from '../src/domain/runtime-spec';
+import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
 import {
   saveCaseResult,
   type CaseRawResult,
@@ -15,19 +16,60 @@ import {
   type StoredCaseResult,
 } from '../src/db/case-result-repository';
 import { loadCaseStart } from '../src/db/case-start-repository';
+import { recordRunEnd } from '../src/db/result-event-outbox';
 import { transitionCaseStatus } from '../src/db/run-case-repository';
+import type {
+  AgentReadyParams,
+  CaseContainerSpec,
+  ExecParams,
+  ExecResult,
+  StartedContainer,
+} from '../src/docker/docker-sandbox';
 import { caseContainerName, LABELS } from '../src/docker/labels';
-import type { ActivityDeps } from './activity-deps';
-import { openCaseNetwork } from './case-network';
-import { parseCaseInput } from './run-request-cache';
-import { createCaseFinalizer } from './case-finalization';
+import { mergeCaseOtelEnv } from '../src/otel/case-otel-env';
+import { parseCaseInput } from '../src/db/run-request-cache';
+import type { Logger } from '../src/logger';
+import { caseActivity } from './activity-boundary';
+import type { CaseResultSpool } from './case-result-spool';
+import { openCaseNetwork, type CaseNetworkDeps } from './case-network';
+import { rideOutOutage } from './infra-outage';
+import { createCaseFinalizer, type CaseFinalizationDeps } from './case-finalization';
 import { computeTrajectory } from './case-trajectory';
+import { planTaskCase, reuseCachedResult, type TaskCaseDeps } from './task-case';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
 export const CASE_FILE_PATH = '/benchmark/case.json';
 /** Also how fast a cancel reaches a running case: cancellations are delivered in heartbeat responses. */
 export const HEARTBEAT_INTERVAL_MS = 2_000;
 
+/** One fresh container per case and what the case does in it (src/docker/docker-sandbox). */
+export interface CaseSandbox {
+  createAndStart(spec: CaseContainerSpec): Promise<StartedContainer>;
+  /** The case command, re-run while the agent is not ready within the container's startup window. */
+  execUntilAgentReady(container: StartedContainer, p: AgentReadyParams): Promise<ExecResult>;
+  exec(containerId: string, p: ExecParams): Promise<ExecResult>;
+  logs(containerId: string, tailChars: number): Promise<string>;
+  remove(containerIdOrName: string): Promise<void>;
+  listManagedContainers(filter: { workflowId: string; runCaseId: number }): Promise<Array<{ id: string }>>;
+}
+
+/** DOCKER_MAX_LIVE_CONTAINERS: case containers alive at once in this worker process. */
+export interface ContainerSlots {
+  run<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+export interface CaseExecutionDeps extends CaseFinalizationDeps, CaseNetworkDeps, TaskCaseDeps {
+  sandbox: CaseSandbox;
+  liveContainers: ContainerSlots;
+  /** Holds a finished case's record until Postgres does (case-result-spool.ts). */
+  spool: CaseResultSpool;
+}
+
+/**
+ * What a container phase's heartbeats say, and what the next attempt finds of them: the phase it
+ * was in (`waiting_for_container_slot`, `case_exec`, `after_exec`, `collect`, `exited` once the
+ * agent is done and its record spooled, `persisting`) and the container, for the retry to remove.
+ */
 interface HeartbeatDetails {
   containerId?: string;
   phase?: string;
@@ -40,13 +82,13 @@ interface HeartbeatDetails {
  * what a trivial case costs Temporal (bench/sandbox-overhead). Best effort: if it fails, the workflow
  * runs the phases as activities, with their own retries; the agent never runs again either way.
  */
-export function createInlineFinisher(deps: ActivityDeps) {
+export function createInlineFinisher(deps: CaseFinalizationDeps) {
   const finalizeFromPhases = createCaseFinalizer(deps);
   return async function finishInline(
-    ref: CaseRef & { finishInline?: boolean },
+    ref: ExecuteCaseInput,
     stored: StoredCaseResult,
     summary: CaseExecutionSummary,
-    log: ActivityDeps['log'],
+    log: Logger,
   ): Promise<CaseExecutionSummary> {
     if (!inlineEligible(ref, stored.result, summary)) return summary;
     try {
@@ -57,7 +99,7 @@ export function createInlineFinisher(deps: ActivityDeps) {
       return { ...summary, finalized };
     } catch (err) {
       log.warn(
-        { code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) },
+        { code: 'CASE_INLINE_FINALIZE_FAILED', err: errorText(err) },
         'finishing the case in the container phase failed; the workflow runs trajectory and finalize as activities',
       );
       return summary;
@@ -66,7 +108,7 @@ export function createInlineFinisher(deps: ActivityDeps) {
 }
 
 function inlineEligible(
-  ref: { finishInline?: boolean },
+  ref: Pick<ExecuteCaseInput, 'finishInline'>,
   raw: CaseRawResult,
   summary: CaseExecutionSummary,
 ): boolean {
@@ -79,11 +121,11 @@ function inlineEligible(
  * record goes in without it and the trajectory is collected later like any other.
  */
 export async function storeCaseResult(
-  deps: ActivityDeps,
-  ref: CaseRef & { finishInline?: boolean },
+  deps: CaseFinalizationDeps,
+  ref: ExecuteCaseInput,
   raw: CaseRawResult,
   summary: CaseExecutionSummary,
-  log: ActivityDeps['log'],
+  log: Logger,
 ): Promise<StoredCaseResult> {
   let trajectory: CaseTrajectory | null = null;
   if (inlineEligible(ref, raw, summary)) {
@@ -97,7 +139,7 @@ export async function storeCaseResult(
       trajectory = await computeTrajectory(deps, ref.runCaseId, raw);
     } catch (err) {
       log.warn(
-        { code: 'CASE_INLINE_FINALIZE_FAILED', err: err instanceof Error ? err.message : String(err) },
+        { code: 'CASE_INLINE_FINALIZE_FAILED', err: errorText(err) },
         'collecting the trajectory in the container phase failed; it is collected after the record is stored',
       );
     }
@@ -111,12 +153,11 @@ export async function storeCaseResult(
  * phase ever runs the agent a second time. Agent failures and timeouts are results, not errors;
  * only infrastructure errors are thrown (and retried by Temporal).
  */
-export function createCaseExecution(deps: ActivityDeps) {
-  const { pool, sandbox, config } = deps;
+export function createCaseExecution(deps: CaseExecutionDeps) {
+  const { pool, sandbox } = deps;
   const finishInline = createInlineFinisher(deps);
 
-  /** `finishInline`: the workflow accepts a case finished here (runs that recorded the fast-path marker). */
-  async function executeCase(ref: CaseRef & { finishInline?: boolean }): Promise<CaseExecutionSummary> {
+  async function executeCase(ref: ExecuteCaseInput): Promise<CaseExecutionSummary> {
     const ctx = Context.current();
     const { workflowId, experimentId, runCaseId } = ref;
     const attempt = ctx.info.attempt;
@@ -137,21 +178,80 @@ export function createCaseExecution(deps: ActivityDeps) {
         await sandbox.remove(c.id);
     }
 
+    let phase = 'starting';
+    let containerId: string | undefined;
+    const heartbeat = () => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails);
+    const rideOut = <T>(what: string, fn: () => Promise<T>) =>
+      rideOutOutage(fn, { what, log, onWait: heartbeat, signal: ctx.cancellationSignal });
+
     // The reads on the critical path of every case: one round trip (the run request is cached).
-    const [start, run] = await Promise.all([loadCaseStart(pool, ref), deps.runRequests.get(workflowId)]);
-    if (start.stored)
+    const [start, run] = await rideOut('load case', () =>
+      Promise.all([loadCaseStart(pool, ref), deps.runRequests.get(workflowId)]),
+    );
+    if (start.stored) {
+      if (attempt > 1) await discardSpooled(ref, log);
       return finishInline(ref, start.stored, summarize(start.stored.result, run.request.scorers), log);
+    }
     const { status } = start;
     if (status === undefined || isTerminalStatus(status)) {
       log.info({ code: 'CASE_NOT_ACTIVE', status }, 'case is no longer active; not executing');
+      // Closed by someone else (the platform's terminate): its event, and the run's if it was the last.
+      await recordRunEnd(pool, {
+        workflowId,
+        experimentId,
+        runCaseIds: [runCaseId],
+        resultEvents: deps.resultEvents,
+      });
       return { status: 'not_active', errorMessage: null, exitCode: null };
     }
     const caseInput = parseCaseInput(workflowId, runCaseId, start.caseInput);
 
-    if (!run.spec) throw new Error(run.specError ?? 'runtime spec invalid');
-    const spec = run.spec;
+    // An earlier attempt on this host finished the agent but could not store its record (Postgres
+    // down longer than it waited, the worker killed): store that one; the agent never runs twice.
+    const spooled = attempt > 1 ? await readSpooled(ref, log) : null;
+    if (spooled) {
+      log.info(
+        { code: 'CASE_RESULT_FROM_SPOOL', from_attempt: spooled.attempt },
+        "an earlier attempt's finished record is stored; the agent is not run again",
+      );
+      phase = 'persisting';
+      const stored = await rideOut('store case result', () =>
+        saveCaseResult(pool, workflowId, runCaseId, spooled),
+      );
+      await discardSpooled(ref, log);
+      return finishInline(ref, stored, summarize(stored.result, run.request.scorers), log);
+    }
 
-    await transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' });
+    // prepareRun failed such a run before its first case; a case that gets here anyway fails at once.
+    if (!run.spec) throw run.specError;
+    // A batch task's own runtime, and the result cache when the agent allows reuse (task-case.ts).
+    const plan = await planTaskCase(deps, run.request, caseInput, run.spec);
+    const spec = plan.spec;
+    const cache = plan.resultCache ? ('miss' as const) : undefined;
+    if (plan.resultCache && plan.cacheMode === 'use') {
+      const reused = await reuseCachedResult(deps, {
+        workflowId,
+        runCaseId,
+        attempt,
+        resultCache: plan.resultCache,
+        phaseStart,
+      });
+      if (reused) {
+        await rideOut('mark running', () =>
+          transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' }),
+        );
+        log.info(
+          { code: 'CASE_RESULT_REUSED', from: reused.result.resultCache?.reusedFrom },
+          'stored result reused; no container started',
+        );
+        const summary = summarize(reused.result, run.request.scorers);
+        return { ...(await finishInline(ref, reused, summary, log)), cache: 'hit' };
+      }
+    }
+
+    await rideOut('mark running', () =>
+      transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' }),
+    );
     log.info({ code: 'CASE_EXEC_START' }, 'case starts');
     const startedAt = new Date();
 
@@ -186,7 +286,7 @@ export function createCaseExecution(deps: ActivityDeps) {
     } catch (err) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
       await network.close();
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorText(err);
       const failed = await saveCaseResult(
         pool,
         workflowId,
@@ -196,149 +296,230 @@ export function createCaseExecution(deps: ActivityDeps) {
       return summarize(failed.result, run.request.scorers);
     }
 
-    const timeoutSeconds = spec.caseTimeoutSeconds ?? config.consumer.caseTimeoutSeconds;
+    const timeoutSeconds = spec.caseTimeoutSeconds;
     let mockRequests: unknown[] = [];
     let telemetryComplete = false;
-    const result = await deps.liveContainers
-      .run(async () => {
-        const connectStart = Date.now();
-        const { containerId, name, addresses } = await sandbox.createAndStart({
-          name: caseContainerName(workflowId, runCaseId, attempt),
-          image: spec.agentImage,
-          startCommand: commands.start,
-          env: { ...caseEnv(run.request, caseInput, spec), ...network.env },
-          labels: {
-            [LABELS.managed]: 'true',
-            [LABELS.experimentId]: String(experimentId),
-            [LABELS.runCaseId]: String(runCaseId),
-            [LABELS.workflowId]: workflowId,
-            [LABELS.attempt]: String(attempt),
-            [LABELS.createdAt]: new Date().toISOString(),
-          },
-          network: network.network ?? spec.dockerNetwork,
-          files: [
-            {
-              path: CASE_FILE_PATH,
-              content: JSON.stringify(caseFile(run.request, caseInput), null, 2),
-              mode: 0o644,
-            },
-            ...network.files,
-          ],
-          limits: {
-            memoryMb: spec.memoryMb ?? config.sandbox.defaultMemoryMb,
-            cpus: spec.cpus ?? config.sandbox.defaultCpus,
-            pidsLimit: spec.pidsLimit ?? config.sandbox.defaultPidsLimit,
-          },
-          hardening: {
-            noNewPrivileges: config.sandbox.noNewPrivileges,
-            dropAllCapabilities: config.sandbox.dropAllCapabilities,
-          },
-          user: spec.user,
-          startupTimeoutSeconds: spec.startupTimeoutSeconds,
-          startupPollIntervalSeconds: spec.startupPollIntervalSeconds,
-        });
-        let phase = 'case_exec';
-        network.bindContainer(addresses);
-        // The first heartbeat goes out after HEARTBEAT_INTERVAL_MS, not at once: a heartbeat is a server
-        // write, and for short cases an immediate one cost ~10% of the container phase on 2 cores
-        // (bench/sandbox-overhead). Nothing depends on it earlier: a retry also finds the previous
-        // attempt's container by its labels, a dead worker is noticed by the heartbeat timeout counted
-        // from the activity start, and a cancel requested before it arrives with its response.
-        const beat = setInterval(
-          () => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails),
-          HEARTBEAT_INTERVAL_MS,
-        );
-        try {
-          const sandboxConnectMs = Date.now() - connectStart;
-          const execStart = Date.now();
-          const caseRun = await sandbox.execUntilAgentReady(containerId, {
-            command: commands.exec,
-            timeoutMs: timeoutSeconds * 1000,
-            signal: ctx.cancellationSignal,
-            startupTimeoutSeconds: spec.startupTimeoutSeconds,
-            startupPollIntervalSeconds: spec.startupPollIntervalSeconds,
-            onRetry: (n, retryInMs) =>
-              log.info(
-                { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
-                'agent not ready',
-              ),
-          });
-          let after: Awaited<ReturnType<typeof sandbox.exec>> | null = null;
-          if (!caseRun.timedOut && commands.after) {
-            phase = 'after_exec';
-            after = await sandbox.exec(containerId, {
-              command: commands.after,
+    // Heartbeats from here to the end: while the case waits for a DOCKER_MAX_LIVE_CONTAINERS slot
+    // (a full worker must not fail cases by their heartbeat timeout), while the agent runs, and
+    // while its record is being stored. The first goes out after HEARTBEAT_INTERVAL_MS, not at once:
+    // a heartbeat is a server write, and for short cases an immediate one cost ~10% of the container
+    // phase on 2 cores (bench/sandbox-overhead). Nothing depends on it earlier: a retry also finds
+    // the previous attempt's container by its labels, a dead worker is noticed by the heartbeat
+    // timeout counted from the activity start, and a cancel requested before it arrives with its
+    // response.
+    phase = 'waiting_for_container_slot';
+    const beat = setInterval(heartbeat, HEARTBEAT_INTERVAL_MS);
+    try {
+      const result = await deps.liveContainers
+        .run(async () => {
+          const connectStart = Date.now();
+          phase = 'container_start';
+          // Fixed name per attempt: a create that failed half-way is replaced by the next try.
+          const container = await rideOut('start container', () =>
+            sandbox.createAndStart({
+              name: caseContainerName(workflowId, runCaseId, attempt),
+              image: spec.agentImage,
+              startCommand: commands.start,
+              // The agent's own OTEL_* settings are merged with ours, not overwritten (case-otel-env.ts).
+              env: mergeCaseOtelEnv({ ...caseEnv(run.request, caseInput, spec), ...plan.env }, network.env),
+              labels: {
+                [LABELS.managed]: 'true',
+                [LABELS.experimentId]: String(experimentId),
+                [LABELS.runCaseId]: String(runCaseId),
+                [LABELS.workflowId]: workflowId,
+                [LABELS.attempt]: String(attempt),
+                [LABELS.createdAt]: new Date().toISOString(),
+              },
+              network: network.network ?? spec.dockerNetwork,
+              hostAddress: network.hostAddress,
+              // A worker that did not prepare the run ensures the image itself, as the run asks.
+              pull: { policy: spec.pullPolicy, timeoutSeconds: spec.pullTimeoutSeconds },
+              files: [
+                {
+                  path: CASE_FILE_PATH,
+                  content: JSON.stringify(
+                    { ...caseFile(run.request, caseInput), ...(plan.task ? { task: plan.task } : {}) },
+                    null,
+                    2,
+                  ),
+                  mode: 0o644,
+                },
+                ...network.files,
+              ],
+              limits: spec.limits,
+              hardening: spec.hardening,
+              user: spec.user,
+              startup: spec.startup,
+            }),
+          );
+          const { name, addresses } = container;
+          containerId = container.containerId;
+          const id = container.containerId;
+          phase = 'case_exec';
+          network.bindContainer(addresses);
+          try {
+            const sandboxConnectMs = Date.now() - connectStart;
+            const execStart = Date.now();
+            const caseRun = await sandbox.execUntilAgentReady(container, {
+              command: commands.exec,
               timeoutMs: timeoutSeconds * 1000,
               signal: ctx.cancellationSignal,
+              onRetry: (n, retryInMs) =>
+                log.info(
+                  { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
+                  'agent not ready',
+                ),
             });
+            let after: ExecResult | null = null;
+            if (!caseRun.timedOut && commands.after) {
+              phase = 'after_exec';
+              after = await sandbox.exec(id, {
+                command: commands.after,
+                timeoutMs: timeoutSeconds * 1000,
+                signal: ctx.cancellationSignal,
+              });
+            }
+            const caseExecMs = Date.now() - execStart;
+            phase = 'collect';
+            // The agent is done: from here on nothing may lose its output (a failed log read leaves
+            // the logs without the container's tail, it does not fail the case).
+            const containerLogs = await sandbox.logs(id, CONTAINER_LOG_TAIL_CHARS).catch((err: unknown) => {
+              log.warn(
+                { code: 'E_DOCKER_LOGS', err: errorText(err) },
+                'container logs unreadable; stored without them',
+              );
+              return '';
+            });
+            const parsed = parseAgentStdout(caseRun.stdout, caseRun.stderr);
+            const logs = assembleCaseLogs({
+              execStdout: caseRun.stdout,
+              execStderr: caseRun.stderr,
+              afterLogs: after ? `${after.stdout}\n${after.stderr}`.trim() : null,
+              logsOverride: parsed.logsOverride,
+              containerLogs,
+              footer: `[agentbench] workflow_id=${workflowId} run_case_id=${runCaseId} attempt=${attempt}`,
+            });
+            const timedOut = caseRun.timedOut || (after?.timedOut ?? false);
+            const outcome = timedOut
+              ? {
+                  status: 'timeout' as const,
+                  exitCode: null,
+                  errorMessage: `E_CASE_TIMEOUT: ${after?.timedOut ? 'after_exec_command' : 'case_exec_command'} exceeded ${timeoutSeconds}s and was killed`,
+                }
+              : caseOutcome({ caseExitCode: caseRun.exitCode, afterExitCode: after ? after.exitCode : null });
+            const raw: CaseRawResult = {
+              ...outcome,
+              agentOutput: timedOut ? null : parsed.output,
+              logs,
+              stdoutTrajectory: parsed.stdoutTrajectory,
+              agentUsage: parsed.usage,
+              timings: { sandboxConnectMs, caseExecMs, totalMs: Date.now() - connectStart },
+              startedAt: startedAt.toISOString(),
+              finishedAt: new Date().toISOString(),
+              image: spec.agentImage,
+              containerName: name,
+              attempt,
+            };
+            phase = 'exited';
+            await spoolRecord(ref, raw, log);
+            return raw;
+          } finally {
+            await removeContainer(id, rideOut, log);
+            containerId = undefined;
           }
-          const caseExecMs = Date.now() - execStart;
-          phase = 'collect';
-          const containerLogs = await sandbox.logs(containerId, CONTAINER_LOG_TAIL_CHARS);
-          const parsed = parseAgentStdout(caseRun.stdout, caseRun.stderr);
-          const logs = assembleCaseLogs({
-            execStdout: caseRun.stdout,
-            execStderr: caseRun.stderr,
-            afterLogs: after ? `${after.stdout}\n${after.stderr}`.trim() : null,
-            logsOverride: parsed.logsOverride,
-            containerLogs,
-            footer: `[agentbench] workflow_id=${workflowId} run_case_id=${runCaseId} attempt=${attempt}`,
-          });
-          const timedOut = caseRun.timedOut || (after?.timedOut ?? false);
-          const outcome = timedOut
-            ? {
-                status: 'timeout' as const,
-                exitCode: null,
-                errorMessage: `E_CASE_TIMEOUT: ${after?.timedOut ? 'after_exec_command' : 'case_exec_command'} exceeded ${timeoutSeconds}s and was killed`,
-              }
-            : caseOutcome({ caseExitCode: caseRun.exitCode, afterExitCode: after ? after.exitCode : null });
-          const raw: CaseRawResult = {
-            ...outcome,
-            agentOutput: timedOut ? null : parsed.output,
-            logs,
-            stdoutTrajectory: parsed.stdoutTrajectory,
-            agentUsage: parsed.usage,
-            timings: { sandboxConnectMs, caseExecMs, totalMs: Date.now() - connectStart },
-            startedAt: startedAt.toISOString(),
-            finishedAt: new Date().toISOString(),
-            image: spec.agentImage,
-            containerName: name,
-            attempt,
-          };
-          return raw;
-        } finally {
-          clearInterval(beat);
-          await sandbox.remove(containerId);
-        }
-      })
-      .catch((err: unknown) => {
-        if (ctx.cancellationSignal.aborted) {
-          log.info({ code: 'CASE_EXEC_CANCELED' }, 'case canceled; container removed');
-          throw new CancelledFailure('case canceled');
-        }
-        throw err;
-      })
-      .finally(() =>
-        network.close().then((closed) => {
-          mockRequests = closed.requests;
-          telemetryComplete = closed.telemetryComplete;
-        }),
+        })
+        .catch((err: unknown) => {
+          if (ctx.cancellationSignal.aborted) {
+            log.info({ code: 'CASE_EXEC_CANCELED' }, 'case canceled; container removed');
+            throw new CancelledFailure('case canceled');
+          }
+          throw err;
+        })
+        .finally(() =>
+          network.close().then(
+            (closed) => {
+              mockRequests = closed.requests;
+              telemetryComplete = closed.telemetryComplete;
+            },
+            (err: unknown) =>
+              log.warn(
+                { code: 'E_CASE_NETWORK_CLOSE_FAILED', err: errorText(err) },
+                'closing the case network failed',
+              ),
+          ),
+        );
+      result.timings.containerPhaseMs = Date.now() - phaseStart;
+      if (mockRequests.length > 0) result.mockRequests = mockRequests;
+      result.telemetryComplete = telemetryComplete;
+      if (plan.resultCache) result.resultCache = plan.resultCache;
+      const summary = { ...summarize(result, run.request.scorers), cache };
+      // Postgres may be down right now: the store waits it out (heartbeating); if it waits longer
+      // than INFRA_OUTAGE_BUDGET_MS the attempt fails and the next one stores the spooled record.
+      phase = 'persisting';
+      const stored = await rideOut('store case result', () =>
+        storeCaseResult(deps, ref, result, summary, log),
       );
-    result.timings.containerPhaseMs = Date.now() - phaseStart;
-    if (mockRequests.length > 0) result.mockRequests = mockRequests;
-    result.telemetryComplete = telemetryComplete;
-    const summary = summarize(result, run.request.scorers);
-    const stored = await storeCaseResult(deps, ref, result, summary, log);
-    // A stored record from an earlier attempt wins over this one (first write wins).
-    return finishInline(
-      ref,
-      stored,
-      stored.result === result ? summary : summarize(stored.result, run.request.scorers),
-      log,
+      await discardSpooled(ref, log);
+      // A stored record from an earlier attempt wins over this one (first write wins).
+      return finishInline(
+        ref,
+        stored,
+        stored.result === result ? summary : summarize(stored.result, run.request.scorers),
+        log,
+      );
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  /** Best effort: a disk that cannot take the record leaves it in memory only (logged). */
+  async function spoolRecord(ref: CaseRef, raw: CaseRawResult, log: Logger): Promise<void> {
+    await deps.spool
+      .write(ref.workflowId, ref.runCaseId, raw)
+      .catch((err: unknown) =>
+        log.warn(
+          { code: 'E_CASE_SPOOL_FAILED', err: errorText(err) },
+          'the finished record could not be spooled',
+        ),
+      );
+  }
+
+  async function readSpooled(ref: CaseRef, log: Logger): Promise<CaseRawResult | null> {
+    return deps.spool.read(ref.workflowId, ref.runCaseId).catch((err: unknown) => {
+      log.warn({ code: 'E_CASE_SPOOL_FAILED', err: errorText(err) }, 'the spool could not be read');
+      return null;
+    });
+  }
+
+  async function discardSpooled(ref: CaseRef, log: Logger): Promise<void> {
+    await deps.spool
+      .discard(ref.workflowId, ref.runCaseId)
+      .catch((err: unknown) =>
+        log.warn(
+          { code: 'E_CASE_SPOOL_FAILED', err: errorText(err) },
+          'a spooled record could not be removed',
+        ),
+      );
+  }
+
+  /**
+   * Removal waits out a Docker outage but never fails the case: a container left behind carries its
+   * labels, so the next attempt, the case's finalize or the orphan reaper removes it.
+   */
+  async function removeContainer(
+    id: string,
+    rideOut: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
+    log: Logger,
+  ): Promise<void> {
+    await rideOut('remove container', () => sandbox.remove(id)).catch((err: unknown) =>
+      log.warn(
+        { code: 'E_SANDBOX_REMOVE_FAILED', container_id: id, err: errorText(err) },
+        'case container not removed; it is removed later by its labels',
+      ),
     );
   }
 
-  return { executeCase };
+  return { executeCase: caseActivity(executeCase) };
 }
 
 function summarize(r: CaseRawResult, scorers: ExperimentRunRequested['scorers']): CaseExecutionSummary {
@@ -352,7 +533,7 @@ function summarize(r: CaseRawResult, scorers: ExperimentRunRequested['scorers'])
 
 function failedBeforeExec(
   message: string,
-  spec: RuntimeSpec,
+  spec: ResolvedCaseSpec,
   startedAt: Date,
   attempt: number,
 ): CaseRawResult {
@@ -394,7 +575,11 @@ function caseFile(req: ExperimentRunRequested, c: RunCaseInput) {
   };
 }
 
-function caseEnv(req: ExperimentRunRequested, c: RunCaseInput, spec: RuntimeSpec): Record<string, string> {
+function caseEnv(
+  req: ExperimentRunRequested,
+  c: RunCaseInput,
+  spec: ResolvedCaseSpec,
+): Record<string, string> {
   return {
     ...spec.env,
     BENCHMARK_EXPERIMENT_ID: String(req.experiment.id),

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { CaseStatus } from '../src/domain/case-status';
-import type { CaseFinalSummary, CaseRef } from '../src/domain/experiment-run';
+import type { CaseFinalSummary, FinalizeCaseInput } from '../src/domain/activity-contract';
+import { errorText } from '../src/domain/errors';
 import { decideScoring } from '../src/domain/judge-score';
 import { buildRuntimeSnapshot } from '../src/domain/runtime-snapshot';
 import { extractUsage } from '../src/domain/usage';
@@ -14,10 +15,22 @@ import {
   getCaseStatuses,
   persistCaseResult,
   transitionCaseStatus,
+  type CaseResultRow,
   type CaseScore,
 } from '../src/db/run-case-repository';
-import type { ActivityDeps } from './activity-deps';
-import { computeTrajectory } from './case-trajectory';
+import { caseActivity } from './activity-boundary';
+import type { RunRequests } from './activity-deps';
+import { computeTrajectory, type CaseTrajectoryDeps } from './case-trajectory';
+import { cacheArtifacts, rememberResult, type ResultCacheStoreDeps } from './task-case';
+
+export interface CaseFinalizationDeps extends CaseTrajectoryDeps, ResultCacheStoreDeps {
+  runRequests: RunRequests;
+  /** To remove what a dead attempt left running when a case ends not executed (absent: nothing to remove). */
+  sandbox?: {
+    remove(containerIdOrName: string): Promise<void>;
+    listManagedContainers(filter: { workflowId: string; runCaseId: number }): Promise<Array<{ id: string }>>;
+  };
+}
 
 const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -26,23 +39,50 @@ const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
  * stored. Idempotent and cheap to retry: it never touches Docker or a judge. The write is guarded,
  * so a case canceled meanwhile stays canceled.
  */
-export function createCaseFinalization(deps: ActivityDeps) {
+export function createCaseFinalization(deps: CaseFinalizationDeps) {
   const finalizeFromPhases = createCaseFinalizer(deps);
-  async function finalizeCase(ref: CaseRef & { notExecutedError: string | null }): Promise<CaseFinalSummary> {
-    return finalizeFromPhases(ref, await loadCasePhases(deps.pool, ref.workflowId, ref.runCaseId));
+  async function finalizeCase(ref: FinalizeCaseInput): Promise<CaseFinalSummary> {
+    // The container phase's retries ran out (e.g. its attempts died with the worker): a container
+    // of a dead attempt may still run. It goes now, not at a later reaper sweep.
+    if (ref.notExecutedError !== null && deps.sandbox) await removeLeftovers(ref);
+    const phases = ref.discardPhases ? null : await loadCasePhases(deps.pool, ref.workflowId, ref.runCaseId);
+    return finalizeFromPhases(ref, phases);
   }
-  return { finalizeCase };
+
+  /** Best effort: what is left is the reaper's (its row is terminal once this case is persisted). */
+  async function removeLeftovers(ref: FinalizeCaseInput): Promise<void> {
+    const sandbox = deps.sandbox;
+    if (!sandbox) return;
+    try {
+      const left = await sandbox.listManagedContainers({
+        workflowId: ref.workflowId,
+        runCaseId: ref.runCaseId,
+      });
+      for (const c of left) await sandbox.remove(c.id);
+      if (left.length > 0)
+        deps.log.info(
+          { code: 'CASE_LEFTOVER_CONTAINERS_REMOVED', run_case_id: ref.runCaseId, removed: left.length },
+          "a dead attempt's containers removed",
+        );
+    } catch (err) {
+      deps.log.warn(
+        { code: 'E_SANDBOX_REMOVE_FAILED', run_case_id: ref.runCaseId, err: errorText(err) },
+        'leftover containers not removed; the orphan reaper removes them',
+      );
+    }
+  }
+  return { finalizeCase: caseActivity(finalizeCase) };
 }
 
 /**
  * The final persist from the phases already in hand (the finalize activity loads them; the container
  * phase's fast path has them). A missing trajectory is collected here and stored.
  */
-export function createCaseFinalizer(deps: ActivityDeps) {
+export function createCaseFinalizer(deps: CaseFinalizationDeps) {
   const { pool } = deps;
 
   return async function finalizeFromPhases(
-    ref: CaseRef & { notExecutedError: string | null },
+    ref: FinalizeCaseInput,
     phases: CasePhases | null,
   ): Promise<CaseFinalSummary> {
     const { workflowId, experimentId, runCaseId } = ref;
@@ -70,7 +110,10 @@ export function createCaseFinalizer(deps: ActivityDeps) {
     const latencyMs = raw.timings.totalMs + otelQueryMs;
     const usage = extractUsage(raw.agentUsage, trajectory?.otelUsage ?? null);
 
-    const persisted = await persistCaseResult(pool, {
+    // The case's result event (and the run's, if this closes it) lands in the same transaction.
+    const persist = (row: CaseResultRow) =>
+      persistCaseResult(pool, row, { workflowId, resultEvents: deps.resultEvents });
+    const persisted = await persist({
       runCaseId,
       experimentId,
       status: raw.status,
@@ -104,8 +147,12 @@ export function createCaseFinalizer(deps: ActivityDeps) {
       inputTokens: usage.inputTokens,
       outputTokens: usage.outputTokens,
       startedAt: new Date(raw.startedAt),
-      // Our addition (the original never wrote artifacts_json): what the mock gateway answered.
-      ...(raw.mockRequests ? { artifacts: { mock_gateway: { requests: raw.mockRequests } } } : {}),
+      // Our addition (the original never wrote artifacts_json): what the mock gateway answered,
+      // and whether the result is a reused one.
+      artifacts: {
+        ...(raw.mockRequests ? { mock_gateway: { requests: raw.mockRequests } } : {}),
+        ...cacheArtifacts(raw),
+      },
       scores,
     });
 
@@ -119,6 +166,7 @@ export function createCaseFinalizer(deps: ActivityDeps) {
       );
       return { status: now ?? 'canceled', errorMessage: null, persisted: false };
     }
+    await rememberResult(deps, { workflowId, runCaseId, raw, trajectory });
     if (raw.status === 'success') {
       log.info(
         {

@@ -1,9 +1,60 @@
 import type { ExperimentRunRequested, RunCaseInput } from '../src/domain/message';
-import type { RuntimeSpec } from '../src/domain/runtime-spec';
+import type { MockConfig } from '../src/domain/message';
+import type { CaseAttribution } from '../src/domain/otlp-flatten';
+import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
+import { redactUrl } from '../src/domain/secret-redaction';
 import { caseOtelEnv } from '../src/otel/otel-collector';
 import type { CaseGateway, RecordedRequest } from '../src/mock-gateway/case-gateway';
+import type { IsolatedNetwork } from '../src/docker/isolated-network';
+import { errorText } from '../src/domain/errors';
 import type { Logger } from '../src/logger';
-import type { ActivityDeps } from './activity-deps';
+
+/** The OTel collector as a case's network uses it (src/otel/otel-collector): per-case ingest tokens. */
+export interface TelemetryIngest {
+  issueToken(c: CaseAttribution): string;
+  revokeToken(token: string): void;
+  /** Untokened posts from this address belong to the token's case. */
+  bindSource(ip: string, token: string): void;
+  /** Waits (at most timeoutMs) until every ingest in progress is stored; false when it gave up. */
+  drain(timeoutMs: number): Promise<boolean>;
+}
+
+/** Starts a case's mock gateway (src/mock-gateway/case-gateway), on the case's network when it has one. */
+export interface CaseGateways {
+  start(p: { runCaseId: number; config: MockConfig | null; network?: IsolatedNetwork }): Promise<CaseGateway>;
+}
+
+/** Networks of one case each (src/docker/isolated-network). */
+export interface CaseNetworks {
+  /**
+   * SANDBOX_CASE_NETWORK=isolated: every case whose spec names no `docker_network` gets a network
+   * of its own. Sealed cases get one whatever this says.
+   */
+  isolate: boolean;
+  /** The worker's OTel collector port: opened on every non-sealed case network. */
+  collectorPort: number;
+  /** SANDBOX_HOST_PORTS: opened on every non-sealed case network too. */
+  hostPorts: number[];
+  /** `ports`: host ports the network opens from the start. */
+  create(p: {
+    runCaseId: number;
+    experimentId: number;
+    sealed: boolean;
+    ports: number[];
+  }): Promise<IsolatedNetwork>;
+}
+
+export interface CaseNetworkDeps {
+  collector: TelemetryIngest;
+  /** The collector as case containers reach it (`{{mock.base_url}}` of a case without a gateway). */
+  collectorUrl: string;
+  gateways: CaseGateways;
+  networks: CaseNetworks;
+  /** MOCK_GATEWAY_SEALED: a case whose mock_config says passthrough=false gets a sealed network. */
+  sealPassthroughFalse: boolean;
+  /** OTEL_FLUSH_GRACE_MS: how long closing a case's network waits for its spans in flight. */
+  flushGraceMs: number;
+}
 
 /** What the container of one case sees of the network: telemetry, the mock gateway, the sealing. */
 export interface CaseNetwork {
@@ -11,25 +62,68 @@ export interface CaseNetwork {
   mockBaseUrl: string;
   env: Record<string, string>;
   files: Array<{ path: string; content: string; mode: number }>;
-  /** The sealed network the container must join instead of runtime_spec_json.docker_network. */
+  /** The case's own network, which the container must join instead of runtime_spec_json.docker_network. */
   network: string | undefined;
-  /** After start: untokened posts from these addresses belong to this case (agents of the original). */
+  /** What `host.docker.internal` must resolve to in the container (the host on the case's network). */
+  hostAddress: string | undefined;
+  /**
+   * After start: untokened posts from these addresses belong to this case (agents of the original),
+   * and they alone may use its gateway.
+   */
   bindContainer(addresses: string[]): void;
   /**
    * After the container is gone: stop the gateway, wait until every span it sent is stored, revoke
-   * the token. `telemetryComplete` says whether that wait finished (then no flush grace is needed).
+   * the token, remove the case's network. `telemetryComplete` says whether that wait finished (then
+   * no flush grace is needed).
    */
   close(): Promise<{ requests: RecordedRequest[]; telemetryComplete: boolean }>;
 }
 
 /** §5.2: the gateway runs for a case with a mock_config, or when the agent asks for it. */
-function wantsGateway(spec: RuntimeSpec, c: RunCaseInput): boolean {
+function wantsGateway(spec: ResolvedCaseSpec, c: RunCaseInput): boolean {
   return c.mock_config !== null || spec.raw.mock_gateway === true;
 }
 
+/**
+ * The case's network (issue 15): a sealed case's is internal (its gateway is its only way out); any
+ * other case gets one of its own too unless its spec names a `docker_network` (the agent asked for
+ * that network, and gets it as it is) or isolation is off. On its own network a case reaches the
+ * host only at the worker's collector, its gateway, SANDBOX_HOST_PORTS and the spec's
+ * `allow_host_ports`.
+ */
+async function createNetwork(
+  deps: CaseNetworkDeps,
+  p: { request: ExperimentRunRequested; caseInput: RunCaseInput; spec: ResolvedCaseSpec; log: Logger },
+): Promise<IsolatedNetwork | undefined> {
+  const { networks } = deps;
+  const { caseInput, spec, log } = p;
+  const sealed = deps.sealPassthroughFalse && caseInput.mock_config?.passthrough === false;
+  if (!sealed && (spec.dockerNetwork !== undefined || !networks.isolate)) return undefined;
+  if (sealed && spec.dockerNetwork) {
+    log.warn(
+      { code: 'MOCK_GATEWAY_NETWORK_OVERRIDE', docker_network: spec.dockerNetwork },
+      'sealed case: docker_network ignored',
+    );
+  }
+  if (sealed && spec.allowHostPorts.length > 0) {
+    log.warn(
+      { code: 'CASE_NETWORK_HOST_PORTS_IGNORED', allow_host_ports: spec.allowHostPorts },
+      'sealed case: allow_host_ports ignored (its gateway is its only way out)',
+    );
+  }
+  // Sealed, the gateway's port (opened when it listens) is the only one.
+  const ports = sealed ? [] : [networks.collectorPort, ...networks.hostPorts, ...spec.allowHostPorts];
+  return networks.create({
+    runCaseId: caseInput.run_case_id,
+    experimentId: p.request.experiment.id,
+    sealed,
+    ports: [...new Set(ports)],
+  });
+}
+
 export async function openCaseNetwork(
-  deps: ActivityDeps,
-  p: { request: ExperimentRunRequested; caseInput: RunCaseInput; spec: RuntimeSpec; log: Logger },
+  deps: CaseNetworkDeps,
+  p: { request: ExperimentRunRequested; caseInput: RunCaseInput; spec: ResolvedCaseSpec; log: Logger },
 ): Promise<CaseNetwork> {
   const { collector } = deps;
   const { request, caseInput, spec, log } = p;
@@ -38,28 +132,27 @@ export async function openCaseNetwork(
     experimentId: request.experiment.id,
     dataItemId: caseInput.data_item_id,
   });
+  let network: IsolatedNetwork | undefined;
   let gateway: CaseGateway | undefined;
   try {
+    network = await createNetwork(deps, p);
     if (wantsGateway(spec, caseInput)) {
-      const sealed =
-        deps.config.mockGateway.sealPassthroughFalse && caseInput.mock_config?.passthrough === false;
       gateway = await deps.gateways.start({
         runCaseId: caseInput.run_case_id,
         config: caseInput.mock_config,
-        sealed,
+        network,
       });
-      if (gateway.network && spec.dockerNetwork) {
-        log.warn(
-          { code: 'MOCK_GATEWAY_NETWORK_OVERRIDE', docker_network: spec.dockerNetwork },
-          'sealed case: docker_network ignored',
-        );
-      }
     }
   } catch (err) {
     collector.revokeToken(token);
+    await network?.remove().catch(() => undefined);
     throw err;
   }
-  const mockBaseUrl = gateway?.baseUrl ?? deps.collectorUrl;
+  const collectorUrl = network
+    ? `http://${network.gatewayIp}:${deps.networks.collectorPort}`
+    : deps.collectorUrl;
+  const mockBaseUrl = gateway?.baseUrl ?? collectorUrl;
+  const caseNetwork = network;
   return {
     mockBaseUrl,
     env: {
@@ -77,18 +170,30 @@ export async function openCaseNetwork(
       ...(gateway?.proxyEnv() ?? {}),
     },
     files: gateway?.containerFiles() ?? [],
-    network: gateway?.network,
+    network: caseNetwork?.name,
+    hostAddress: caseNetwork?.gatewayIp,
     bindContainer(addresses) {
       for (const ip of addresses) collector.bindSource(ip, token);
+      gateway?.admit(addresses);
     },
     async close() {
-      const requests = gateway?.requests() ?? [];
+      // Recorded URLs go to artifacts_json and the report: no `?api_key=…` in clear.
+      const requests = (gateway?.requests() ?? []).map((r) => ({ ...r, url: redactUrl(r.url) }));
       try {
         await gateway?.close();
-        const telemetryComplete = await collector.drain(deps.config.otel.flushGraceMs);
+        const telemetryComplete = await collector.drain(deps.flushGraceMs);
         return { requests, telemetryComplete };
       } finally {
         collector.revokeToken(token);
+        // The case's result must not be lost to a cleanup failure: the reaper removes what is left.
+        await caseNetwork
+          ?.remove()
+          .catch((err: unknown) =>
+            log.warn(
+              { code: 'E_SANDBOX_NETWORK_REMOVE', network: caseNetwork.name, err: errorText(err) },
+              'could not remove the case network; the reaper will',
+            ),
+          );
       }
     },
   };

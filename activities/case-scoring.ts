@@ -1,10 +1,19 @@
 import { Context } from '@temporalio/activity';
-import type { CaseRef } from '../src/domain/experiment-run';
+import type { CaseRef, CaseScoresSummary } from '../src/domain/activity-contract';
+import type { EvaluatorSettings } from '../src/domain/judge-score';
+import { judgedCaseInput } from '../src/domain/scoring-input';
 import { loadCasePhases, saveCaseScores } from '../src/db/case-result-repository';
 import { transitionCaseStatus } from '../src/db/run-case-repository';
 import { scoreCase as runScorers } from '../src/scoring/case-scorer';
 import { loadEvaluatorApiKeys, withEvaluatorApiKeys } from '../src/scoring/evaluator-secrets';
-import type { ActivityDeps } from './activity-deps';
+import { caseActivity } from './activity-boundary';
+import type { DatabaseDeps, RunRequests } from './activity-deps';
+
+export interface CaseScoringDeps extends DatabaseDeps {
+  runRequests: RunRequests;
+  /** EVALUATOR_* timeouts and retries of the judge calls. */
+  evaluator: EvaluatorSettings;
+}
 
 /**
  * The scoring phase (CONTRACT §7): every scorer of the run judges the finished case. Its own
@@ -12,8 +21,8 @@ import type { ActivityDeps } from './activity-deps';
  * final persist and any retry reuse them. API keys are read from the platform's evaluators rows at
  * this moment only — they are never in a workflow payload or one of our rows.
  */
-export function createCaseScoring(deps: ActivityDeps) {
-  async function scoreCase(ref: CaseRef): Promise<{ scores: Array<{ scorerKey: string; score: number }> }> {
+export function createCaseScoring(deps: CaseScoringDeps) {
+  async function scoreCase(ref: CaseRef): Promise<CaseScoresSummary> {
     const { workflowId, experimentId, runCaseId } = ref;
     const ctx = Context.current();
     const phases = await loadCasePhases(deps.pool, workflowId, runCaseId);
@@ -39,16 +48,9 @@ export function createCaseScoring(deps: ActivityDeps) {
         logs: raw.logs,
         latencyMs: raw.timings.totalMs,
       },
-      caseInput: {
-        dataItemId: caseInput.data_item_id,
-        userInput: caseInput.user_input,
-        sessionJsonl: caseInput.session_jsonl,
-        referenceTrajectory: caseInput.reference_trajectory,
-        referenceOutput: caseInput.reference_output,
-        traceId: caseInput.trace_id,
-      },
+      caseInput: judgedCaseInput(caseInput),
       scorers: withEvaluatorApiKeys(run.request.scorers, keys),
-      settings: deps.config.evaluator,
+      settings: deps.evaluator,
       log: deps.log.child({ workflow_id: workflowId, run_case_id: runCaseId }),
       signal: ctx.cancellationSignal,
       onProgress: () => ctx.heartbeat(),
@@ -68,5 +70,5 @@ export function createCaseScoring(deps: ActivityDeps) {
     await transitionCaseStatus(deps.pool, { experimentId, runCaseId, to: 'trajectory' });
     return summary(scores);
   }
-  return { scoreCase };
+  return { scoreCase: caseActivity(scoreCase) };
 }

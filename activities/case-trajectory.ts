@@ -1,4 +1,4 @@
-import type { CaseRef } from '../src/domain/experiment-run';
+import type { CaseRef, TrajectorySummary } from '../src/domain/activity-contract';
 import {
   loadCasePhases,
   saveCaseTrajectory,
@@ -6,14 +6,31 @@ import {
   type CaseTrajectory,
 } from '../src/db/case-result-repository';
 import { transitionCaseStatus } from '../src/db/run-case-repository';
-import type { ActivityDeps } from './activity-deps';
+import { caseActivity } from './activity-boundary';
+import type { DatabaseDeps } from './activity-deps';
+
+/** The agent's OpenTelemetry data of one case, as trajectory steps (CONTRACT §4.4; src/otel/case-telemetry). */
+export interface CaseTelemetry {
+  /** null when the query failed (logged): the case then has no telemetry, as in the original. */
+  query(runCaseId: number): Promise<{
+    steps: unknown[];
+    source: 'logs' | 'spans' | 'none';
+    usage: { inputTokens: number; outputTokens: number } | null;
+  } | null>;
+  /** Waits out what remains of the grace period, after the case finished, for late spans. */
+  flushGrace(caseFinishedAt: Date): Promise<void>;
+}
+
+export interface CaseTrajectoryDeps extends DatabaseDeps {
+  telemetry: CaseTelemetry;
+}
 
 /**
  * The trajectory of a finished case: the agent's OTel telemetry when there is some (CONTRACT §4.4),
  * else the `trajectory` array of its stdout JSON (§4.5; logged OTEL_FALLBACK_STDOUT), else [].
  */
 export async function computeTrajectory(
-  deps: ActivityDeps,
+  deps: Pick<CaseTrajectoryDeps, 'log' | 'telemetry'>,
   runCaseId: number,
   raw: CaseRawResult,
 ): Promise<CaseTrajectory> {
@@ -35,10 +52,8 @@ export async function computeTrajectory(
 }
 
 /** The trajectory phase: its own activity, so re-running it never re-runs the agent. */
-export function createCaseTrajectory(deps: ActivityDeps) {
-  async function collectTrajectory(
-    ref: CaseRef,
-  ): Promise<{ source: CaseTrajectory['source']; steps: number }> {
+export function createCaseTrajectory(deps: CaseTrajectoryDeps) {
+  async function collectTrajectory(ref: CaseRef): Promise<TrajectorySummary> {
     const { workflowId, experimentId, runCaseId } = ref;
     const phases = await loadCasePhases(deps.pool, workflowId, runCaseId);
     if (!phases) throw new Error(`no container-phase result for case ${runCaseId} of ${workflowId}`);
@@ -51,5 +66,5 @@ export function createCaseTrajectory(deps: ActivityDeps) {
     await saveCaseTrajectory(deps.pool, workflowId, runCaseId, trajectory);
     return { source: trajectory.source, steps: trajectory.steps.length };
   }
-  return { collectTrajectory };
+  return { collectTrajectory: caseActivity(collectTrajectory) };
 }

@@ -1,15 +1,17 @@
-import type { ActivityDeps } from './activity-deps';
-import { createCaseExecution } from './case-execution';
+import type { Activities } from '../src/domain/activity-contract';
+import { createCaseExecution, type CaseExecutionDeps } from './case-execution';
 import { createCaseFinalization } from './case-finalization';
-import { createCaseScoring } from './case-scoring';
+import { createCaseScoring, type CaseScoringDeps } from './case-scoring';
 import { createCaseTrajectory } from './case-trajectory';
-import { createRunActivities } from './run-activities';
+import { createRunActivities, type RunActivityDeps } from './run-activities';
 
-export type { ActivityDeps, CaseTelemetry } from './activity-deps';
-export { RunRequestCache } from './run-request-cache';
+export type { Activities } from '../src/domain/activity-contract';
+
+/** The union of what the activity families use; src/temporal/case-worker.ts builds it from real clients. */
+export type ActivityDeps = RunActivityDeps & CaseExecutionDeps & CaseScoringDeps;
 
 /** All activities of the task queue, bound to injected clients. */
-export function createActivities(deps: ActivityDeps) {
+export function createActivities(deps: ActivityDeps): Activities {
   return {
     ...createRunActivities(deps),
     ...createCaseExecution(deps),
@@ -18,5 +20,3 @@ export function createActivities(deps: ActivityDeps) {
     ...createCaseFinalization(deps),
   };
 }
-
-export type Activities = ReturnType<typeof createActivities>;

@@ -1,41 +1,47 @@
 import { Context } from '@temporalio/activity';
-import type { RunOutcome } from '../src/domain/experiment-run';
+import type {
+  CancelRunInput,
+  CaseCursorEntry,
+  CasePageInput,
+  PrepareRunInput,
+  PrepareRunResult,
+  RunActivities,
+  RunRef,
+  RunStateCheck,
+} from '../src/domain/activity-contract';
+import { errorText } from '../src/domain/errors';
+import type { PullPolicy } from '../src/domain/runtime-spec';
 import { getExperimentQueueState } from '../src/db/experiment-repository';
-import { listCaseIds, type CaseCursorEntry } from '../src/db/run-request-repository';
+import { listCaseIds } from '../src/db/run-request-repository';
 import { cancelRunCases, failRunCases, queueRunCases } from '../src/db/run-control-repository';
-import type { ActivityDeps } from './activity-deps';
+import { recordRunEnd } from '../src/db/result-event-outbox';
+import { activity } from './activity-boundary';
+import { rideOutOutage } from './infra-outage';
 
-export interface RunRef {
-  workflowId: string;
-  experimentId: number;
-  messageId: string;
+/** How long prepareRun waits for an unreachable Docker daemon before the pull counts as failed. */
+const PULL_OUTAGE_BUDGET_MS = 60_000;
+import type { DatabaseDeps, RunRequests } from './activity-deps';
+import { specImages } from '../src/domain/task-runtime';
+
+/** Makes a run's agent image available (src/docker/image-puller). */
+export interface ImageStore {
+  ensureImage(image: string, policy: PullPolicy, pullTimeoutSeconds: number): Promise<unknown>;
 }
 
-export interface PrepareRunInput extends RunRef {
-  /**
-   * When set, the result carries the run's first page of cases (what `listCasePage` from position 0
-   * with this limit returns), so the workflow starts its first case without another activity.
-   */
-  firstPageLimit?: number;
+export interface RunActivityDeps extends DatabaseDeps {
+  runRequests: RunRequests;
+  images: ImageStore;
+  /** CONSUMER_MAX_RETRIES: attempts of a run's image pull before the run fails as a whole. */
+  pullAttempts: number;
 }
 
-export interface PrepareRunResult {
-  skip?: Extract<RunOutcome, 'skipped_manual_terminated' | 'skipped_stale'>;
-  detail?: string;
-  /** Set when the run could not start; every case has been recorded failed with this text. */
-  failure?: string;
-  /** With `failure`: how many cases that recorded as failed (the worker's cases_finished metric reads it). */
-  failedCases?: number;
-  /** With `firstPageLimit`, when the run may start: its first cases in message order. */
-  firstPage?: CaseCursorEntry[];
-}
-
-export function createRunActivities(deps: ActivityDeps) {
+export function createRunActivities(deps: RunActivityDeps): RunActivities {
   const { pool, log, runRequests } = deps;
 
   /**
    * CONTRACT §3.3 skip rules, then everything that happens once per run before any case starts:
-   * runtime-spec validation, cases → queued, and the image pull (one per run, not one per case).
+   * the runtime spec resolved (an unusable one fails the run), cases → queued, and the image pull
+   * (one per run, not one per case).
    */
   async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResult> {
     const { firstPageLimit, ...ref } = input;
@@ -46,7 +52,7 @@ export function createRunActivities(deps: ActivityDeps) {
         { code: 'MESSAGE_SKIPPED_MANUAL_TERMINATED', experiment_id: experimentId, message_id: messageId },
         'skipped',
       );
-      return { skip: 'skipped_manual_terminated', detail: 'experiment is manual_terminated' };
+      return skipRun(ref, 'skipped_manual_terminated', 'experiment is manual_terminated');
     }
     if (state.queueMessageId && state.queueMessageId !== messageId) {
       log.info(
@@ -58,7 +64,7 @@ export function createRunActivities(deps: ActivityDeps) {
         },
         'skipped stale message',
       );
-      return { skip: 'skipped_stale', detail: `experiment expects message ${state.queueMessageId}` };
+      return skipRun(ref, 'skipped_stale', `experiment expects message ${state.queueMessageId}`);
     }
     log.info(
       { code: 'EXPERIMENT_EXEC_START', experiment_id: experimentId, workflow_id: workflowId },
@@ -66,7 +72,8 @@ export function createRunActivities(deps: ActivityDeps) {
     );
 
     const run = await deps.runRequests.get(workflowId);
-    if (!run.spec) return failAll(ref, run.specError ?? 'E_SANDBOX_RUNTIME_SPEC_INVALID');
+    if (!run.spec) return failAll(ref, run.specError.message);
+    const spec = run.spec;
     // One statement marks every case of the run queued; the first page is read alongside it (the
     // case list of a run never changes, so the order of the two does not matter).
     const [, firstPage] = await Promise.all([
@@ -75,13 +82,40 @@ export function createRunActivities(deps: ActivityDeps) {
     ]);
 
     try {
-      await deps.images.ensureImage(run.spec.agentImage, run.spec.pullPolicy, run.spec.pullTimeoutSeconds);
+      // A batch's spec names one runtime image per task type (task_runtimes): every one is checked.
+      for (const image of specImages({
+        ...run.request.agent.runtime_spec_json,
+        agent_image: spec.agentImage,
+      }))
+        // A Docker daemon restarting as the run starts is waited out (by time, within this
+        // activity's 2 minutes); only what remains counts against CONSUMER_MAX_RETRIES.
+        await rideOutOutage(() => deps.images.ensureImage(image, spec.pullPolicy, spec.pullTimeoutSeconds), {
+          what: 'ensure image',
+          log,
+          budgetMs: PULL_OUTAGE_BUDGET_MS,
+          onWait: () => Context.current().heartbeat(),
+        });
     } catch (err) {
       // Pull failures are infra failures: retried with backoff, up to CONSUMER_MAX_RETRIES attempts.
-      if (Context.current().info.attempt < deps.config.consumer.maxRetries) throw err;
-      return failAll(ref, err instanceof Error ? err.message : String(err));
+      if (Context.current().info.attempt < deps.pullAttempts) throw err;
+      return failAll(ref, errorText(err));
     }
     return firstPage ? { firstPage } : {};
+  }
+
+  /** A skipped run still ends: its result event says so (its cases are left as they are). */
+  async function skipRun(
+    ref: RunRef,
+    skip: NonNullable<PrepareRunResult['skip']>,
+    detail: string,
+  ): Promise<PrepareRunResult> {
+    await recordRunEnd(pool, {
+      workflowId: ref.workflowId,
+      experimentId: ref.experimentId,
+      reason: `${skip}: ${detail}`,
+      resultEvents: deps.resultEvents,
+    });
+    return { skip, detail };
   }
 
   async function failAll(ref: RunRef, reason: string): Promise<PrepareRunResult> {
@@ -89,6 +123,7 @@ export function createRunActivities(deps: ActivityDeps) {
       workflowId: ref.workflowId,
       experimentId: ref.experimentId,
       errorMessage: reason,
+      resultEvents: deps.resultEvents,
     });
     log.error(
       {
@@ -103,16 +138,12 @@ export function createRunActivities(deps: ActivityDeps) {
     return { failure: reason, failedCases: failed };
   }
 
-  async function listCasePage(p: {
-    workflowId: string;
-    afterPosition: number;
-    limit: number;
-  }): Promise<CaseCursorEntry[]> {
+  async function listCasePage(p: CasePageInput): Promise<CaseCursorEntry[]> {
     return listCaseIds(pool, p.workflowId, p.afterPosition, p.limit);
   }
 
   /** Re-read while the run is in flight, so the platform's termination is honoured mid-run. */
-  async function checkRunState(ref: RunRef): Promise<{ stop: string | null }> {
+  async function checkRunState(ref: RunRef): Promise<RunStateCheck> {
     const state = await getExperimentQueueState(pool, ref.experimentId);
     if (state.queueStatus === 'manual_terminated') return { stop: 'manual terminated by the platform' };
     if (state.queueMessageId && state.queueMessageId !== ref.messageId) {
@@ -121,17 +152,13 @@ export function createRunActivities(deps: ActivityDeps) {
     return { stop: null };
   }
 
-  async function cancelRun(p: {
-    workflowId: string;
-    experimentId: number;
-    reason: string;
-    markExperimentTerminated: boolean;
-  }): Promise<number> {
+  async function cancelRun(p: CancelRunInput): Promise<number> {
     const canceled = await cancelRunCases(pool, {
       workflowId: p.workflowId,
       experimentId: p.experimentId,
       reason: p.reason,
       terminateExperiment: p.markExperimentTerminated,
+      resultEvents: deps.resultEvents,
     });
     runRequests.forget(p.workflowId);
     log.info(
@@ -147,5 +174,10 @@ export function createRunActivities(deps: ActivityDeps) {
     return canceled;
   }
 
-  return { prepareRun, listCasePage, checkRunState, cancelRun };
+  return {
+    prepareRun: activity(prepareRun),
+    listCasePage: activity(listCasePage),
+    checkRunState: activity(checkRunState),
+    cancelRun: activity(cancelRun),
+  };
 }

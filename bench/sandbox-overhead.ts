@@ -2,6 +2,7 @@
  * bench/sandbox-overhead — what our pipeline costs on top of Docker itself (issue: Case sandbox).
  *
  *   node --import tsx bench/sandbox-overhead.ts [--cases 40] [--concurrency 1,2,4,8] [--rounds 3]
+ *     [--runtimes runc,crun]
  *
  * For each concurrency C: N trivial cases (busybox, `sleep infinity` + `echo '{"output":"ok"}'`)
  * through the real pipeline — message published to RabbitMQ → bridge → Temporal workflow →
@@ -13,8 +14,10 @@
  * the medians: single runs of ~10 s drift by ±15% on a 2-core machine.
  * Targets (2 cores): p50 at C=1 within 1.15x the floor; throughput at C=4 at least 0.9x the floor.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { readdirSync, readFileSync } from 'node:fs';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { tsToMs } from '@temporalio/common/lib/time';
 import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -29,18 +32,26 @@ import { startExperimentRun } from '../src/temporal/run-starter';
 import { seedExperiment } from '../test/support/database';
 import { buildPlatformMessage, publishAsPlatform } from '../test/support/platform';
 import { eventually, startStack } from '../test/support/stack';
+import { errorStackText } from '../src/domain/errors';
+import { cpuSecondsByName, cpuSnapshot, type CpuSnapshot } from './support/process-cpu';
+import { countDockerCalls, perCaseText } from './support/docker-call-counter';
 
 const { values } = parseArgs({
   options: {
     cases: { type: 'string', default: '40' },
     concurrency: { type: 'string', default: '1,2,4,8' },
     rounds: { type: 'string', default: '3' },
+    // Also compares OCI runtimes on the bare floor, e.g. `runc,crun` (each registered with dockerd).
+    runtimes: { type: 'string', default: '' },
   },
 });
 const CASES = Number(values.cases);
 const ROUNDS = Number(values.rounds);
 const LEVELS = values.concurrency.split(',').map(Number);
+const RUNTIMES = values.runtimes.split(',').filter((r) => r !== '');
 const IMAGE = 'bench/busybox:latest';
+/** Wall-clock time of the host's boot, from its uptime: what a container's /proc/uptime counts from. */
+const bootMs = Date.now() - Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000;
 
 // A full collection before every measured run, pipeline and floor alike: the worker's start-up
 // (webpack bundling the workflows) leaves ~120 MB of garbage, and V8's memory reducer collects it
@@ -58,43 +69,27 @@ function percentile(xs: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-/**
- * CPU seconds used so far by live processes, by command name (utime+stime from /proc; Linux only).
- * Short-lived processes (runc, shims of removed containers) are missed: this is for our side.
- */
-function cpuByProcess(): Map<string, number> {
-  const ticksPerSecond = 100;
-  const byName = new Map<string, number>();
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    byName.set(name, (byName.get(name) ?? 0) + ticks / ticksPerSecond);
-  }
-  return byName;
-}
-
 /** What the pipeline's own processes burned between two snapshots (this process = worker + bridge). */
-function ourCpu(before: Map<string, number>, after: Map<string, number>, selfSeconds: number): string {
-  const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+function ourCpu(before: CpuSnapshot, after: CpuSnapshot, selfSeconds: number): string {
+  const used = cpuSecondsByName(before, after);
+  const delta = (name: string) => used.get(name) ?? 0;
   return `cpu s: worker+bridge ${selfSeconds.toFixed(1)}, temporal ${delta('temporal').toFixed(1)}, postgres ${delta('postgres').toFixed(1)}, dockerd ${delta('dockerd').toFixed(1)}, containerd ${delta('containerd').toFixed(1)}`;
 }
 
 /** The floor: the four Docker calls every case needs, nothing else. */
-async function bareCase(docker: Dockerode): Promise<number> {
+async function bareCase(docker: Dockerode, runtime?: string): Promise<number> {
   const start = Date.now();
   const container = await docker.createContainer({
     Image: IMAGE,
     Cmd: ['sh', '-lc', 'sleep infinity'],
-    HostConfig: { ExtraHosts: ['host.docker.internal:host-gateway'] },
+    HostConfig: { ExtraHosts: ['host.docker.internal:host-gateway'], Runtime: runtime },
   });
-  await container.start();
+  try {
+    await container.start();
+  } catch (err) {
+    await container.remove({ force: true });
+    throw err;
+  }
   const exec = await container.exec({
     Cmd: ['sh', '-lc', `echo '{"output":"ok"}'`],
     AttachStdout: true,
@@ -110,16 +105,71 @@ async function bareCase(docker: Dockerode): Promise<number> {
   return Date.now() - start;
 }
 
-async function floor(docker: Dockerode, c: number): Promise<{ perCase: number[]; seconds: number }> {
+async function floor(
+  docker: Dockerode,
+  c: number,
+  runtime?: string,
+): Promise<{ perCase: number[]; seconds: number }> {
   const perCase: number[] = [];
   let next = 0;
   const start = Date.now();
   await Promise.all(
     Array.from({ length: c }, async () => {
-      while (next++ < CASES) perCase.push(await bareCase(docker));
+      while (next++ < CASES) perCase.push(await bareCase(docker, runtime));
     }),
   );
   return { perCase, seconds: (Date.now() - start) / 1000 };
+}
+
+/**
+ * The bare floor under each runtime, rounds alternating between them, at every level: what the
+ * OCI runtime alone changes. A runtime that cannot run a container here is reported, not measured.
+ */
+async function compareRuntimes(docker: Dockerode): Promise<string[]> {
+  const usable: string[] = [];
+  const lines: string[] = [];
+  for (const runtime of RUNTIMES) {
+    try {
+      await bareCase(docker, runtime);
+      usable.push(runtime);
+    } catch (err) {
+      lines.push(`runtime ${runtime}: unusable on this host: ${errorStackText(err).split('\n')[0]}`);
+    }
+  }
+  const [base, ...others] = usable;
+  if (base === undefined) return lines;
+  for (const c of LEVELS) {
+    const runs = new Map<string, Array<{ rate: number; perCase: number[] }>>(usable.map((r) => [r, []]));
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? usable : [...usable].reverse();
+      for (const runtime of order) {
+        collectGarbage();
+        const bare = await floor(docker, c, runtime);
+        runs.get(runtime)!.push({ rate: (CASES / bare.seconds) * 60, perCase: bare.perCase });
+      }
+    }
+    const summary = (runtime: string) => {
+      const r = runs.get(runtime)!;
+      return {
+        rate: median(r.map((x) => x.rate)),
+        p50: percentile(
+          r.flatMap((x) => x.perCase),
+          50,
+        ),
+      };
+    };
+    const b = summary(base);
+    const parts = [`C=${c} floor by runtime: ${base} ${b.rate.toFixed(0)} cases/min p50 ${b.p50} ms`];
+    for (const other of others) {
+      const o = summary(other);
+      parts.push(
+        `${other} ${o.rate.toFixed(0)} cases/min p50 ${o.p50} ms (${other}/${base}: p50 ${(o.p50 / b.p50).toFixed(2)}x, throughput ${(o.rate / b.rate).toFixed(2)}x)`,
+      );
+    }
+    lines.push(parts.join(' | '));
+    process.stdout.write(`${lines.at(-1)}\n`);
+  }
+  return lines;
 }
 
 async function main(): Promise<void> {
@@ -132,23 +182,56 @@ async function main(): Promise<void> {
   const settings = requireBridgeSettings(stack.config);
   const redis = createRedis(settings.redis);
   let concurrency = 1;
+  /** experiment id → its run's workflow, to read when each case was scheduled from its history. */
+  const workflowIds = new Map<number, string>();
   const bridge = await startBridge({
     amqpUrl: settings.amqpUrl,
     queue,
     prefetch: 16,
     redis,
     log,
-    startRun: (message, meta) =>
-      startExperimentRun(
+    startRun: async (message, meta) => {
+      const started = await startExperimentRun(
         { client: stack.client, pool: stack.db.pool, config: stack.config, log },
         message,
         meta.dedupSuffix,
-        {
-          concurrentCases: concurrency,
-        },
-      ),
+        { concurrentCases: concurrency },
+      );
+      workflowIds.set(message.experiment.id, started.workflowId);
+      return started;
+    },
   });
+
+  /**
+   * Per case: from "case scheduled" (the workflow's ActivityTaskScheduled event for its
+   * executeCase, stamped by the Temporal server) to "the agent's first instruction runs" (the exec
+   * command's first instruction reads /proc/uptime, 10 ms resolution, turned into wall time with
+   * the host's own uptime: containers share the kernel's clock).
+   */
+  async function scheduledToFirstInstruction(experimentId: number): Promise<number[]> {
+    const workflowId = workflowIds.get(experimentId);
+    if (workflowId === undefined) throw new Error(`no workflow recorded for experiment ${experimentId}`);
+    const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
+    const scheduledAt = new Map<number, number>();
+    for (const event of history.events ?? []) {
+      const attrs = event.activityTaskScheduledEventAttributes;
+      if (attrs?.activityType?.name !== 'executeCase') continue;
+      const input = defaultPayloadConverter.fromPayload<{ runCaseId: number }>(attrs.input!.payloads![0]!);
+      scheduledAt.set(Number(input.runCaseId), tsToMs(event.eventTime));
+    }
+    const { rows } = await stack.db.pool.query<{ id: string; output: unknown }>(
+      'SELECT id, agent_output AS output FROM run_cases WHERE experiment_id = $1',
+      [experimentId],
+    );
+    return rows.flatMap((row) => {
+      const scheduled = scheduledAt.get(Number(row.id));
+      const uptime = Number(row.output);
+      return scheduled === undefined || !Number.isFinite(uptime) ? [] : [bootMs + uptime * 1000 - scheduled];
+    });
+  }
   const rows: string[] = [];
+  // The worker's sandbox talks to Docker through this client: every call of a case is counted here.
+  const dockerCalls = countDockerCalls(stack.docker);
 
   /** One pipeline run of CASES cases at concurrency c, timed by the pipeline's own timestamps. */
   async function pipelineRun(c: number) {
@@ -160,14 +243,22 @@ async function main(): Promise<void> {
       runtimeSpec: {
         agent_image: IMAGE,
         sandbox_start_command: 'sleep infinity',
-        case_exec_command: `echo '{"output":"ok"}'`,
+        // The agent's first instruction stamps the time (see scheduledToFirstInstruction).
+        case_exec_command: `read up _ < /proc/uptime; echo "{\\"output\\":\\"$up\\"}"`,
       },
     });
-    const cpuBefore = cpuByProcess();
+    const cpuBefore = cpuSnapshot();
     const selfBefore = process.cpuUsage();
+    dockerCalls.reset();
     // The clock starts when the message goes to the broker: the platform's connection handshake
     // before it, and Nagle's delay of its frames (see publishAsPlatform), are not our pipeline's.
-    const { sentAt: started } = await publishAsPlatform(amqpUrl(stack.config), queue, message, stack.db.pool, { noDelay: true });
+    const { sentAt: started } = await publishAsPlatform(
+      amqpUrl(stack.config),
+      queue,
+      message,
+      stack.db.pool,
+      { noDelay: true },
+    );
     await eventually(
       async () => {
         const { rows: r } = await stack.db.pool.query<{ queue_status: string }>(
@@ -186,8 +277,9 @@ async function main(): Promise<void> {
       [seeded.experimentId],
     );
     const { first, done } = span[0]!;
+    const calls = dockerCalls.snapshot();
     const self = process.cpuUsage(selfBefore);
-    const cpu = ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6);
+    const cpu = ourCpu(cpuBefore, cpuSnapshot(), (self.user + self.system) / 1e6);
     const { rows: phases } = await stack.db.pool.query<{
       ms: number;
       connect: number;
@@ -203,20 +295,22 @@ async function main(): Promise<void> {
       rate: (CASES / ((done.getTime() - started) / 1000)) * 60,
       phases,
       startupMs: first.getTime() - started,
+      firstInstruction: await scheduledToFirstInstruction(seeded.experimentId),
       cpu,
+      calls,
     };
   }
 
   async function floorRun(c: number) {
     collectGarbage();
-    const cpuBefore = cpuByProcess();
+    const cpuBefore = cpuSnapshot();
     const selfBefore = process.cpuUsage();
     const bare = await floor(stack.docker, c);
     const self = process.cpuUsage(selfBefore);
     return {
       rate: (CASES / bare.seconds) * 60,
       perCase: bare.perCase,
-      cpu: ourCpu(cpuBefore, cpuByProcess(), (self.user + self.system) / 1e6),
+      cpu: ourCpu(cpuBefore, cpuSnapshot(), (self.user + self.system) / 1e6),
     };
   }
 
@@ -245,6 +339,7 @@ async function main(): Promise<void> {
           pipes.flatMap((p) => p.phases.map((x) => x[k])),
           50,
         );
+      const firstInstruction = pipes.flatMap((p) => p.firstInstruction);
       const breakdown = `create+start ${part('connect')} ms, exec ${part('exec')} ms, logs ${part('total') - part('connect') - part('exec')} ms, rest (db, remove, telemetry drain) ${percentile(pipe, 50) - part('total')} ms; run start-up (publish → first case) ${median(pipes.map((p) => p.startupMs))} ms`;
       rows.push(
         [
@@ -254,10 +349,13 @@ async function main(): Promise<void> {
           `ratio p50 ${(percentile(pipe, 50) / percentile(bare, 50)).toFixed(2)}x throughput ${(pipeRate / bareRate).toFixed(2)}x`,
         ].join(' | ') +
           `\n      per round (pipeline/floor cases/min): ${pipes.map((p, i) => `${p.rate.toFixed(0)}/${floors[i]!.rate.toFixed(0)}`).join(', ')}` +
+          `\n      scheduled → agent's first instruction: p50 ${percentile(firstInstruction, 50).toFixed(0)} ms p95 ${percentile(firstInstruction, 95).toFixed(0)} ms (${firstInstruction.length} cases)` +
+          `\n      docker API (last pipeline round, the reaper's listings included): ${perCaseText(pipes.at(-1)!.calls, CASES)}` +
           `\n      pipeline p50 parts: ${breakdown}\n      pipeline ${pipes.at(-1)!.cpu}\n      floor    ${floors.at(-1)!.cpu}`,
       );
       process.stdout.write(`${rows[rows.length - 1]}\n`);
     }
+    if (RUNTIMES.length > 1) rows.push(...(await compareRuntimes(stack.docker)));
     process.stdout.write(
       `\nbench/sandbox-overhead: ${CASES} cases per run, ${ROUNDS} rounds per level, medians of the rounds (targets: p50 ratio at C=1 <= 1.15, throughput ratio at C=4 >= 0.9)\n${rows.join('\n')}\n`,
     );
@@ -276,7 +374,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(`${errorStackText(err)}\n`);
     process.exit(1);
   },
 );

@@ -15,25 +15,27 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NativeConnection, Worker } from '@temporalio/worker';
-import { createActivities, RunRequestCache } from '../activities';
+import type { Activities } from '../activities';
 import { createInlineFinisher, storeCaseResult } from '../activities/case-execution';
-import { loadConfig } from '../src/config';
+import { createCaseFinalization } from '../activities/case-finalization';
+import { createCaseScoring } from '../activities/case-scoring';
+import { createCaseTrajectory } from '../activities/case-trajectory';
+import { createRunActivities } from '../activities/run-activities';
+import { caseSpecDefaults, loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { parseExperimentMessage } from '../src/domain/message';
 import { anyScorerCallsJudge } from '../src/domain/judge-score';
-import type { CaseExecutionSummary, CaseRef, ExperimentRunResult } from '../src/domain/experiment-run';
+import type { CaseExecutionSummary, ExecuteCaseInput } from '../src/domain/activity-contract';
+import { errorStackText } from '../src/domain/errors';
+import type { ExperimentRunResult } from '../src/domain/experiment-run';
 import { saveCaseResult, type CaseRawResult } from '../src/db/case-result-repository';
+import { RunRequestCache } from '../src/db/run-request-cache';
 import { persistCaseResult, transitionCaseStatus } from '../src/db/run-case-repository';
 import { connectTemporalClient } from '../src/temporal/connection';
 import { startExperimentRun } from '../src/temporal/run-starter';
 import { installTemporalLogging } from '../src/temporal/runtime-logging';
 import { fetchWorkflowHistories } from '../src/temporal/history-replay';
-import type { DockerSandbox } from '../src/docker/docker-sandbox';
-import type { ImagePuller } from '../src/docker/image-puller';
-import { Semaphore } from '../src/docker/semaphore';
 import { createCaseTelemetry } from '../src/otel/case-telemetry';
-import type { OtelCollector } from '../src/otel/otel-collector';
-import type { MockGatewayManager } from '../src/mock-gateway/case-gateway';
 import { createTestDatabase, seedExperiment } from '../test/support/database';
 import { buildPlatformMessage } from '../test/support/platform';
 import { localTestEnv } from '../test/support/stack';
@@ -84,7 +86,12 @@ async function main(): Promise<void> {
   const taskQueue = `agentbench-scale-${randomBytes(4).toString('hex')}`;
   const db = await createTestDatabase();
   const config = loadConfig(
-    localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_POOL_MAX: '20' }),
+    localTestEnv({
+      DATABASE_URL: db.url,
+      TEMPORAL_TASK_QUEUE: taskQueue,
+      DATABASE_POOL_MAX: '20',
+      RESULT_EVENTS_ENABLED: process.env.RESULT_EVENTS_ENABLED ?? 'true',
+    }),
   );
   const client = await connectTemporalClient(config);
   let rssPeak = 0;
@@ -99,22 +106,20 @@ async function main(): Promise<void> {
   try {
     // --- the orchestrator -----------------------------------------------------------------------
     const seeded = await seedExperiment(db.pool, { cases: CASES });
+    // Every activity family but the container phase's, which is replaced below: no sandbox, no
+    // collector, no gateway; the image check never pulls.
     const activityDeps = {
-      config,
       log,
       pool: db.pool,
-      // Not used: the container phase is replaced below, and the no-op image check never pulls.
-      sandbox: {} as DockerSandbox,
-      images: { ensureImage: async () => ({ action: 'present' as const }) } as unknown as ImagePuller,
-      liveContainers: new Semaphore(1),
-      runRequests: new RunRequestCache(db.pool),
+      // RESULT_EVENTS_ENABLED=false measures the run without the outbox writes.
+      resultEvents: config.resultEvents.enabled,
+      runRequests: new RunRequestCache(db.pool, caseSpecDefaults(config)),
+      images: { ensureImage: async () => ({ action: 'present' }), imageId: async () => null },
+      pullAttempts: config.consumer.maxRetries,
+      config: { resultCache: config.resultCache },
       telemetry: createCaseTelemetry({ pool: db.pool, log, flushGraceMs: 0 }),
-      // Not used either: no case container is created.
-      collector: {} as OtelCollector,
-      collectorUrl: 'http://unused',
-      gateways: {} as MockGatewayManager,
+      evaluator: config.evaluator,
     };
-    const activities = createActivities(activityDeps);
     const raw = buildPlatformMessage(seeded, {
       queue: 'bench',
       runtimeSpec: { agent_image: 'bench/busybox:latest', case_exec_command: 'true' },
@@ -124,7 +129,7 @@ async function main(): Promise<void> {
     const needsJudge = anyScorerCallsJudge(parsed.message.scorers, 'success');
     // Everything of the container phase but the container, including its fast path.
     const finishInline = createInlineFinisher(activityDeps);
-    const noopExecute = async (ref: CaseRef & { finishInline?: boolean }): Promise<CaseExecutionSummary> => {
+    const noopExecute = async (ref: ExecuteCaseInput): Promise<CaseExecutionSummary> => {
       await transitionCaseStatus(db.pool, {
         experimentId: ref.experimentId,
         runCaseId: ref.runCaseId,
@@ -143,6 +148,13 @@ async function main(): Promise<void> {
         log,
       );
     };
+    const activities: Activities = {
+      ...createRunActivities(activityDeps),
+      executeCase: noopExecute,
+      ...createCaseTrajectory(activityDeps),
+      ...createCaseScoring(activityDeps),
+      ...createCaseFinalization(activityDeps),
+    };
     const connection = await NativeConnection.connect({ address: config.temporal.address });
     // As in production (deploy/Dockerfile): the workflow code is bundled ahead of time, in another
     // process, so the worker's memory is what serving the run costs, not webpack's.
@@ -157,7 +169,7 @@ async function main(): Promise<void> {
       connection,
       taskQueue,
       workflowBundle: { codePath: bundle },
-      activities: { ...activities, executeCase: noopExecute },
+      activities,
       maxConcurrentActivityTaskExecutions: CONCURRENCY * 2,
     });
     const rssBeforeRun = process.memoryUsage().rss;
@@ -207,21 +219,25 @@ async function main(): Promise<void> {
             runCaseId,
             to: 'trajectory',
           });
-          await persistCaseResult(db.pool, {
-            runCaseId,
-            experimentId: base.experimentId,
-            status: 'success',
-            agentTrajectory: [],
-            agentOutput: 'ok',
-            latencyMs: 1,
-            logs: 'ok',
-            errorMessage: null,
-            runtimeSnapshot: {},
-            inspectEvalId: null,
-            inspectSampleId: null,
-            usage: {},
-            scores: null,
-          });
+          await persistCaseResult(
+            db.pool,
+            {
+              runCaseId,
+              experimentId: base.experimentId,
+              status: 'success',
+              agentTrajectory: [],
+              agentOutput: 'ok',
+              latencyMs: 1,
+              logs: 'ok',
+              errorMessage: null,
+              runtimeSnapshot: {},
+              inspectEvalId: null,
+              inspectSampleId: null,
+              usage: {},
+              scores: null,
+            },
+            { resultEvents: config.resultEvents.enabled },
+          );
         }
       }),
     );
@@ -249,7 +265,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(`${errorStackText(err)}\n`);
     process.exit(1);
   },
 );

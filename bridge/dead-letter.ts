@@ -26,17 +26,20 @@ export async function assertDeadLetterQueue(channel: Channel, queue: string): Pr
 }
 
 function deadLetterProperties(queue: string, msg: ConsumeMessage, reason: DeadLetterReason): Options.Publish {
-  const p = msg.properties;
-  const headers: Record<string, unknown> = {
-    ...(p.headers ?? {}),
+  return copiedProperties(msg, {
     'x-agentbench-error-code': reason.code,
     'x-agentbench-error': reason.error.slice(0, MAX_ERROR_HEADER_CHARS),
     'x-agentbench-original-queue': queue,
     'x-agentbench-dead-lettered-at': new Date().toISOString(),
-  };
+  });
+}
+
+/** The delivery's properties for a persistent copy of it, with `headers` added to its own. */
+export function copiedProperties(msg: ConsumeMessage, headers: Record<string, unknown>): Options.Publish {
+  const p = msg.properties;
   // userId is left out on purpose: RabbitMQ rejects a user-id that is not ours. expiration too:
-  // a dead letter must stay until someone looks at it.
-  const options: Options.Publish = { persistent: true, headers };
+  // a dead letter must stay until someone looks at it, and a retried message until it is started.
+  const options: Options.Publish = { persistent: true, headers: { ...(p.headers ?? {}), ...headers } };
   if (p.contentType !== undefined) options.contentType = String(p.contentType);
   if (p.contentEncoding !== undefined) options.contentEncoding = String(p.contentEncoding);
   if (p.messageId !== undefined) options.messageId = String(p.messageId);

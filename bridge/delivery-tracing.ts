@@ -9,6 +9,7 @@ import {
 } from '@opentelemetry/api';
 import type { ConsumeMessage } from 'amqplib';
 import { EXPERIMENT_ID_ATTR, WORKFLOW_ID_ATTR } from '../src/tracing/benchmark-span-attributes';
+import { errorText } from '../src/domain/errors';
 
 /**
  * One span per delivery, around everything the bridge does with it (parse, dedup, workflow start,
@@ -68,7 +69,7 @@ export function traceDelivery(
       } catch (err) {
         span.setStatus({
           code: SpanStatusCode.ERROR,
-          message: err instanceof Error ? err.message : String(err),
+          message: errorText(err),
         });
         throw err;
       } finally {

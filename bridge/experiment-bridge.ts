@@ -22,6 +22,9 @@ import {
   processingKey,
   type AcquireResult,
 } from './redis-lock';
+import { errorText } from '../src/domain/errors';
+import { classifyStartFailure, type StartFailure } from '../src/temporal/start-failure';
+import { republishWithStartAttempts, startAttemptsOf } from './start-attempts';
 
 /**
  * RabbitMQ → Temporal: validates each `experiment.run.requested` delivery, deduplicates it, starts
@@ -46,7 +49,13 @@ export interface BridgeDeps {
   log: Logger;
   startRun: StartRun;
   reconnect?: { initialDelayMs: number; maxDelayMs: number };
+  /** In-process tries of one delivery's start while its failure is transient. */
   startRetry?: { attempts: number; initialDelayMs: number };
+  /**
+   * Deliveries of one message whose start failed transiently before it is dead-lettered
+   * (BRIDGE_START_MAX_ATTEMPTS, counted in the message's own header). Default 5.
+   */
+  startMaxAttempts?: number;
   /** Prometheus metrics; opt-in, so tests that do not look at them open no port. */
   metrics?: BridgeMetrics;
   /** Orchestrator traces: one span per delivery (delivery-tracing.ts); opt-in like metrics. */
@@ -64,11 +73,15 @@ export interface BridgeStats {
 export interface BridgeHandle {
   stop(): Promise<void>;
   stats(): BridgeStats;
+  /** True while connected to the broker and consuming the queue. */
+  consuming(): boolean;
   waitForIdle(): Promise<void>;
 }
 
 const DEFAULT_RECONNECT = { initialDelayMs: 1000, maxDelayMs: 30_000 };
-const DEFAULT_START_RETRY = { attempts: 5, initialDelayMs: 500 };
+/** 0.5 + 1 + 2 + 4 + 8 s between tries: with 5 deliveries, a start rides out ~75 s of Temporal or Postgres outage. */
+const DEFAULT_START_RETRY = { attempts: 6, initialDelayMs: 500 };
+const DEFAULT_START_MAX_ATTEMPTS = 5;
 const CHANNEL_CLOSE_GRACE_MS = 100;
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -88,17 +101,14 @@ interface SessionState {
 }
 
 type StartOutcome =
-  { ok: true; workflowId: string; started: boolean } | { ok: false; error: string; attempts: number };
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+  { ok: true; workflowId: string; started: boolean } | { ok: false; failure: StartFailure; attempts: number };
 
 class ExperimentBridge implements BridgeHandle {
   private readonly log: Logger;
   private readonly locks: MessageLocks | null;
   private readonly reconnect: { initialDelayMs: number; maxDelayMs: number };
   private readonly startRetry: { attempts: number; initialDelayMs: number };
+  private readonly startMaxAttempts: number;
   private readonly deadLetterQueue: string;
   /** Shown in the RabbitMQ management UI, and how an operator finds this bridge's connection. */
   private readonly connectionName: string;
@@ -130,11 +140,12 @@ class ExperimentBridge implements BridgeHandle {
       deps.locks ?? (deps.redis ? new MessageLocks(deps.redis, CONTRACT_LOCK_TTL, this.log, ownerId) : null);
     this.reconnect = deps.reconnect ?? DEFAULT_RECONNECT;
     this.startRetry = deps.startRetry ?? DEFAULT_START_RETRY;
+    this.startMaxAttempts = deps.startMaxAttempts ?? DEFAULT_START_MAX_ATTEMPTS;
     this.deadLetterQueue = deadLetterQueueName(deps.queue);
     this.connectionName = `agentbench-bridge ${deps.queue} ${ownerId}`;
     this.metrics = deps.metrics;
     this.stopObserving = deps.metrics?.observeBridge({
-      connected: () => this.session !== null && !this.session.state.lost,
+      connected: () => this.consuming(),
       redisDegraded: () => this.locks === null || this.locks.isDegraded,
       deliveriesInFlight: () => this.inFlight.size,
     });
@@ -152,6 +163,10 @@ class ExperimentBridge implements BridgeHandle {
 
   stats(): BridgeStats {
     return { ...this.counters };
+  }
+
+  consuming(): boolean {
+    return this.session !== null && !this.session.state.lost;
   }
 
   async waitForIdle(): Promise<void> {
@@ -332,7 +347,9 @@ class ExperimentBridge implements BridgeHandle {
       this.sessionLost(session, 'consumer cancelled by broker', undefined);
       return;
     }
-    const handling = traceDelivery(this.deps.tracer, this.deps.queue, msg, () => this.handleDelivery(session, msg))
+    const handling = traceDelivery(this.deps.tracer, this.deps.queue, msg, () =>
+      this.handleDelivery(session, msg),
+    )
       .catch((err: unknown) => {
         // handleDelivery settles every message itself; this only keeps a bug from crashing the process.
         this.log.error({ code: 'E_MESSAGE_PROCESS', error: errorText(err) }, 'delivery handler failed');
@@ -377,6 +394,7 @@ class ExperimentBridge implements BridgeHandle {
         ...ctx,
         run_cases: message.run_cases.length,
         redelivered: msg.fields.redelivered,
+        start_attempts: startAttemptsOf(msg),
       },
       'message received',
     );
@@ -407,14 +425,9 @@ class ExperimentBridge implements BridgeHandle {
 
     const outcome = await this.startWithRetry(message, workflowId, suffix, ctx);
     if (!outcome.ok) {
-      this.log.error(
-        { code: 'E_WORKFLOW_START_FAILED', ...ctx, attempts: outcome.attempts, error: outcome.error },
-        'workflow start failed; message requeued',
-      );
       await this.locks?.release(suffix);
       this.metrics?.startFailed();
-      noteDeliveryOutcome('start_failed_requeued', 'E_WORKFLOW_START_FAILED');
-      this.settle(session, msg, 'requeue');
+      await this.startFailed(session, msg, outcome.failure, outcome.attempts, ctx);
       return;
     }
     await this.locks?.markProcessed(suffix);
@@ -438,6 +451,57 @@ class ExperimentBridge implements BridgeHandle {
     this.settle(session, msg, 'ack');
   }
 
+  /**
+   * A permanent failure is dead-lettered under its code at once; a transient one is published again
+   * with one more start attempt counted, and dead-lettered once BRIDGE_START_MAX_ATTEMPTS deliveries
+   * have failed. While stopping, the delivery is simply returned (the stop may have cut it short).
+   */
+  private async startFailed(
+    session: Session,
+    msg: ConsumeMessage,
+    failure: StartFailure,
+    tries: number,
+    ctx: Record<string, unknown>,
+  ): Promise<void> {
+    if (failure.kind === 'permanent') {
+      await this.deadLetter(session, msg, { code: failure.code, error: failure.error });
+      return;
+    }
+    const deliveries = startAttemptsOf(msg) + 1;
+    const fields = {
+      code: 'E_WORKFLOW_START_FAILED',
+      ...ctx,
+      attempts: tries,
+      start_attempts: deliveries,
+      max_start_attempts: this.startMaxAttempts,
+      error: failure.error,
+    };
+    if (this.stopping) {
+      this.log.error(fields, 'workflow start failed while stopping; message returned to the queue');
+      noteDeliveryOutcome('start_failed_requeued', 'E_WORKFLOW_START_FAILED');
+      this.settle(session, msg, 'requeue');
+      return;
+    }
+    if (deliveries >= this.startMaxAttempts) {
+      await this.deadLetter(session, msg, {
+        code: 'E_WORKFLOW_START_FAILED',
+        error: `E_WORKFLOW_START_FAILED: ${deliveries} deliveries failed to start, the last with: ${failure.error}`,
+      });
+      return;
+    }
+    this.log.error(fields, 'workflow start failed; message published again for a later attempt');
+    try {
+      await republishWithStartAttempts(session.confirm, this.deps.queue, msg, deliveries);
+    } catch (err) {
+      // Not acked: the broker redelivers it (uncounted) on the fresh connection a reconnect opens.
+      this.log.error({ code: 'E_NACK_FAILED', ...ctx, error: errorText(err) }, 'republish failed');
+      this.sessionLost(session, 'republish failed', err instanceof Error ? err : undefined);
+      return;
+    }
+    noteDeliveryOutcome('start_failed_requeued', 'E_WORKFLOW_START_FAILED');
+    this.settle(session, msg, 'ack');
+  }
+
   private async startWithRetry(
     message: ExperimentRunRequested,
     workflowId: string,
@@ -450,12 +514,15 @@ class ExperimentBridge implements BridgeHandle {
         const result = await this.deps.startRun(message, { workflowId, dedupSuffix: suffix });
         return { ok: true, ...result };
       } catch (err) {
-        const error = errorText(err);
-        if (attempt >= this.startRetry.attempts || this.stopping)
-          return { ok: false, error, attempts: attempt };
-        this.log.warn({ ...ctx, attempt, retry_in_ms: delay, error }, 'workflow start failed; retrying');
+        const failure = classifyStartFailure(err);
+        if (failure.kind === 'permanent' || attempt >= this.startRetry.attempts || this.stopping)
+          return { ok: false, failure, attempts: attempt };
+        this.log.warn(
+          { ...ctx, attempt, retry_in_ms: delay, error: failure.error },
+          'workflow start failed; retrying',
+        );
         await this.sleep(delay);
-        if (this.stopping) return { ok: false, error, attempts: attempt };
+        if (this.stopping) return { ok: false, failure, attempts: attempt };
         delay *= 2;
       }
     }

@@ -1,23 +1,4 @@
-export { dedupSuffix } from './dedup-key';
-export {
-  assertDeadLetterQueue,
-  deadLetterQueueName,
-  publishDeadLetter,
-  type DeadLetterReason,
-} from './dead-letter';
-export {
-  CONTRACT_LOCK_TTL,
-  MessageLocks,
-  createRedis,
-  processedKey,
-  processingKey,
-  type AcquireResult,
-  type LockTtl,
-} from './redis-lock';
-export {
-  startBridge,
-  type BridgeDeps,
-  type BridgeHandle,
-  type BridgeStats,
-  type StartRun,
-} from './experiment-bridge';
+export { deadLetterQueueName } from './dead-letter';
+export { MessageLocks, createRedis, processedKey, processingKey } from './redis-lock';
+export { startBridge, type BridgeDeps, type BridgeHandle, type StartRun } from './experiment-bridge';
+export { START_ATTEMPTS_HEADER } from './start-attempts';

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Config } from '../src/config';
 import type { Logger } from '../src/logger';
+import { errorText } from '../src/domain/errors';
 
 /**
  * The cross-system message lock of CONTRACT §8.1, shared with the Python consumer so both can run
@@ -178,7 +179,7 @@ export class MessageLocks {
     if (this.degraded) return;
     this.degraded = true;
     this.log.warn(
-      { code: 'E_REDIS_DEGRADED', error: err instanceof Error ? err.message : String(err) },
+      { code: 'E_REDIS_DEGRADED', error: errorText(err) },
       'redis unavailable: continuing with Temporal workflow-id dedup only',
     );
   }

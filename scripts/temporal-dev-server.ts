@@ -6,7 +6,9 @@
  * this). Exit 1/2: anything else, said on stderr.
  */
 import { ConfigError, loadConfig } from '../src/config';
-import { DevServerError, ensureTemporalDevServer } from '../src/temporal/dev-server';
+import { ensureTemporalDevServer } from '../src/temporal/dev-server';
+import { DevServerError } from '../src/temporal/errors';
+import { errorStackText, errorText } from '../src/domain/errors';
 
 const say = (line: string) => process.stdout.write(`[setup] ${line}\n`);
 
@@ -33,7 +35,7 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof DevServerError && err.reason === 'no-binary') return 3;
-    process.stderr.write(`[setup] ERROR: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`[setup] ERROR: ${errorText(err)}\n`);
     return 1;
   }
 }
@@ -42,9 +44,7 @@ main().then(
   // The detached server must not keep this script alive, nor must gRPC's idle channels.
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(
-      `[setup] ERROR: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
+    process.stderr.write(`[setup] ERROR: ${errorStackText(err)}\n`);
     process.exit(1);
   },
 );

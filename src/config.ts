@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { PULL_POLICIES, type CaseSpecDefaults } from './domain/runtime-spec';
 
 /**
  * The one place that reads process.env. Names and defaults follow CONTRACT §9 so an existing
@@ -58,6 +60,19 @@ const optPort = () =>
       .optional(),
   );
 
+/** `8080,11434`: TCP ports 1-65535, comma-separated; unset = none. */
+const portListVar = () =>
+  z.preprocess(
+    blankToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(/^\d+(\s*,\s*\d+)*$/, 'comma-separated port numbers 1-65535')
+      .transform((v) => [...new Set(v.split(',').map((p) => Number(p.trim())))])
+      .pipe(z.array(z.number().int().min(1).max(65535, 'port numbers 1-65535')))
+      .default([]),
+  );
+
 const strVar = (def: string) => z.preprocess(blankToUndefined, z.string().trim().default(def));
 const optStr = () => z.preprocess(blankToUndefined, z.string().optional());
 const boolVar = (def: boolean) =>
@@ -75,9 +90,12 @@ const pullPolicy = z.preprocess(
     .string()
     .trim()
     .toLowerCase()
-    .pipe(z.enum(['always', 'if-not-present', 'never'], 'one of always, if-not-present, never'))
+    .pipe(z.enum(PULL_POLICIES, `one of ${PULL_POLICIES.join(', ')}`))
     .default('always'),
 );
+
+/** Usable as a Docker label value, a Temporal keyword and part of a name. */
+const DEPLOYMENT_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 const envSchema = z.object({
   // --- CONTRACT §9 ---
@@ -91,6 +109,9 @@ const envSchema = z.object({
   CONSUMER_SCORER_CONCURRENT_CASES: intVar(2, 1),
   CONSUMER_MAX_RETRIES: intVar(3, 1),
   CONSUMER_CASE_TIMEOUT_SECONDS: intVar(180, 1),
+  // Accepted for compatibility: validated as §9 says (a bad value stops the process at start), never
+  // read. They steered only the original's legacy runner; in its production path, as in ours, the
+  // agent's runtime_spec_json decides (docker_network, pull_policy, the *_timeout_seconds).
   CONSUMER_DOCKER_NETWORK: optStr(),
   CONSUMER_AGENT_EXEC_COMMAND: optStr(),
   CONSUMER_DOCKER_PULL_POLICY: pullPolicy,
@@ -111,6 +132,7 @@ const envSchema = z.object({
   POSTGRES_USER: optStr(),
   POSTGRES_PASSWORD: optStr(),
   POSTGRES_DB: optStr(),
+  // Accepted for compatibility, never read: the original sets connect and read timeouts on every call (§9).
   CONSUMER_EVALUATOR_TIMEOUT_SECONDS: intVar(90, 0),
   CONSUMER_EVALUATOR_CONNECT_TIMEOUT_SECONDS: intVar(15, 0),
   CONSUMER_EVALUATOR_READ_TIMEOUT_SECONDS: intVar(90, 0),
@@ -124,9 +146,22 @@ const envSchema = z.object({
   TEMPORAL_NAMESPACE: strVar('default'),
   TEMPORAL_TASK_QUEUE: strVar('agentbench-cases'),
   TEMPORAL_UI_URL: strVar('http://127.0.0.1:8233'),
+  AGENTBENCH_DEPLOYMENT_ID: z.preprocess(
+    blankToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(
+        DEPLOYMENT_ID,
+        'lowercase letters, digits and dashes, 1-63 characters, starting with a letter or digit',
+      )
+      .optional(),
+  ),
   AGENTBENCH_STATE_DIR: optStr(),
   BRIDGE_PREFETCH: intVar(16, 1),
+  BRIDGE_START_MAX_ATTEMPTS: intVar(5, 1),
   WORKER_MAX_CONCURRENT_ACTIVITIES: intVar(32, 1),
+  WORKER_SHUTDOWN_GRACE_SECONDS: intVar(0, 0),
   WORKFLOW_BUNDLE_PATH: optStr(),
   DOCKER_SOCKET_PATH: strVar('/var/run/docker.sock'),
   DOCKER_MAX_CONCURRENT_OPERATIONS: intVar(8, 1),
@@ -136,40 +171,78 @@ const envSchema = z.object({
   SANDBOX_DEFAULT_PIDS_LIMIT: intVar(512, 16),
   SANDBOX_NO_NEW_PRIVILEGES: boolVar(true),
   SANDBOX_DROP_ALL_CAPABILITIES: boolVar(true),
+  SANDBOX_ISOLATE_CASES: boolVar(true),
+  SANDBOX_HOST_PORTS: portListVar(),
   SANDBOX_REAPER_INTERVAL_SECONDS: intVar(60, 1),
   SANDBOX_REAPER_MIN_AGE_SECONDS: intVar(120, 0),
+  RUN_RECONCILER_INTERVAL_SECONDS: intVar(60, 1),
+  RUN_RECONCILER_MIN_IDLE_SECONDS: intVar(30, 0),
   SANDBOX_CASE_FILES: z.preprocess(
     blankToUndefined,
-    z.string().trim().toLowerCase().pipe(z.enum(['auto', 'bind', 'copy'], 'one of auto, bind, copy')).default('auto'),
+    z
+      .string()
+      .trim()
+      .toLowerCase()
+      .pipe(z.enum(['auto', 'bind', 'copy'], 'one of auto, bind, copy'))
+      .default('auto'),
   ),
   SANDBOX_CASE_FILES_DIR: optStr(),
+  SANDBOX_RUNTIME: z.preprocess(
+    blankToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, 'a Docker runtime name (e.g. runc, crun)')
+      .optional(),
+  ),
   OTEL_COLLECTOR_PORT: intVar(14318, 0),
   OTEL_FLUSH_GRACE_MS: intVar(1000, 0),
   OTEL_COLLECTOR_HOST: strVar('0.0.0.0'),
   OTEL_MAX_BODY_BYTES: intVar(16 * 1024 * 1024, 1024),
   OTEL_ALLOW_UNTOKENED_INGEST: boolVar(false),
+  OTEL_INGEST_ANY_CONTENT_TYPE: boolVar(false),
   MOCK_GATEWAY_BIND_HOST: optStr(),
   MOCK_GATEWAY_ADVERTISED_HOST: strVar('host.docker.internal'),
   MOCK_GATEWAY_CA_DIR: optStr(),
   MOCK_GATEWAY_SEALED: boolVar(true),
   MOCK_PYTHON_TIMEOUT_MS: intVar(5000, 100),
   MOCK_PYTHON_MEMORY_MB: intVar(256, 32),
-  MOCK_PYTHON_EXECUTABLE: strVar('python3'),
+  MOCK_PYTHON_IMAGE: strVar('bench/agent-base:bookworm'),
+  LLM_BASE_URL: optStr(),
+  LLM_MODEL: optStr(),
+  LLM_API_KEY: optStr(),
+  RESULT_CACHE_TTL_SECONDS: intVar(7 * 24 * 3600, 1),
   METRICS_PORT: optPort(),
   METRICS_HOST: strVar('0.0.0.0'),
   TEMPORAL_METRICS_PORT: optPort(),
   // Checked in parseTracing, whose errors never echo the value (headers carry credentials).
   ORCHESTRATOR_OTLP_ENDPOINT: optStr(),
   ORCHESTRATOR_OTLP_HEADERS: optStr(),
+  RESULT_EVENTS_ENABLED: boolVar(true),
+  RESULT_EVENTS_EXCHANGE: strVar('agentbench.results'),
+  RESULT_EVENTS_RETENTION_DAYS: intVar(7, 1),
+  API_HOST: strVar('127.0.0.1'),
+  API_PORT: intVar(8080, 0),
+  // Checked in parseApiTokens, whose errors never echo the value (they are credentials).
+  API_TOKENS: optStr(),
+  API_READ_TOKENS: optStr(),
+  API_ALLOW_ANONYMOUS: boolVar(false),
+  API_MAX_BODY_BYTES: intVar(5 * 1024 * 1024, 1024),
+  API_MAX_EVENT_STREAMS: intVar(256, 1),
   LOG_LEVEL: z.preprocess(
     blankToUndefined,
     z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   ),
 });
 
-export type PullPolicy = 'always' | 'if-not-present' | 'never';
-
 export interface Config {
+  /**
+   * The built-in runtimes' model (scripts/runtimes): endpoint and model reach their containers as
+   * env; the key only as the container's env, never in a row, a log line or a payload.
+   */
+  llm: { baseUrl: string | undefined; model: string | undefined; apiKey: string | undefined };
+  /** How long a stored result may be reused (`runtime_spec_json.cache`, task batches). */
+  resultCache: { ttlSeconds: number };
   rabbitmq: {
     host: string | undefined;
     port: number;
@@ -178,18 +251,14 @@ export interface Config {
     vhost: string;
     queue: string;
     prefetch: number;
+    /** Deliveries of one message whose workflow start failed transiently before it is dead-lettered. */
+    startMaxAttempts: number;
   };
   consumer: {
     concurrentCases: number;
     scorerConcurrentCases: number;
     maxRetries: number;
     caseTimeoutSeconds: number;
-    dockerNetwork: string | undefined;
-    agentExecCommand: string | undefined;
-    dockerPullPolicy: PullPolicy;
-    dockerPullTimeoutSeconds: number;
-    dockerRunTimeoutSeconds: number;
-    dockerInspectTimeoutSeconds: number;
   };
   redis: {
     host: string | undefined;
@@ -207,7 +276,6 @@ export interface Config {
     poolMax: number;
   };
   evaluator: {
-    timeoutSeconds: number;
     connectTimeoutSeconds: number;
     readTimeoutSeconds: number;
     maxRetries: number;
@@ -215,9 +283,24 @@ export interface Config {
     scorerHardTimeoutSeconds: number;
   };
   temporal: { address: string; namespace: string; taskQueue: string; uiUrl: string };
+  /**
+   * Which deployment this process belongs to: AGENTBENCH_DEPLOYMENT_ID, else derived from the Temporal
+   * namespace, task queue and the platform database's identity (host, port, database name). Runs and
+   * containers of one deployment are told apart from another's sharing a namespace or a Docker host
+   * by it.
+   */
+  deploymentId: string;
   /** State and logs of the local services (scripts/setup, and the Temporal dev server `benchctl run` starts). */
   stateDir: string;
-  worker: { maxConcurrentActivities: number; workflowBundlePath: string | undefined };
+  worker: {
+    maxConcurrentActivities: number;
+    workflowBundlePath: string | undefined;
+    /**
+     * After SIGTERM, how long in-flight activities may still finish before they are canceled
+     * (containers removed, the attempt retried by another worker). 0 = cancel at once.
+     */
+    shutdownGraceSeconds: number;
+  };
   docker: { socketPath: string; maxConcurrentOperations: number; maxLiveContainers: number };
   sandbox: {
     defaultMemoryMb: number;
@@ -225,12 +308,28 @@ export interface Config {
     defaultPidsLimit: number;
     noNewPrivileges: boolean;
     dropAllCapabilities: boolean;
+    /** A Docker network of its own per case (src/docker/isolated-network), unless its spec names one. */
+    isolateCases: boolean;
+    /** Host TCP ports every case on its own network may reach (e.g. an LLM server on the host). */
+    hostPorts: number[];
     reaperIntervalSeconds: number;
     reaperMinAgeSeconds: number;
+    /** The run reconciler's sweep (src/temporal/run-reconciler.ts): how often, and how long a row must be unchanged. */
+    reconcilerIntervalSeconds: number;
+    reconcilerMinIdleSeconds: number;
     /** How /benchmark/* reaches a container (see DockerSandbox); dir undefined = <tmpdir>/agentbench-case-files. */
     caseFiles: { delivery: 'auto' | 'bind' | 'copy'; dir: string | undefined };
+    /** The OCI runtime of case containers, as registered with dockerd; undefined = the daemon's default. */
+    runtime: string | undefined;
   };
-  otel: { collectorHost: string; collectorPort: number; flushGraceMs: number; maxBodyBytes: number; allowUntokenedIngest: boolean };
+  otel: {
+    collectorHost: string;
+    collectorPort: number;
+    flushGraceMs: number;
+    maxBodyBytes: number;
+    allowUntokenedIngest: boolean;
+    anyContentType: boolean;
+  };
   mockGateway: {
     /** undefined = the docker0 address (what host.docker.internal resolves to); never 0.0.0.0 by default. */
     bindHost: string | undefined;
@@ -239,7 +338,8 @@ export interface Config {
     sealPassthroughFalse: boolean;
     pythonTimeoutMs: number;
     pythonMemoryMb: number;
-    pythonExecutable: string;
+    /** The image of the per-case python handler sandboxes (any image with python3). */
+    pythonImage: string;
   };
   metrics: {
     /** METRICS_PORT; undefined = the command's default (DEFAULT_METRICS_PORTS), 0 = no metrics endpoint. */
@@ -255,7 +355,37 @@ export interface Config {
     /** Sent with every export; credentials, so never logged. */
     headers: Readonly<Record<string, string>>;
   };
+  /**
+   * Result events (src/result-events): one per case reaching a terminal status and one per run that
+   * ends, written to an outbox in the same transaction and relayed to a RabbitMQ topic exchange.
+   */
+  resultEvents: {
+    /** false: nothing is written to the outbox and nothing is published. */
+    enabled: boolean;
+    exchange: string;
+    /** Published events are pruned from the outbox after this many days. */
+    retentionDays: number;
+  };
+  /** `benchctl api` (src/api). */
+  api: {
+    host: string;
+    port: number;
+    /** Tokens that may call every route; digests only, never the secrets themselves. */
+    tokens: readonly ApiToken[];
+    /** Tokens that may only read (GET); a write with one is answered 403. */
+    readTokens: readonly ApiToken[];
+    /** Requests without a token are accepted, from loopback addresses only (local development). */
+    allowAnonymous: boolean;
+    maxBodyBytes: number;
+    maxEventStreams: number;
+  };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+/** A bearer token of API_TOKENS / API_READ_TOKENS: its name (for logs) and the SHA-256 of its secret. */
+export interface ApiToken {
+  name: string;
+  sha256: Buffer;
 }
 
 function buildPostgresUrl(e: z.output<typeof envSchema>): string | undefined {
@@ -265,6 +395,26 @@ function buildPostgresUrl(e: z.output<typeof envSchema>): string | undefined {
     ? `${encodeURIComponent(e.POSTGRES_USER)}:${encodeURIComponent(e.POSTGRES_PASSWORD)}`
     : encodeURIComponent(e.POSTGRES_USER);
   return `postgres://${auth}@${e.POSTGRES_SERVER}:${e.POSTGRES_PORT}/${encodeURIComponent(e.POSTGRES_DB)}`;
+}
+
+/**
+ * `auto-<12 hex>` of namespace, task queue and database host:port/name (never its credentials): two
+ * platform databases served in one namespace get different ids without anyone configuring them,
+ * and every process of one deployment (worker, bridge, CLI) derives the same one.
+ */
+function deriveDeploymentId(namespace: string, taskQueue: string, databaseUrl: string | undefined): string {
+  let database = 'local';
+  if (databaseUrl) {
+    try {
+      const u = new URL(databaseUrl);
+      database = `${u.hostname}:${u.port || '5432'}${u.pathname}`;
+    } catch {
+      // A libpq key=value string: hash it without the password.
+      database = databaseUrl.replace(/password\s*=\s*\S+/gi, '');
+    }
+  }
+  const digest = createHash('sha256').update(`${namespace}\n${taskQueue}\n${database}`).digest('hex');
+  return `auto-${digest.slice(0, 12)}`;
 }
 
 /** An HTTP header name (RFC 9110 token). */
@@ -278,16 +428,21 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 function parseTracing(endpointRaw: string | undefined, headersRaw: string | undefined): Config['tracing'] {
   if (endpointRaw === undefined) return { endpoint: undefined, headers: {} };
   const badEndpoint = (why: string) =>
-    new ConfigError('ORCHESTRATOR_OTLP_ENDPOINT', `Invalid env var ORCHESTRATOR_OTLP_ENDPOINT: expected ${why} (value not shown)`);
+    new ConfigError(
+      'ORCHESTRATOR_OTLP_ENDPOINT',
+      `Invalid env var ORCHESTRATOR_OTLP_ENDPOINT: expected ${why} (value not shown)`,
+    );
   let url: URL;
   try {
     url = new URL(endpointRaw.trim());
   } catch {
     throw badEndpoint('an http(s) URL such as http://otel-collector:4318');
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badEndpoint('an http(s) URL such as http://otel-collector:4318');
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw badEndpoint('an http(s) URL such as http://otel-collector:4318');
   // The exporter would silently drop userinfo; credentials belong in ORCHESTRATOR_OTLP_HEADERS.
-  if (url.username || url.password) throw badEndpoint('a URL without user:password@ (put credentials in ORCHESTRATOR_OTLP_HEADERS)');
+  if (url.username || url.password)
+    throw badEndpoint('a URL without user:password@ (put credentials in ORCHESTRATOR_OTLP_HEADERS)');
   // The exporter posts to the path alone: a query or fragment would be dropped without a word.
   if (url.search || url.hash) throw badEndpoint('a URL without ?query or #fragment');
   // OTLP/HTTP convention: a base URL gets the signal path appended, a URL that names it is kept.
@@ -313,6 +468,68 @@ function parseTracing(endpointRaw: string | undefined, headersRaw: string | unde
     headers[name.toLowerCase()] = value;
   }
   return { endpoint: url.toString(), headers };
+}
+
+const TOKEN_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const SHA256_HEX = /^sha256:([0-9a-f]{64})$/;
+/** Shorter secrets are refused: a bearer token is all that stands between the network and a run start. */
+export const MIN_API_TOKEN_LENGTH = 16;
+
+/**
+ * API_TOKENS / API_READ_TOKENS: comma-separated `name:secret` entries, where the secret is the token
+ * itself or `sha256:<64 hex>` of it (so the environment need not hold the token). Only digests are
+ * kept. Errors name the variable and the entry's position, never a value.
+ */
+export function parseApiTokens(variable: string, raw: string | undefined): ApiToken[] {
+  const tokens: ApiToken[] = [];
+  const entries = (raw ?? '').split(',').filter((e) => e.trim() !== '');
+  entries.forEach((entry, i) => {
+    const bad = (why: string) =>
+      new ConfigError(variable, `Invalid env var ${variable}: entry ${i + 1} ${why} (value not shown)`);
+    const colon = entry.indexOf(':');
+    if (colon < 0) throw bad('is not name:secret');
+    const name = entry.slice(0, colon).trim();
+    const secret = entry.slice(colon + 1).trim();
+    if (!TOKEN_NAME.test(name)) throw bad('has a name that is not 1-64 letters, digits, _ . -');
+    const digest = SHA256_HEX.exec(secret);
+    if (digest?.[1]) {
+      tokens.push({ name, sha256: Buffer.from(digest[1], 'hex') });
+      return;
+    }
+    if (secret.startsWith('sha256:')) throw bad('has a sha256: secret that is not 64 lowercase hex digits');
+    if (secret.length < MIN_API_TOKEN_LENGTH)
+      throw bad(`has a secret shorter than ${MIN_API_TOKEN_LENGTH} characters`);
+    tokens.push({ name, sha256: createHash('sha256').update(secret).digest() });
+  });
+  return tokens;
+}
+
+/** Addresses that only this machine can reach: anonymous API access is allowed on these alone. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || h === '::ffff:127.0.0.1';
+}
+
+function parseApi(e: z.output<typeof envSchema>): Config['api'] {
+  const api: Config['api'] = {
+    host: e.API_HOST,
+    port: e.API_PORT,
+    tokens: parseApiTokens('API_TOKENS', e.API_TOKENS),
+    readTokens: parseApiTokens('API_READ_TOKENS', e.API_READ_TOKENS),
+    allowAnonymous: e.API_ALLOW_ANONYMOUS,
+    maxBodyBytes: e.API_MAX_BODY_BYTES,
+    maxEventStreams: e.API_MAX_EVENT_STREAMS,
+  };
+  if (api.allowAnonymous && !isLoopbackHost(api.host)) {
+    throw new ConfigError(
+      'API_ALLOW_ANONYMOUS',
+      `Invalid env var API_ALLOW_ANONYMOUS: true is only allowed with a loopback API_HOST (got API_HOST=${JSON.stringify(api.host)})`,
+    );
+  }
+  return api;
 }
 
 /** Parses and validates the environment. Throws ConfigError naming the first bad variable. */
@@ -344,18 +561,13 @@ export function loadConfig(env: Env = process.env): Config {
       vhost: e.RABBITMQ_VHOST,
       queue: e.RABBITMQ_EXPERIMENT_QUEUE,
       prefetch: e.BRIDGE_PREFETCH,
+      startMaxAttempts: e.BRIDGE_START_MAX_ATTEMPTS,
     },
     consumer: {
       concurrentCases: e.CONSUMER_CONCURRENT_CASES,
       scorerConcurrentCases: e.CONSUMER_SCORER_CONCURRENT_CASES,
       maxRetries: e.CONSUMER_MAX_RETRIES,
       caseTimeoutSeconds: e.CONSUMER_CASE_TIMEOUT_SECONDS,
-      dockerNetwork: e.CONSUMER_DOCKER_NETWORK,
-      agentExecCommand: e.CONSUMER_AGENT_EXEC_COMMAND,
-      dockerPullPolicy: e.CONSUMER_DOCKER_PULL_POLICY,
-      dockerPullTimeoutSeconds: e.CONSUMER_DOCKER_PULL_TIMEOUT_SECONDS,
-      dockerRunTimeoutSeconds: e.CONSUMER_DOCKER_RUN_TIMEOUT_SECONDS,
-      dockerInspectTimeoutSeconds: e.CONSUMER_DOCKER_INSPECT_TIMEOUT_SECONDS,
     },
     redis: {
       host: e.REDIS_HOST,
@@ -368,7 +580,6 @@ export function loadConfig(env: Env = process.env): Config {
     },
     database: { engine: engineRaw, url: buildPostgresUrl(e), poolMax: e.DATABASE_POOL_MAX },
     evaluator: {
-      timeoutSeconds: e.CONSUMER_EVALUATOR_TIMEOUT_SECONDS,
       connectTimeoutSeconds: e.CONSUMER_EVALUATOR_CONNECT_TIMEOUT_SECONDS,
       readTimeoutSeconds: e.CONSUMER_EVALUATOR_READ_TIMEOUT_SECONDS,
       maxRetries: e.CONSUMER_EVALUATOR_MAX_RETRIES,
@@ -381,8 +592,15 @@ export function loadConfig(env: Env = process.env): Config {
       taskQueue: e.TEMPORAL_TASK_QUEUE,
       uiUrl: e.TEMPORAL_UI_URL.replace(/\/+$/, ''),
     },
+    deploymentId:
+      e.AGENTBENCH_DEPLOYMENT_ID ??
+      deriveDeploymentId(e.TEMPORAL_NAMESPACE, e.TEMPORAL_TASK_QUEUE, buildPostgresUrl(e)),
     stateDir: e.AGENTBENCH_STATE_DIR ?? path.join(homedir(), '.local', 'state', 'agentbench'),
-    worker: { maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES, workflowBundlePath: e.WORKFLOW_BUNDLE_PATH },
+    worker: {
+      maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES,
+      workflowBundlePath: e.WORKFLOW_BUNDLE_PATH,
+      shutdownGraceSeconds: e.WORKER_SHUTDOWN_GRACE_SECONDS,
+    },
     docker: {
       socketPath: e.DOCKER_SOCKET_PATH,
       maxConcurrentOperations: e.DOCKER_MAX_CONCURRENT_OPERATIONS,
@@ -394,9 +612,14 @@ export function loadConfig(env: Env = process.env): Config {
       defaultPidsLimit: e.SANDBOX_DEFAULT_PIDS_LIMIT,
       noNewPrivileges: e.SANDBOX_NO_NEW_PRIVILEGES,
       dropAllCapabilities: e.SANDBOX_DROP_ALL_CAPABILITIES,
+      isolateCases: e.SANDBOX_ISOLATE_CASES,
+      hostPorts: e.SANDBOX_HOST_PORTS,
       reaperIntervalSeconds: e.SANDBOX_REAPER_INTERVAL_SECONDS,
       reaperMinAgeSeconds: e.SANDBOX_REAPER_MIN_AGE_SECONDS,
+      reconcilerIntervalSeconds: e.RUN_RECONCILER_INTERVAL_SECONDS,
+      reconcilerMinIdleSeconds: e.RUN_RECONCILER_MIN_IDLE_SECONDS,
       caseFiles: { delivery: e.SANDBOX_CASE_FILES, dir: e.SANDBOX_CASE_FILES_DIR },
+      runtime: e.SANDBOX_RUNTIME,
     },
     otel: {
       collectorHost: e.OTEL_COLLECTOR_HOST,
@@ -404,7 +627,10 @@ export function loadConfig(env: Env = process.env): Config {
       flushGraceMs: e.OTEL_FLUSH_GRACE_MS,
       maxBodyBytes: e.OTEL_MAX_BODY_BYTES,
       allowUntokenedIngest: e.OTEL_ALLOW_UNTOKENED_INGEST,
+      anyContentType: e.OTEL_INGEST_ANY_CONTENT_TYPE,
     },
+    llm: { baseUrl: e.LLM_BASE_URL, model: e.LLM_MODEL, apiKey: e.LLM_API_KEY },
+    resultCache: { ttlSeconds: e.RESULT_CACHE_TTL_SECONDS },
     mockGateway: {
       bindHost: e.MOCK_GATEWAY_BIND_HOST,
       advertisedHost: e.MOCK_GATEWAY_ADVERTISED_HOST,
@@ -412,10 +638,16 @@ export function loadConfig(env: Env = process.env): Config {
       sealPassthroughFalse: e.MOCK_GATEWAY_SEALED,
       pythonTimeoutMs: e.MOCK_PYTHON_TIMEOUT_MS,
       pythonMemoryMb: e.MOCK_PYTHON_MEMORY_MB,
-      pythonExecutable: e.MOCK_PYTHON_EXECUTABLE,
+      pythonImage: e.MOCK_PYTHON_IMAGE,
     },
     metrics: { port: e.METRICS_PORT, host: e.METRICS_HOST, temporalPort: e.TEMPORAL_METRICS_PORT ?? 0 },
     tracing: parseTracing(e.ORCHESTRATOR_OTLP_ENDPOINT, e.ORCHESTRATOR_OTLP_HEADERS),
+    resultEvents: {
+      enabled: e.RESULT_EVENTS_ENABLED,
+      exchange: e.RESULT_EVENTS_EXCHANGE,
+      retentionDays: e.RESULT_EVENTS_RETENTION_DAYS,
+    },
+    api: parseApi(e),
     logLevel: e.LOG_LEVEL,
   };
 }
@@ -452,7 +684,10 @@ export function requireBridgeSettings(config: Config): {
 export function amqpUrl(config: Config): string {
   const { host, port, user, password, vhost } = config.rabbitmq;
   if (!host || !user || password === undefined) {
-    throw new ConfigError('RABBITMQ_HOST', 'Missing required env var: RABBITMQ_HOST/RABBITMQ_USER/RABBITMQ_PASSWORD');
+    throw new ConfigError(
+      'RABBITMQ_HOST',
+      'Missing required env var: RABBITMQ_HOST/RABBITMQ_USER/RABBITMQ_PASSWORD',
+    );
   }
   const v = vhost === '/' ? '%2F' : encodeURIComponent(vhost);
   return `amqp://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${v}`;
@@ -461,10 +696,27 @@ export function amqpUrl(config: Config): string {
 /** The database URL, or the contract's error when none is configured. */
 export function requireDatabaseUrl(config: Config): string {
   if (config.database.engine !== 'postgres') {
-    throw new ConfigError('DATABASE_ENGINE', 'DATABASE_ENGINE=mysql is not supported by this runner; use postgres');
+    throw new ConfigError(
+      'DATABASE_ENGINE',
+      'DATABASE_ENGINE=mysql is not supported by this runner; use postgres',
+    );
   }
   if (!config.database.url) {
     throw new ConfigError('POSTGRES_SERVER', 'E_DB_CONFIG_MISSING: postgres env vars are not configured');
   }
   return config.database.url;
+}
+
+/** What a case gets where its runtime spec is silent (merged in resolveCaseSpec). */
+export function caseSpecDefaults(config: Config): CaseSpecDefaults {
+  const { sandbox } = config;
+  return {
+    caseTimeoutSeconds: config.consumer.caseTimeoutSeconds,
+    limits: {
+      memoryMb: sandbox.defaultMemoryMb,
+      cpus: sandbox.defaultCpus,
+      pidsLimit: sandbox.defaultPidsLimit,
+    },
+    hardening: { noNewPrivileges: sandbox.noNewPrivileges, dropAllCapabilities: sandbox.dropAllCapabilities },
+  };
 }

@@ -5,6 +5,7 @@ import {
   continueAsNew,
   defineQuery,
   isCancellation,
+  log,
   patched,
   proxyActivities,
   setHandler,
@@ -21,6 +22,7 @@ import {
   type ExperimentRunResult,
   type RunProgress,
 } from '../src/domain/experiment-run';
+import { rootCauseText } from '../src/domain/errors';
 import { SA } from '../src/domain/search-attributes';
 
 export const progressQuery = defineQuery<RunProgress>('progress');
@@ -52,6 +54,11 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   // trajectory and finalize as activities; only runs that recorded this marker let the container
   // phase finish a case itself.
   const fastPath = phasesV2 && patched('case-fast-path');
+  // Runs started before these markers replay as recorded: a later phase's failure escaped the case
+  // (it could not happen then: every later phase retried without limit), and continue-as-new was
+  // only considered between pages.
+  const phaseFailuresHandled = fastPath && patched('case-phase-failures');
+  const continueAnyPoint = phaseFailuresHandled && patched('continue-as-new-any-point');
 
   /** The first page of cases when prepareRun returned it (fresh runs that recorded the marker). */
   let firstPage: Awaited<ReturnType<Activities['listCasePage']>> | undefined;
@@ -123,6 +130,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   let scoringInUse = 0;
   const scoringLimit = settings.scorerConcurrentCases ?? 2;
   let cursor = input.carry?.cursor ?? 0;
+  let startedInThisRun = 0;
   let terminatedBy: string | null = null;
   let lastPublishedDone = -1;
   /** Workflow time (deterministic: the workflow task's start) of the last progress upsert. */
@@ -149,18 +157,26 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
           releaseSlot();
           recordCaseOutcome(progress, runCaseId, exec.finalized.status, exec.finalized.errorMessage);
           maybePublish();
+          await recheckTerminationAfter(exec.finalized.status);
           return;
         }
         if (exec.status === 'not_active') {
           // The row left the active set under us (terminated by the platform): nothing to persist.
           recordCaseOutcome(progress, runCaseId, 'canceled', 'case no longer active');
           if (phasesV2) maybePublish();
+          await recheckTerminationAfter('canceled');
           return;
         }
       } catch (err) {
         if (isCancellation(err)) throw err;
-        // Infra failure that outlived its retries: the case is recorded as not executed.
-        notExecuted = `E_CASE_NOT_EXECUTED: ${errorText(err)}`;
+        // Infra failure that outlived its retries, or a permanent one (never retried): the case is
+        // recorded as not executed.
+        notExecuted = `E_CASE_NOT_EXECUTED: ${rootCauseText(err)}`;
+      }
+      if (phasesV2 && phaseFailuresHandled) {
+        releaseSlot();
+        await laterPhases(ref, runCaseId, notExecuted, needsJudge);
+        return;
       }
       if (phasesV2) {
         // The container is gone: the next case may start while this one is judged and persisted.
@@ -169,8 +185,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
           await trajectoryActivities(runCaseId).collectTrajectory(ref);
           // A failed case or unconfigured scorers get the §7.2 sentinels from finalize: no judge call.
           if (needsJudge) {
-            await condition(() => scoringInUse < scoringLimit);
-            scoringInUse++;
+            await takeScoringSlot();
             try {
               await scoringActivities(runCaseId).scoreCase(ref);
             } finally {
@@ -182,8 +197,98 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
       const fin = await finalizeActivities(runCaseId).finalizeCase({ ...ref, notExecutedError: notExecuted });
       recordCaseOutcome(progress, runCaseId, fin.status, fin.errorMessage);
       if (phasesV2) maybePublish();
+      await recheckTerminationAfter(fin.status);
     } finally {
       releaseSlot();
+    }
+  };
+
+  /**
+   * Takes one of the run's scoring slots (at most scorerConcurrentCases cases judged at once). The
+   * check and the take are one synchronous step: between two awaits no other case can slip in.
+   */
+  const takeScoringSlot = async (): Promise<void> => {
+    if (patched('scoring-limit-recheck')) {
+      // Every waiter wakes when a slot frees: each re-checks, so only one takes it.
+      while (scoringInUse >= scoringLimit) await condition(() => scoringInUse < scoringLimit);
+    } else {
+      // Runs recorded before the marker let all waiters through at once; replay keeps that.
+      await condition(() => scoringInUse < scoringLimit);
+    }
+    scoringInUse++;
+  };
+
+  /**
+   * Trajectory, score and final persist of a case whose container phase is over (runs that
+   * recorded 'case-phase-failures'). These phases retry without limit while the failure may pass;
+   * a permanent one (a database error of class 22/23/42, made non-retryable at the activity
+   * boundary) ends the case failed with E_CASE_PERSIST_FAILED instead of hanging the run or
+   * escaping as an unhandled rejection, and the run goes on.
+   */
+  const laterPhases = async (
+    ref: { workflowId: string; experimentId: number; runCaseId: number },
+    runCaseId: number,
+    notExecuted: string | null,
+    needsJudge: boolean,
+  ): Promise<void> => {
+    let phaseError: string | null = null;
+    if (notExecuted === null) {
+      try {
+        await trajectoryActivities(runCaseId).collectTrajectory(ref);
+        if (needsJudge) {
+          await takeScoringSlot();
+          try {
+            await scoringActivities(runCaseId).scoreCase(ref);
+          } finally {
+            scoringInUse--;
+          }
+        }
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        phaseError = `E_CASE_PERSIST_FAILED: ${rootCauseText(err)}`;
+      }
+    }
+    const finalize = (notExecutedError: string | null, discardPhases: boolean) =>
+      finalizeActivities(runCaseId).finalizeCase({
+        ...ref,
+        notExecutedError,
+        ...(discardPhases ? { discardPhases } : {}),
+      });
+    let fin: Awaited<ReturnType<Activities['finalizeCase']>>;
+    try {
+      fin = await finalize(phaseError ?? notExecuted, phaseError !== null);
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      // The full persist cannot land: a minimal failed row with the reason, which carries none of
+      // the case's data (the container phase's record stays in agentbench_case_results).
+      const reason = `E_CASE_PERSIST_FAILED: ${rootCauseText(err)}`;
+      try {
+        fin = await finalize(reason, true);
+      } catch (again) {
+        if (isCancellation(again)) throw again;
+        // Not even that: the row stays active until the run reconciler closes it after the run.
+        log.error('case could not be persisted', { runCaseId, code: 'E_CASE_PERSIST_FAILED', error: reason });
+        fin = { status: 'failed', errorMessage: reason, persisted: false };
+      }
+    }
+    recordCaseOutcome(progress, runCaseId, fin.status, fin.errorMessage);
+    maybePublish();
+    await recheckTerminationAfter(fin.status);
+  };
+
+  /**
+   * A case found its row canceled under it: the platform may have terminated the run. Look now
+   * rather than at the watcher's next tick, or the remaining cases (all canceled by the platform)
+   * could end at once and the run report "completed". Awaited inside the case, so the case loop
+   * cannot finish before the answer.
+   */
+  const recheckTerminationAfter = async (status: string): Promise<void> => {
+    if (status !== 'canceled' || terminatedBy !== null) return;
+    if (!patched('recheck-termination-on-canceled-case')) return;
+    const state = await bookkeeping.checkRunState({ workflowId, experimentId, messageId: input.messageId });
+    if (state.stop && terminatedBy === null) {
+      terminatedBy = state.stop;
+      caseLoop.cancel();
     }
   };
 
@@ -221,6 +326,11 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
         if (page.length === 0) break;
         for (const c of page) {
           await condition(() => slotsInUse < settings.concurrentCases);
+          // Decided before every case, not only between pages: a page of long cases (and the
+          // termination watcher's events while they run) must not grow the history to Temporal's
+          // limit. At least one case per run, so a run always makes progress.
+          if (continueAnyPoint && startedInThisRun > 0 && shouldContinueAsNew()) await drainAndContinue();
+          startedInThisRun++;
           slotsInUse++;
           inFlight++;
           cursor = c.position;
@@ -233,14 +343,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
               if (!phasesV2) legacyMaybePublish();
             });
         }
-        if (shouldContinueAsNew()) {
-          await condition(() => inFlight === 0);
-          watcherScope.cancel();
-          await continueAsNew<typeof experimentRunWorkflow>({
-            ...input,
-            carry: { cursor, progress, continuedRuns: (input.carry?.continuedRuns ?? 0) + 1 },
-          });
-        }
+        if (shouldContinueAsNew()) await drainAndContinue();
       }
       await condition(() => inFlight === 0);
     });
@@ -300,6 +403,16 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
     }
   }
 
+  /** In-flight cases finish first (their activities belong to this run); then the chain goes on from `cursor`. */
+  async function drainAndContinue(): Promise<never> {
+    await condition(() => inFlight === 0);
+    watcherScope.cancel();
+    return continueAsNew<typeof experimentRunWorkflow>({
+      ...input,
+      carry: { cursor, progress, continuedRuns: (input.carry?.continuedRuns ?? 0) + 1 },
+    });
+  }
+
   function shouldContinueAsNew(): boolean {
     const info = workflowInfo();
     return info.continueAsNewSuggested || info.historyLength > settings.maxHistoryEvents;
@@ -314,11 +427,4 @@ function publishProgress(p: RunProgress): void {
     { key: SA.casesDone, value: finishedCount(p) },
     { key: SA.casesFailed, value: p.failed + p.timeout },
   ]);
-}
-
-function errorText(err: unknown): string {
-  // ActivityFailure wraps the real error as its cause.
-  let e: unknown = err;
-  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
-  return e instanceof Error ? e.message : String(e);
 }

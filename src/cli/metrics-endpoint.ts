@@ -1,16 +1,32 @@
 import type { Registry } from 'prom-client';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import { MetricsPortInUseError, MetricsServer } from '../metrics/metrics-server';
+import { MetricsPortInUseError } from '../metrics/errors';
+import { MetricsServer } from '../metrics/metrics-server';
+import type { Readiness } from '../metrics/readiness';
 import { installTemporalLogging } from '../temporal/runtime-logging';
 import { CliError } from './process-context';
 
 /**
- * Serves `registry` on METRICS_HOST:`port` for a long-running command. Called before any
- * connection is opened, so a taken port stops the start at once with one line.
+ * Serves `registry` (and the probes, `/readyz` answered by `readiness`) on METRICS_HOST:`port` for a
+ * long-running command. Called before any connection is opened, so a taken port stops the start at
+ * once with one line, and probes see "starting" until the command hands `readiness` its checks.
  */
-export async function serveMetrics(registry: Registry, config: Config, log: Logger, port: number): Promise<MetricsServer> {
-  const server = new MetricsServer({ registry, log, host: config.metrics.host, port, portVariable: 'METRICS_PORT' });
+export async function serveMetrics(
+  registry: Registry,
+  config: Config,
+  log: Logger,
+  port: number,
+  readiness?: Readiness,
+): Promise<MetricsServer> {
+  const server = new MetricsServer({
+    registry,
+    log,
+    host: config.metrics.host,
+    port,
+    portVariable: 'METRICS_PORT',
+    readiness,
+  });
   try {
     await server.start();
   } catch (err) {

@@ -3,6 +3,7 @@ import { ConfigError, loadConfig, requireDatabaseUrl, type Config } from '../con
 import { createLogger, type Logger } from '../logger';
 import { createPool } from '../db/pool';
 import { migrate } from '../db/migrate';
+import { errorText } from '../domain/errors';
 
 /** Default database of the local setup (scripts/setup creates it), used by `benchctl run` only. */
 export const LOCAL_DATABASE_URL = 'postgres://agentbench:agentbench@127.0.0.1:5432/agentbench';
@@ -30,13 +31,17 @@ export function processLogger(config: Config, name: string): Logger {
 }
 
 /** A pool on the configured database with our migrations applied (they never alter platform tables). */
-export async function openDatabase(config: Config, log: Logger, opts: { localDefault?: boolean } = {}): Promise<pg.Pool> {
+export async function openDatabase(
+  config: Config,
+  log: Logger,
+  opts: { localDefault?: boolean } = {},
+): Promise<pg.Pool> {
   let url: string;
   try {
     url = requireDatabaseUrl(config);
   } catch (err) {
     if (!opts.localDefault || !(err instanceof ConfigError) || config.database.engine !== 'postgres') {
-      throw new CliError(err instanceof Error ? err.message : String(err), 2);
+      throw new CliError(errorText(err), 2);
     }
     url = LOCAL_DATABASE_URL;
   }
@@ -45,7 +50,7 @@ export async function openDatabase(config: Config, log: Logger, opts: { localDef
     await migrate(pool);
   } catch (err) {
     await pool.end();
-    throw new CliError(`cannot prepare the database: ${err instanceof Error ? err.message : String(err)}`);
+    throw new CliError(`cannot prepare the database: ${errorText(err)}`);
   }
   return pool;
 }

@@ -6,6 +6,7 @@ import { temporalUiLink } from '../temporal/connection';
 import { loadExperimentReport } from '../report/experiment-report-data';
 import { renderExperimentReport } from '../report/experiment-report-html';
 import { CliError } from './process-context';
+import { errorText } from '../domain/errors';
 
 /** `--out -` means standard output. */
 export const STDOUT = '-';
@@ -29,7 +30,9 @@ export async function writeExperimentReport(
   if (!report) throw new CliError(`experiment ${experimentId} not found`);
   const html = renderExperimentReport(report, { workflowUrl: (id) => temporalUiLink(config, id) });
   if (out === STDOUT) {
-    await new Promise<void>((resolve, reject) => process.stdout.write(html, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      process.stdout.write(html, (err) => (err ? reject(err) : resolve())),
+    );
     return STDOUT;
   }
   const file = path.resolve(out);
@@ -39,7 +42,7 @@ export async function writeExperimentReport(
     await rename(tmp, file);
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
-    throw new CliError(`cannot write the report to ${file}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new CliError(`cannot write the report to ${file}: ${errorText(err)}`);
   }
   return file;
 }

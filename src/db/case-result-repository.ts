@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { TrajectorySource } from '../domain/activity-contract';
 import type { CaseScore } from './run-case-repository';
 import { toJsonbParam } from './postgres-text';
 
@@ -22,6 +23,15 @@ export interface CaseRawResult {
   mockRequests?: unknown[];
   /** The container was gone and every span it sent was stored when the phase ended. */
   telemetryComplete?: boolean;
+  /**
+   * Set when the case's agent allows reuse (src/cache): its key, and `reusedFrom` when this record
+   * is a stored result of that case (no container was started).
+   */
+  resultCache?: {
+    key: string;
+    taskType: string;
+    reusedFrom?: { workflowId: string; runCaseId: number; storedAt: string };
+  };
 }
 
 /**
@@ -56,7 +66,7 @@ export interface StoredCaseResult {
 /** The trajectory phase's output (CONTRACT §4.4 steps, where they came from, OTel token usage). */
 export interface CaseTrajectory {
   steps: unknown[];
-  source: 'logs' | 'spans' | 'stdout' | 'none';
+  source: TrajectorySource;
   otelUsage: { inputTokens: number; outputTokens: number } | null;
   queryMs: number;
 }

@@ -19,10 +19,50 @@ export async function getExperimentQueueState(
   return { queueStatus: row?.queue_status ?? null, queueMessageId: row?.queue_message_id ?? null };
 }
 
-export async function withTransaction<T>(
+/** Whether the experiments row exists (deleted ones included). */
+export async function experimentExists(pool: pg.Pool, experimentId: number): Promise<boolean> {
+  const { rowCount } = await pool.query('SELECT 1 FROM experiments WHERE id = $1', [experimentId]);
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * Whether a message's rows are there: its experiment (deleted ones included, like experimentExists)
+ * and, of its run case ids, those with no run_cases row of that experiment. One round trip.
+ */
+export async function findMessageRows(
   pool: pg.Pool,
+  experimentId: number,
+  runCaseIds: number[],
+): Promise<{ experiment: boolean; missingRunCaseIds: number[] }> {
+  const { rows } = await pool.query<{ experiment: boolean; missing: string[] }>(
+    `SELECT EXISTS (SELECT 1 FROM experiments WHERE id = $1) AS experiment,
+            ARRAY(SELECT c::text FROM unnest($2::bigint[]) AS c
+                   WHERE NOT EXISTS (SELECT 1 FROM run_cases rc WHERE rc.id = c AND rc.experiment_id = $1)
+                   ORDER BY c) AS missing`,
+    [experimentId, runCaseIds],
+  );
+  const row = rows[0];
+  return { experiment: row?.experiment ?? false, missingRunCaseIds: (row?.missing ?? []).map(Number) };
+}
+
+/** A pool, or a client inside a transaction of the caller's (then `withTransaction` joins it). */
+export type Database = pg.Pool | pg.PoolClient;
+
+function isClient(db: Database): db is pg.PoolClient {
+  return typeof (db as pg.PoolClient).release === 'function';
+}
+
+/**
+ * Runs `fn` in a transaction: a new one on a pool, or the caller's when given a client that is in
+ * one already (so several repository writes can commit together, e.g. the API's idempotency record
+ * with the rows it dispatched).
+ */
+export async function withTransaction<T>(
+  db: Database,
   fn: (client: pg.PoolClient) => Promise<T>,
 ): Promise<T> {
+  if (isClient(db)) return fn(db);
+  const pool = db;
   const client = await pool.connect();
   try {
     await client.query('BEGIN');

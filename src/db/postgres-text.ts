@@ -24,3 +24,8 @@ export function toJsonbParam(value: unknown): string | null {
     return v;
   });
 }
+
+/** SQL rendering a timestamptz expression as RFC 3339 UTC text with milliseconds (`…T…Z`), whatever the session time zone. */
+export function utcText(expression: string): string {
+  return `to_char(${expression} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+}

@@ -11,8 +11,10 @@ import {
   lockExperiment,
   refreshExperiment,
   withTransaction,
+  type Database,
 } from './experiment-repository';
 import { toJsonbParam, toPostgresText } from './postgres-text';
+import { recordTerminalTransitions, type ResultEventOptions } from './result-event-outbox';
 
 /**
  * Writes to run_cases (CONTRACT §3.1, §3.2, §3.5, §3.6). Each function is one transaction that
@@ -129,9 +131,14 @@ export async function transitionCaseStatus(
 /**
  * The final persist of §3.1 item 3, but guarded by FINAL_PERSIST_GUARD: a row that is no longer
  * active (canceled, or already finished) is left alone and nothing else is written. Returns whether
- * the result landed.
+ * the result landed. Either way the case's result event is recorded (if it is terminal and has
+ * none: a case the platform canceled gets its event here), and the run's when this closes it.
  */
-export async function persistCaseResult(pool: pg.Pool, row: CaseResultRow): Promise<boolean> {
+export async function persistCaseResult(
+  pool: pg.Pool,
+  row: CaseResultRow,
+  events: ResultEventOptions = {},
+): Promise<boolean> {
   const r = caseResult.parse(row);
   const params: unknown[] = [r.runCaseId, r.experimentId, FINAL_PERSIST_GUARD];
   const set = (column: string, value: unknown, cast = ''): string => {
@@ -178,10 +185,17 @@ export async function persistCaseResult(pool: pg.Pool, row: CaseResultRow): Prom
         WHERE id = $1 AND experiment_id = $2 AND status = ANY($3::text[])`,
       params,
     );
-    if ((res.rowCount ?? 0) === 0) return false;
-    if (r.scores !== null) await replaceScores(client, r.runCaseId, r.scores, { finalScoreSet: true });
-    await refreshExperiment(client, r.experimentId, { status });
-    return true;
+    const landed = (res.rowCount ?? 0) > 0;
+    if (landed) {
+      if (r.scores !== null) await replaceScores(client, r.runCaseId, r.scores, { finalScoreSet: true });
+      await refreshExperiment(client, r.experimentId, { status });
+    }
+    await recordTerminalTransitions(client, {
+      experimentId: r.experimentId,
+      runCaseIds: [r.runCaseId],
+      options: events,
+    });
+    return landed;
   });
 }
 
@@ -315,6 +329,7 @@ const cancelInput = z.object({
 export async function cancelActiveCases(
   pool: pg.Pool,
   input: { experimentId: number; runCaseIds: number[] | 'all'; reason: string },
+  events: ResultEventOptions = {},
 ): Promise<number> {
   const { experimentId, runCaseIds, reason } = cancelInput.parse(input);
   const params: unknown[] = [experimentId, ACTIVE_CASE_STATUSES, toPostgresText(reason)];
@@ -325,13 +340,19 @@ export async function cancelActiveCases(
   }
   return withTransaction(pool, async (client) => {
     await lockExperiment(client, experimentId);
-    const res = await client.query(
+    const res = await client.query<{ id: number }>(
       `UPDATE run_cases
           SET status = 'canceled', error_message = $3, finished_at = now(), updated_at = now()
-        WHERE experiment_id = $1 AND status = ANY($2::text[])${onlyIds}`,
+        WHERE experiment_id = $1 AND status = ANY($2::text[])${onlyIds}
+       RETURNING id`,
       params,
     );
     await refreshExperiment(client, experimentId);
+    await recordTerminalTransitions(client, {
+      experimentId,
+      runCaseIds: res.rows.map((row) => row.id),
+      options: events,
+    });
     return res.rowCount ?? 0;
   });
 }
@@ -374,9 +395,9 @@ const supersededRow = z.object({
  * gets a successor (next attempt_no, pending, is_latest) and the experiment is queued again. No
  * refresh here: like the platform, this leaves the experiment `queued` until a run picks it up.
  */
-export async function supersedeFailedCases(pool: pg.Pool, experimentId: number): Promise<SupersededCase[]> {
+export async function supersedeFailedCases(db: Database, experimentId: number): Promise<SupersededCase[]> {
   const exp = id.parse(experimentId);
-  return withTransaction(pool, async (client) => {
+  return withTransaction(db, async (client) => {
     await lockExperiment(client, exp);
     const { rows } = await client.query(
       `WITH old AS (

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { ACTIVE_CASE_STATUSES, PROGRESS_GUARDS } from '../domain/case-status';
 import { lockExperiment, refreshExperiment, withTransaction } from './experiment-repository';
+import { recordTerminalTransitions } from './result-event-outbox';
 
 const ACTIVE = [...ACTIVE_CASE_STATUSES];
 const QUEUED_FROM = [...PROGRESS_GUARDS.queued];
@@ -33,17 +34,23 @@ export async function queueRunCases(
  */
 export async function failRunCases(
   pool: pg.Pool,
-  p: { workflowId: string; experimentId: number; errorMessage: string },
+  p: { workflowId: string; experimentId: number; errorMessage: string; resultEvents?: boolean },
 ): Promise<number> {
   return withTransaction(pool, async (client) => {
     await lockExperiment(client, p.experimentId);
-    const r = await client.query(
+    const r = await client.query<{ id: number }>(
       `UPDATE run_cases SET status = 'failed', error_message = $3, finished_at = now(), updated_at = now()
         WHERE experiment_id = $2 AND status = ANY($4::text[])
-          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)`,
+          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)
+       RETURNING id`,
       [p.workflowId, p.experimentId, p.errorMessage, ACTIVE],
     );
     await refreshExperiment(client, p.experimentId);
+    await recordTerminalTransitions(client, {
+      experimentId: p.experimentId,
+      runCaseIds: r.rows.map((row) => row.id),
+      options: { workflowId: p.workflowId, resultEvents: p.resultEvents },
+    });
     return r.rowCount ?? 0;
   });
 }
@@ -55,7 +62,13 @@ export async function failRunCases(
  */
 export async function cancelRunCases(
   pool: pg.Pool,
-  p: { workflowId: string; experimentId: number; reason: string; terminateExperiment: boolean },
+  p: {
+    workflowId: string;
+    experimentId: number;
+    reason: string;
+    terminateExperiment: boolean;
+    resultEvents?: boolean;
+  },
 ): Promise<number> {
   return withTransaction(pool, async (client) => {
     const previous = await lockExperiment(client, p.experimentId);
@@ -70,13 +83,85 @@ export async function cancelRunCases(
         [p.experimentId],
       );
     }
-    const r = await client.query(
+    const r = await client.query<{ id: number }>(
       `UPDATE run_cases SET status = 'canceled', error_message = $3, finished_at = now(), updated_at = now()
         WHERE experiment_id = $2 AND status = ANY($4::text[])
-          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)`,
+          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)
+       RETURNING id`,
       [p.workflowId, p.experimentId, p.reason, ACTIVE],
     );
     await refreshExperiment(client, p.experimentId);
+    await recordTerminalTransitions(client, {
+      experimentId: p.experimentId,
+      runCaseIds: r.rows.map((row) => row.id),
+      options: { workflowId: p.workflowId, resultEvents: p.resultEvents },
+    });
+    return r.rowCount ?? 0;
+  });
+}
+
+/** An active case of a run, as the run reconciler sees it. */
+export interface ActiveRunCase {
+  workflowId: string;
+  experimentId: number;
+  runCaseId: number;
+}
+
+/**
+ * Active cases (with the runs that hold them) whose row has not changed for `minIdleSeconds`: the
+ * candidates of the run reconciler. A case may belong to several runs (a message delivered twice
+ * under different ids); every one is listed.
+ */
+export async function listIdleActiveRunCases(
+  pool: pg.Pool,
+  p: { minIdleSeconds: number; limit?: number },
+): Promise<ActiveRunCase[]> {
+  const { rows } = await pool.query<{ workflow_id: string; experiment_id: number; run_case_id: number }>(
+    `SELECT ci.workflow_id, rc.experiment_id, rc.id AS run_case_id
+       FROM run_cases rc
+       JOIN agentbench_case_inputs ci ON ci.run_case_id = rc.id
+      WHERE rc.status = ANY($1::text[]) AND rc.updated_at < now() - make_interval(secs => $2)
+      ORDER BY rc.id
+      LIMIT $3`,
+    [ACTIVE, p.minIdleSeconds, p.limit ?? 5000],
+  );
+  return rows.map((r) => ({
+    workflowId: r.workflow_id,
+    experimentId: r.experiment_id,
+    runCaseId: r.run_case_id,
+  }));
+}
+
+/**
+ * Closes still-active cases of a run that ended without closing them (terminated from outside, its
+ * workflow failed): `canceled` or `failed` with the reason, the §3.4 refresh, their result events.
+ * Guarded like every terminal write: a row that finished meanwhile is left alone.
+ */
+export async function closeOrphanedCases(
+  pool: pg.Pool,
+  p: {
+    workflowId: string;
+    experimentId: number;
+    runCaseIds: number[];
+    status: 'canceled' | 'failed';
+    reason: string;
+    resultEvents?: boolean;
+  },
+): Promise<number> {
+  return withTransaction(pool, async (client) => {
+    await lockExperiment(client, p.experimentId);
+    const r = await client.query<{ id: number }>(
+      `UPDATE run_cases SET status = $3, error_message = $4, finished_at = now(), updated_at = now()
+        WHERE experiment_id = $1 AND id = ANY($2::bigint[]) AND status = ANY($5::text[])
+       RETURNING id`,
+      [p.experimentId, p.runCaseIds, p.status, p.reason, ACTIVE],
+    );
+    await refreshExperiment(client, p.experimentId);
+    await recordTerminalTransitions(client, {
+      experimentId: p.experimentId,
+      runCaseIds: r.rows.map((row) => row.id),
+      options: { workflowId: p.workflowId, resultEvents: p.resultEvents },
+    });
     return r.rowCount ?? 0;
   });
 }

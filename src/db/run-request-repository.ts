@@ -1,6 +1,7 @@
 import type pg from 'pg';
+import type { CaseCursorEntry } from '../domain/activity-contract';
 import { z } from 'zod';
-import { withTransaction } from './experiment-repository';
+import { withTransaction, type Database } from './experiment-repository';
 import { toJsonbParam, toPostgresText } from './postgres-text';
 
 /**
@@ -37,15 +38,10 @@ export interface StoredRunRequest {
   request: object;
 }
 
-export interface CaseCursorEntry {
-  position: number;
-  runCaseId: number;
-}
-
 /** Idempotent: a second save for the same workflow id changes nothing. */
-export async function saveRunRequest(pool: pg.Pool, input: RunRequestToSave): Promise<void> {
+export async function saveRunRequest(db: Database, input: RunRequestToSave): Promise<void> {
   const r = saveInput.parse(input);
-  await withTransaction(pool, async (client) => {
+  await withTransaction(db, async (client) => {
     const inserted = await client.query(
       `INSERT INTO agentbench_run_requests (workflow_id, experiment_id, message_id, request)
        VALUES ($1, $2, $3, $4::jsonb)
@@ -112,4 +108,13 @@ export async function listCaseIds(
     [workflowId, afterPosition, limit],
   );
   return rows.map((r) => ({ position: r.position, runCaseId: bigintId.parse(r.run_case_id) }));
+}
+
+/** Every stored case input of a run, in message order (a run's start retried from what was stored). */
+export async function loadCaseInputs(pool: pg.Pool, workflowId: string): Promise<object[]> {
+  const { rows } = await pool.query<{ case_input: object }>(
+    'SELECT case_input FROM agentbench_case_inputs WHERE workflow_id = $1 ORDER BY position',
+    [workflowId],
+  );
+  return rows.map((r) => r.case_input);
 }

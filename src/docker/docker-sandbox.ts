@@ -5,43 +5,24 @@ import { type Duplex, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type Dockerode from 'dockerode';
-import { z } from 'zod';
+import {
+  DEFAULT_INSPECT_TIMEOUT_SECONDS,
+  DEFAULT_PULL_TIMEOUT_SECONDS,
+  DEFAULT_RUN_TIMEOUT_SECONDS,
+  type PullPolicy,
+  type ResolvedCaseSpec,
+  type StartupTimeouts,
+} from '../domain/runtime-spec';
 import type { Logger } from '../logger';
+import { DockerInfraError, errorDetail, SandboxSpecError, statusCode, withDockerDeadline } from './errors';
+import type { ImagePuller } from './image-puller';
 import { LABELS } from './labels';
 import type { Semaphore } from './semaphore';
 import { tarArchive } from './tar-archive';
 import { CASE_FILES_ROOT, CaseFileDirectory } from './case-file-directory';
 
-/** Docker daemon/infrastructure failure (daemon unreachable, pull, create, start, OOM kill): worth retrying. */
-export class DockerInfraError extends Error {
-  readonly code: string;
-  constructor(code: string, detail: string, options?: { cause?: unknown }) {
-    super(`${code}: ${detail}`, options);
-    this.name = 'DockerInfraError';
-    this.code = code;
-  }
-}
-
-/** A case ran out of its time budget: final, retrying would only burn the budget again. */
-export class SandboxTimeoutError extends Error {
-  readonly code: string;
-  constructor(code: string, detail: string) {
-    super(`${code}: ${detail}`);
-    this.name = 'SandboxTimeoutError';
-    this.code = code;
-  }
-}
-
-/** The caller handed us an invalid container spec (a bug or a bad runtime spec, never transient). */
-export class SandboxSpecError extends Error {
-  readonly code = 'E_SANDBOX_RUNTIME_SPEC_INVALID';
-  constructor(detail: string) {
-    super(`E_SANDBOX_RUNTIME_SPEC_INVALID: ${detail}`);
-    this.name = 'SandboxSpecError';
-  }
-}
-
-export interface CaseContainerSpec {
+/** One case's container: the run's resolved spec (limits, hardening, user, startup) and the case's own parts. */
+export interface CaseContainerSpec extends Pick<ResolvedCaseSpec, 'limits' | 'hardening' | 'startup'> {
   name: string;
   image: string;
   /** Run as ['sh', '-lc', startCommand]; undefined = the image's CMD. */
@@ -49,13 +30,25 @@ export interface CaseContainerSpec {
   env: Record<string, string>;
   labels: Record<string, string>;
   network?: string;
+  /** What `host.docker.internal` resolves to: the host's address on `network`; else Docker's host-gateway (docker0). */
+  hostAddress?: string;
   files?: Array<{ path: string; content: string; mode?: number }>;
-  limits: { memoryMb: number; cpus: number; pidsLimit: number };
-  hardening: { noNewPrivileges: boolean; dropAllCapabilities: boolean };
   /** Exec/run user; undefined = the image's user. */
   user?: string;
-  startupTimeoutSeconds: number;
-  startupPollIntervalSeconds: number;
+  /**
+   * How a missing image is obtained on this host (the run's pull_policy and pull_timeout_seconds).
+   * Absent = pulled if not present, within 120 s.
+   */
+  pull?: { policy: PullPolicy; timeoutSeconds: number };
+}
+
+/** A started case container, with the startup window its agent-not-ready retries get (§6.3). */
+export interface StartedContainer {
+  containerId: string;
+  name: string;
+  /** Its addresses on its networks (how servers on the host see its requests). */
+  addresses: string[];
+  startup: StartupTimeouts;
 }
 
 export interface ExecParams {
@@ -76,8 +69,6 @@ export interface ExecResult {
 }
 
 export interface AgentReadyParams extends ExecParams {
-  startupTimeoutSeconds: number;
-  startupPollIntervalSeconds: number;
   onRetry?: (attempt: number, retryInMs: number) => void;
 }
 
@@ -103,6 +94,13 @@ const LOGS_READ_TIMEOUT_MS = 10_000;
 const EXEC_SETTLE_TIMEOUT_MS = 5_000;
 const KILL_EXEC_TIMEOUT_MS = 10_000;
 const OOM_EVENTS_TIMEOUT_MS = 5_000;
+/** Deadlines of the Docker calls no runtime spec setting covers. */
+const REMOVE_TIMEOUT_MS = 60_000;
+const LIST_TIMEOUT_MS = 30_000;
+const EXEC_CALL_TIMEOUT_MS = 30_000;
+const EXEC_INSPECT_TIMEOUT_MS = 10_000;
+const COPY_TIMEOUT_MS = 60_000;
+const NO_SUCH_IMAGE = /no such image/i;
 /** Every exec carries this env var; descendants inherit it, which is how a timeout finds and kills them all. */
 const EXEC_TOKEN_ENV = 'AGENTBENCH_EXEC_TOKEN';
 /** The killer gets the token under another name so it never matches its own needle. */
@@ -137,35 +135,77 @@ done
 exit 1
 `;
 
+/**
+ * Case end (issue 15 item 6): SIGTERM to the case's processes, then wait (at most
+ * $AGENTBENCH_STOP_ROUNDS × 50 ms in all) until they are gone, so an agent's SDK can flush its last
+ * spans on shutdown before the container is killed. In two steps: first everything below the
+ * start command (a server it runs), then the start command itself (init's children) — ending the
+ * start command first would end init and with it, at once, the whole container. This script, its
+ * `sleep`s and zombies are not waited for.
+ */
+const TERMINATE_ALL_SCRIPT = `
+scan() {
+  found=""
+  for d in /proc/[0-9]*; do
+    p="\${d#/proc/}"
+    if [ "$p" = 1 ] || [ "$p" = "$$" ] || [ ! -r "$d/status" ]; then continue; fi
+    state=""
+    ppid=""
+    while read -r key value _; do
+      case "$key" in
+        State:) state="$value" ;;
+        PPid:) ppid="$value" ;;
+      esac
+    done < "$d/status"
+    if [ -z "$state" ] || [ "$state" = Z ] || [ "$ppid" = "$$" ]; then continue; fi
+    if [ "$ppid" = 1 ]; then
+      [ "$1" = top ] && found="$found $p"
+    else
+      [ "$1" = rest ] && found="$found $p"
+    fi
+  done
+}
+wait_gone() {
+  while [ "$round" -lt "$AGENTBENCH_STOP_ROUNDS" ]; do
+    scan "$1"
+    [ -z "$found" ] && return 0
+    sleep 0.05 2>/dev/null || sleep 1
+    round=$((round + 1))
+  done
+  return 1
+}
+round=0
+scan rest
+[ -n "$found" ] && kill -TERM $found 2>/dev/null
+wait_gone rest
+scan top
+[ -n "$found" ] && kill -TERM $found 2>/dev/null
+wait_gone top
+`;
+const STOP_POLL_MS = 50;
+
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 
-const fileSchema = z.object({
-  path: z
-    .string()
-    .startsWith('/', 'must be absolute')
-    .refine((p) => !DOCKER_SOCKET.test(p), 'must not target the Docker socket'),
-  content: z.string(),
-  mode: z.number().int().min(0).max(0o7777).optional(),
-});
+/** What `NAME=value` can carry as a name without changing its meaning. */
+const ENV_NAME = /^[^=\0]+$/;
 
-const specSchema = z.object({
-  name: z.string().regex(NAME, 'a valid container name'),
-  image: z.string().min(1),
-  startCommand: z.string().optional(),
-  env: z.record(z.string().regex(/^[^=\0]+$/, 'env names must not contain "=" or NUL'), z.string()),
-  labels: z.record(z.string().min(1), z.string()),
-  network: z.string().min(1).optional(),
-  files: z.array(fileSchema).optional(),
-  limits: z.object({
-    memoryMb: z.number().int().min(6), // Docker's floor is 6 MiB
-    cpus: z.number().positive(),
-    pidsLimit: z.number().int().positive(),
-  }),
-  hardening: z.object({ noNewPrivileges: z.boolean(), dropAllCapabilities: z.boolean() }),
-  user: z.string().min(1).optional(),
-  startupTimeoutSeconds: z.number().positive(),
-  startupPollIntervalSeconds: z.number().positive(),
-});
+/**
+ * What only the sandbox can guarantee, whoever the caller: a usable container name, env names its
+ * `NAME=value` encoding keeps intact, and files that land at absolute paths and never over the
+ * Docker socket. (The runtime spec's own values are validated once, in resolveCaseSpec.)
+ */
+function checkContainerSpec(spec: CaseContainerSpec): void {
+  if (!NAME.test(spec.name))
+    throw new SandboxSpecError(`name: a valid container name, got ${JSON.stringify(spec.name)}`);
+  const badEnv = Object.keys(spec.env).find((name) => !ENV_NAME.test(name));
+  if (badEnv !== undefined)
+    throw new SandboxSpecError(`env: names must not contain "=" or NUL, got ${JSON.stringify(badEnv)}`);
+  for (const [i, f] of (spec.files ?? []).entries()) {
+    if (!f.path.startsWith('/')) throw new SandboxSpecError(`files[${i}].path: must be absolute`);
+    if (DOCKER_SOCKET.test(f.path))
+      throw new SandboxSpecError(`files[${i}].path: must not target the Docker socket`);
+  }
+}
 
 /**
  * How files reach a case container: `bind` = a host directory mounted read-only at /benchmark (cheap,
@@ -179,6 +219,25 @@ export interface DockerSandboxOptions {
   caseFileDelivery?: CaseFileDelivery;
   /** Host directory holding one subdirectory per case container (bind delivery). */
   caseFilesDir?: string;
+  /** OCI runtime registered with dockerd (`runc`, `crun`); undefined = the daemon's default. */
+  runtime?: string;
+  /**
+   * OTEL_FLUSH_GRACE_MS: remove() first sends SIGTERM to the container's processes and waits up
+   * to this long for them to exit (agents flush telemetry on shutdown); 0 = kill at once.
+   */
+  stopGraceMs?: number;
+  /**
+   * Config.deploymentId, put on every container as LABELS.deployment: the orphan reaper only judges
+   * its own deployment's containers. Without it (tests, tools) containers carry no deployment label,
+   * and no deployment's reaper ever touches them.
+   */
+  deploymentId?: string;
+  /**
+   * Makes a case's image available when the daemon does not have it (a case scheduled on a worker
+   * that did not prepare its run): the worker's one ImagePuller, so concurrent cases of one image
+   * share one pull. Without it, a missing image fails the create.
+   */
+  images?: ImagePuller;
 }
 
 export const DEFAULT_CASE_FILES_DIR = join(tmpdir(), 'agentbench-case-files');
@@ -191,9 +250,13 @@ const BIND_SOURCE_MISSING = /bind source path does not exist/i;
  */
 export class DockerSandbox {
   private delivery: CaseFileDelivery;
+  private readonly runtime: string | undefined;
   readonly caseFiles: CaseFileDirectory;
   /** Container id → name, for the containers whose file directory this process wrote. */
   private readonly fileDirs = new Map<string, string>();
+  private readonly stopGraceMs: number;
+  private readonly deploymentLabel: Record<string, string>;
+  private readonly images: ImagePuller | undefined;
 
   constructor(
     private readonly docker: Dockerode,
@@ -202,7 +265,11 @@ export class DockerSandbox {
     options: DockerSandboxOptions = {},
   ) {
     this.delivery = options.caseFileDelivery ?? 'auto';
+    this.runtime = options.runtime;
+    this.stopGraceMs = options.stopGraceMs ?? 0;
     this.caseFiles = new CaseFileDirectory(options.caseFilesDir ?? DEFAULT_CASE_FILES_DIR);
+    this.deploymentLabel = options.deploymentId ? { [LABELS.deployment]: options.deploymentId } : {};
+    this.images = options.images;
   }
 
   /** The delivery in effect (`auto` resolves to bind or copy on the first container with files). */
@@ -215,22 +282,30 @@ export class DockerSandbox {
    * the container's addresses on its networks (how servers on the host see its requests).
    * On failure the container is removed before the error is thrown, so a failed call leaves nothing.
    */
-  async createAndStart(input: CaseContainerSpec): Promise<{ containerId: string; name: string; addresses: string[] }> {
-    const parsed = specSchema.safeParse(input);
-    if (!parsed.success) throw new SandboxSpecError(z.prettifyError(parsed.error));
-    const spec = parsed.data;
+  async createAndStart(spec: CaseContainerSpec): Promise<StartedContainer> {
+    checkContainerSpec(spec);
 
     const options: Dockerode.ContainerCreateOptions = {
       name: spec.name,
       Image: spec.image,
       Cmd: spec.startCommand === undefined ? undefined : ['sh', '-lc', spec.startCommand],
       Env: sortedEnv(spec.env),
-      // Ours last: a caller label can never un-manage a container (the reaper relies on it).
-      Labels: { [LABELS.createdAt]: new Date().toISOString(), ...spec.labels, [LABELS.managed]: 'true' },
+      // Ours last: a caller label can never un-manage a container or move it to another deployment
+      // (the reaper relies on both).
+      Labels: {
+        [LABELS.createdAt]: new Date().toISOString(),
+        ...spec.labels,
+        [LABELS.managed]: 'true',
+        ...this.deploymentLabel,
+      },
       User: spec.user,
       HostConfig: {
         // CONTRACT §6.2 adds this only when the runner's host is Linux.
-        ExtraHosts: process.platform === 'linux' ? ['host.docker.internal:host-gateway'] : undefined,
+        // On a case's own network the host is that network's gateway (docker0 is firewalled off).
+        ExtraHosts:
+          process.platform === 'linux'
+            ? [`host.docker.internal:${spec.hostAddress ?? 'host-gateway'}`]
+            : undefined,
         NetworkMode: spec.network,
         Memory: spec.limits.memoryMb * 1024 * 1024,
         // Equal to Memory: no swap on top, so the limit is the limit.
@@ -243,20 +318,26 @@ export class DockerSandbox {
         // that count against PidsLimit.
         Init: true,
         AutoRemove: false,
+        Runtime: this.runtime,
       },
     };
 
     const files = spec.files ?? [];
-    const copied = this.delivery === 'copy' ? files : files.filter((f) => !CaseFileDirectory.mountable(f.path));
+    const copied =
+      this.delivery === 'copy' ? files : files.filter((f) => !CaseFileDirectory.mountable(f.path));
     const mounted = files.filter((f) => !copied.includes(f));
     if (mounted.length > 0) {
       const source = await this.caseFiles.write(spec.name, mounted);
-      options.HostConfig = { ...options.HostConfig, Mounts: [{ Type: 'bind', Source: source, Target: CASE_FILES_ROOT, ReadOnly: true }] };
+      options.HostConfig = {
+        ...options.HostConfig,
+        Mounts: [{ Type: 'bind', Source: source, Target: CASE_FILES_ROOT, ReadOnly: true }],
+      };
     }
 
+    const deadlines = callDeadlines(spec.startup);
     let containerId: string;
     try {
-      containerId = await this.createContainer(options);
+      containerId = await this.createContainer(options, spec, deadlines);
     } catch (err) {
       if (mounted.length > 0 && this.delivery === 'auto' && BIND_SOURCE_MISSING.test(errorDetail(err))) {
         // The daemon does not see our filesystem (worker in a container, remote daemon): copy from now on.
@@ -266,9 +347,11 @@ export class DockerSandbox {
           'the Docker daemon cannot see the case files directory; copying files into each container instead',
         );
         await this.caseFiles.remove(spec.name);
-        return this.createAndStart(input);
+        return this.createAndStart(spec);
       }
       if (mounted.length > 0) await this.caseFiles.remove(spec.name);
+      // Timeouts and pull failures keep their own codes.
+      if (err instanceof DockerInfraError) throw err;
       throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
     }
     if (mounted.length > 0) {
@@ -280,16 +363,19 @@ export class DockerSandbox {
     try {
       if (copied.length > 0) await this.writeFiles(containerId, copied);
       try {
-        await this.ops.run(() => this.docker.getContainer(containerId).start());
+        await this.ops.run(() =>
+          withDockerDeadline(
+            () => this.docker.getContainer(containerId).start(),
+            deadlines.runMs,
+            'E_DOCKER_RUN_TIMEOUT',
+            'docker start',
+          ),
+        );
       } catch (err) {
+        if (err instanceof DockerInfraError) throw err;
         throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
       }
-      addresses = await this.waitRunning(
-        containerId,
-        spec.name,
-        spec.startupTimeoutSeconds,
-        spec.startupPollIntervalSeconds,
-      );
+      addresses = await this.waitRunning(containerId, spec.name, spec.startup, deadlines.inspectMs);
     } catch (err) {
       await this.remove(containerId).catch((cleanupErr: unknown) =>
         this.log.warn(
@@ -303,17 +389,48 @@ export class DockerSandbox {
       { container: spec.name, container_id: containerId, image: spec.image },
       'case container started',
     );
-    return { containerId, name: spec.name, addresses };
+    return { containerId, name: spec.name, addresses, startup: spec.startup };
   }
 
-  /** A same-named container can only be a crashed attempt's leftover: removed when the daemon reports the conflict. */
-  private async createContainer(options: Dockerode.ContainerCreateOptions): Promise<string> {
-    try {
-      return (await this.ops.run(() => this.docker.createContainer(options))).id;
-    } catch (err) {
-      if (statusCode(err) !== 409 || options.name === undefined) throw err;
-      await this.removeContainer(options.name);
-      return (await this.ops.run(() => this.docker.createContainer(options))).id;
+  /**
+   * A same-named container can only be a crashed attempt's leftover: removed when the daemon reports
+   * the conflict. A missing image is ensured (outside the ops slot: the pull takes one itself) and
+   * the create tried again; cases whose image is here pay nothing for the check.
+   */
+  private async createContainer(
+    options: Dockerode.ContainerCreateOptions,
+    spec: CaseContainerSpec,
+    deadlines: CallDeadlines,
+  ): Promise<string> {
+    const create = async () =>
+      (
+        await this.ops.run(() =>
+          withDockerDeadline(
+            () => this.docker.createContainer(options),
+            deadlines.runMs,
+            'E_DOCKER_RUN_TIMEOUT',
+            'docker create',
+          ),
+        )
+      ).id;
+    for (let tries = 1; ; tries++) {
+      try {
+        return await create();
+      } catch (err) {
+        if (tries >= 3) throw err;
+        const status = statusCode(err);
+        if (status === 409 && options.name !== undefined) {
+          await this.removeContainer(options.name, deadlines.inspectMs);
+        } else if (status === 404 && this.images && NO_SUCH_IMAGE.test(errorDetail(err))) {
+          const policy = spec.pull?.policy === 'never' ? 'never' : 'if-not-present';
+          await this.images.ensureImage(
+            spec.image,
+            policy,
+            spec.pull?.timeoutSeconds ?? DEFAULT_PULL_TIMEOUT_SECONDS,
+            deadlines.inspectMs / 1000,
+          );
+        } else throw err;
+      }
     }
   }
 
@@ -349,22 +466,39 @@ export class DockerSandbox {
     let exec: Dockerode.Exec;
     let stream: Duplex;
     try {
-      exec = await container.exec({
-        Cmd: ['sh', '-lc', p.command],
-        Env: sortedEnv({ ...p.env, [EXEC_TOKEN_ENV]: token }),
-        User: p.user,
-        AttachStdin: false,
-        AttachStdout: true,
-        AttachStderr: true,
-        Tty: false,
-      });
-      stream = await exec.start({ hijack: true, stdin: false });
+      exec = await withDockerDeadline(
+        () =>
+          container.exec({
+            Cmd: ['sh', '-lc', p.command],
+            Env: sortedEnv({ ...p.env, [EXEC_TOKEN_ENV]: token }),
+            User: p.user,
+            AttachStdin: false,
+            AttachStdout: true,
+            AttachStderr: true,
+            Tty: false,
+          }),
+        EXEC_CALL_TIMEOUT_MS,
+        'E_DOCKER_EXEC_TIMEOUT',
+        'docker exec create',
+      );
+      const created = exec;
+      stream = await withDockerDeadline(
+        () => created.start({ hijack: true, stdin: false }),
+        EXEC_CALL_TIMEOUT_MS,
+        'E_DOCKER_EXEC_TIMEOUT',
+        'docker exec start',
+      );
     } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
       // 409: the container stopped — its start command ended. Say so, with its exit code and logs.
       if (statusCode(err) === 409) {
         const state = await this.inspectState(containerId);
         if (state && !state.running) {
-          throw await this.startupFailure(containerId, `container=${containerId} stopped before the command could run;`, state);
+          throw await this.startupFailure(
+            containerId,
+            `container=${containerId} stopped before the command could run;`,
+            state,
+          );
         }
       }
       throw new DockerInfraError('E_DOCKER_EXEC', errorDetail(err), { cause: err });
@@ -399,14 +533,15 @@ export class DockerSandbox {
    * connection and the startup window (from the first attempt) is still open.
    */
   async execUntilAgentReady(
-    containerId: string,
+    container: Pick<StartedContainer, 'containerId' | 'startup'>,
     p: AgentReadyParams,
   ): Promise<ExecResult & { attempts: number }> {
+    const { containerId, startup } = container;
     const firstAttemptAt = Date.now();
-    const retryInMs = p.startupPollIntervalSeconds * 1000;
+    const retryInMs = startup.pollIntervalSeconds * 1000;
     for (let attempts = 1; ; attempts++) {
       const result = await this.exec(containerId, p);
-      const windowOpen = Date.now() - firstAttemptAt < p.startupTimeoutSeconds * 1000;
+      const windowOpen = Date.now() - firstAttemptAt < startup.timeoutSeconds * 1000;
       if (result.timedOut || result.exitCode === 0 || !looksNotReady(result) || !windowOpen) {
         return { ...result, attempts };
       }
@@ -442,20 +577,56 @@ export class DockerSandbox {
 
   /**
    * Force-removes a container, its anonymous volumes and its case files directory; already gone or
-   * already being removed is success.
+   * already being removed is success. A running container first gets its processes stopped
+   * gracefully (stopGraceMs), so what they still had to send (spans) is sent before the kill.
    */
   async remove(containerIdOrName: string): Promise<void> {
+    if (this.stopGraceMs > 0) await this.terminateProcesses(containerIdOrName);
     if (!(await this.removeContainer(containerIdOrName))) return;
-    const name = this.fileDirs.get(containerIdOrName) ?? (NAME.test(containerIdOrName) ? containerIdOrName : undefined);
+    const name =
+      this.fileDirs.get(containerIdOrName) ?? (NAME.test(containerIdOrName) ? containerIdOrName : undefined);
     this.fileDirs.delete(containerIdOrName);
     if (name !== undefined) await this.caseFiles.remove(name);
   }
 
-  /** false when the removal was already in progress elsewhere (whoever runs it finishes the job). */
-  private async removeContainer(containerIdOrName: string): Promise<boolean> {
+  /** SIGTERM, then up to stopGraceMs for the processes to exit; never throws (the kill follows anyway). */
+  private async terminateProcesses(containerIdOrName: string): Promise<void> {
+    const rounds = Math.max(1, Math.ceil(this.stopGraceMs / STOP_POLL_MS));
     try {
-      await this.ops.run(() => this.docker.getContainer(containerIdOrName).remove({ force: true, v: true }));
+      const result = await this.runExec(
+        containerIdOrName,
+        {
+          command: TERMINATE_ALL_SCRIPT,
+          env: { AGENTBENCH_STOP_ROUNDS: String(rounds) },
+          // The script bounds itself; this only covers a daemon that does not answer.
+          timeoutMs: this.stopGraceMs + KILL_EXEC_TIMEOUT_MS,
+        },
+        'leave',
+      );
+      // 137: the container ended under the script (its start command exited): all stopped.
+      if (result.exitCode !== 0 && result.exitCode !== 137)
+        this.log.debug(
+          { container_id: containerIdOrName, grace_ms: this.stopGraceMs, exit_code: result.exitCode },
+          'case processes still running after the stop grace; killing them',
+        );
+    } catch {
+      // Not running (or gone): nothing to stop gracefully.
+    }
+  }
+
+  /** false when the removal was already in progress elsewhere (whoever runs it finishes the job). */
+  private async removeContainer(containerIdOrName: string, timeoutMs = REMOVE_TIMEOUT_MS): Promise<boolean> {
+    try {
+      await this.ops.run(() =>
+        withDockerDeadline(
+          () => this.docker.getContainer(containerIdOrName).remove({ force: true, v: true }),
+          timeoutMs,
+          'E_DOCKER_REMOVE_TIMEOUT',
+          'docker rm -f',
+        ),
+      );
     } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
       const status = statusCode(err);
       if (status === 409 && /already in progress/i.test(errorDetail(err))) return false;
       if (status !== 404) throw new DockerInfraError('E_DOCKER_REMOVE', errorDetail(err), { cause: err });
@@ -468,18 +639,31 @@ export class DockerSandbox {
     return (await this.inspect(containerId))?.state ?? null;
   }
 
-  private async inspect(containerId: string): Promise<{ state: ContainerState; addresses: string[] } | null> {
+  private async inspect(
+    containerId: string,
+    timeoutMs = DEFAULT_INSPECT_TIMEOUT_SECONDS * 1000,
+  ): Promise<{ state: ContainerState; addresses: string[] } | null> {
     let info: Dockerode.ContainerInspectInfo;
     try {
-      info = await this.docker.getContainer(containerId).inspect();
+      info = await withDockerDeadline(
+        () => this.docker.getContainer(containerId).inspect(),
+        timeoutMs,
+        'E_DOCKER_INSPECT_TIMEOUT',
+        'docker inspect',
+      );
     } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
       if (statusCode(err) === 404) return null;
       throw new DockerInfraError('E_DOCKER_INSPECT', errorDetail(err), { cause: err });
     }
     const { State: state } = info;
     const finished = !state.Running && state.Status !== 'created';
     return {
-      state: { running: state.Running, exitCode: finished ? state.ExitCode : null, oomKilled: state.OOMKilled },
+      state: {
+        running: state.Running,
+        exitCode: finished ? state.ExitCode : null,
+        oomKilled: state.OOMKilled,
+      },
       addresses: Object.values(info.NetworkSettings.Networks ?? {})
         .map((n) => n.IPAddress)
         .filter((ip): ip is string => typeof ip === 'string' && ip !== ''),
@@ -495,8 +679,14 @@ export class DockerSandbox {
     if (filter.runCaseId !== undefined) label.push(`${LABELS.runCaseId}=${filter.runCaseId}`);
     let containers: Dockerode.ContainerInfo[];
     try {
-      containers = await this.docker.listContainers({ all: true, filters: { label } });
+      containers = await withDockerDeadline(
+        () => this.docker.listContainers({ all: true, filters: { label } }),
+        LIST_TIMEOUT_MS,
+        'E_DOCKER_LIST_TIMEOUT',
+        'docker ps',
+      );
     } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
       throw new DockerInfraError('E_DOCKER_LIST', errorDetail(err), { cause: err });
     }
     return containers.map((c) => ({
@@ -513,14 +703,25 @@ export class DockerSandbox {
     files: NonNullable<CaseContainerSpec['files']>,
   ): Promise<void> {
     try {
-      await this.docker.getContainer(containerId).putArchive(tarArchive(files), { path: '/' });
+      await withDockerDeadline(
+        () => this.docker.getContainer(containerId).putArchive(tarArchive(files), { path: '/' }),
+        COPY_TIMEOUT_MS,
+        'E_DOCKER_COPY_TIMEOUT',
+        'docker cp',
+      );
     } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
       throw new DockerInfraError('E_SANDBOX_WRITE_FILE', errorDetail(err), { cause: err });
     }
   }
 
-  private async startupFailure(containerId: string, detail: string, state: ContainerState | null): Promise<DockerInfraError> {
-    if (state === null) return new DockerInfraError('E_CONTAINER_STARTUP_TIMEOUT', `${detail} (container disappeared)`);
+  private async startupFailure(
+    containerId: string,
+    detail: string,
+    state: ContainerState | null,
+  ): Promise<DockerInfraError> {
+    if (state === null)
+      return new DockerInfraError('E_CONTAINER_STARTUP_TIMEOUT', `${detail} (container disappeared)`);
     if (state.exitCode === null) return new DockerInfraError('E_CONTAINER_STARTUP_TIMEOUT', detail);
     const logs = await this.logs(containerId, STARTUP_LOG_TAIL_CHARS);
     return new DockerInfraError(
@@ -530,10 +731,16 @@ export class DockerSandbox {
   }
 
   /** Returns the container's addresses once it runs. */
-  private async waitRunning(containerId: string, name: string, timeoutSeconds: number, pollSeconds: number): Promise<string[]> {
+  private async waitRunning(
+    containerId: string,
+    name: string,
+    startup: StartupTimeouts,
+    inspectMs: number,
+  ): Promise<string[]> {
+    const { timeoutSeconds, pollIntervalSeconds: pollSeconds } = startup;
     const deadline = Date.now() + timeoutSeconds * 1000;
     for (;;) {
-      const inspected = await this.inspect(containerId);
+      const inspected = await this.inspect(containerId, inspectMs);
       const state = inspected?.state ?? null;
       // No fixed settle delay here (it would cost every case): a start command that exits right
       // after reading as running is diagnosed by the exec that finds the container stopped.
@@ -602,7 +809,12 @@ export class DockerSandbox {
   private async execEnded(exec: Dockerode.Exec): Promise<boolean> {
     const deadline = Date.now() + EXEC_SETTLE_TIMEOUT_MS;
     for (;;) {
-      const info = await exec.inspect().catch(() => null);
+      const info = await withDockerDeadline(
+        () => exec.inspect(),
+        EXEC_INSPECT_TIMEOUT_MS,
+        'E_DOCKER_EXEC_TIMEOUT',
+        'docker exec inspect',
+      ).catch(() => null);
       if (!info || !info.Running) return true;
       if (Date.now() >= deadline) return false;
       await delay(50);
@@ -615,14 +827,33 @@ export class DockerSandbox {
     for (;;) {
       let info: Dockerode.ExecInspectInfo;
       try {
-        info = await exec.inspect();
+        info = await withDockerDeadline(
+          () => exec.inspect(),
+          EXEC_INSPECT_TIMEOUT_MS,
+          'E_DOCKER_EXEC_TIMEOUT',
+          'docker exec inspect',
+        );
       } catch (err) {
+        if (err instanceof DockerInfraError) throw err;
         throw new DockerInfraError('E_DOCKER_EXEC', errorDetail(err), { cause: err });
       }
       if (!info.Running || Date.now() >= deadline) return info.ExitCode ?? -1;
       await delay(20);
     }
   }
+}
+
+interface CallDeadlines {
+  runMs: number;
+  inspectMs: number;
+}
+
+/** The runtime spec's run_timeout_seconds / inspect_timeout_seconds, or their §2.3 defaults. */
+function callDeadlines(startup: StartupTimeouts): CallDeadlines {
+  return {
+    runMs: (startup.runTimeoutSeconds ?? DEFAULT_RUN_TIMEOUT_SECONDS) * 1000,
+    inspectMs: (startup.inspectTimeoutSeconds ?? DEFAULT_INSPECT_TIMEOUT_SECONDS) * 1000,
+  };
 }
 
 type ExecOutcome =
@@ -725,17 +956,4 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Pr
   } finally {
     clearTimeout(timer);
   }
-}
-
-export function statusCode(err: unknown): number | undefined {
-  const code = (err as { statusCode?: unknown } | null)?.statusCode;
-  return typeof code === 'number' ? code : undefined;
-}
-
-/** The daemon's own message when there is one ("No such image: …"), else the client error. */
-export function errorDetail(err: unknown): string {
-  const json = (err as { json?: { message?: unknown } } | null)?.json;
-  if (typeof json?.message === 'string' && json.message) return json.message.trim();
-  if (err instanceof Error) return err.message.trim();
-  return String(err);
 }

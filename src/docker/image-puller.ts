@@ -1,7 +1,8 @@
 import type Dockerode from 'dockerode';
-import type { PullPolicy } from '../config';
+import type { PullPolicy } from '../domain/runtime-spec';
 import type { Logger } from '../logger';
-import { DockerInfraError, errorDetail, statusCode } from './docker-sandbox';
+import { DEFAULT_INSPECT_TIMEOUT_SECONDS } from '../domain/runtime-spec';
+import { DockerInfraError, errorDetail, statusCode, withDockerDeadline } from './errors';
 import type { Semaphore } from './semaphore';
 
 export type EnsureImageAction = 'present' | 'pulled' | 'used-local' | 'skipped';
@@ -9,7 +10,9 @@ export type EnsureImageAction = 'present' | 'pulled' | 'used-local' | 'skipped';
 /**
  * CONTRACT §6.2 step 1: makes the case image available per the runtime spec's pull policy.
  * Concurrent requests for one image share a single in-flight pull, so a 500-case experiment
- * starting at once asks the registry once, not 500 times.
+ * starting at once asks the registry once, not 500 times. One per worker process (= per Docker
+ * host): the run's preparation and the sandbox's create path (a case on a worker that did not
+ * prepare its run) share it.
  */
 export class ImagePuller {
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -24,14 +27,16 @@ export class ImagePuller {
     image: string,
     policy: PullPolicy,
     pullTimeoutSeconds: number,
+    inspectTimeoutSeconds: number = DEFAULT_INSPECT_TIMEOUT_SECONDS,
   ): Promise<{ action: EnsureImageAction }> {
+    const inspectMs = inspectTimeoutSeconds * 1000;
     if (policy === 'never') {
-      if (!(await this.isPresent(image))) {
+      if (!(await this.isPresent(image, inspectMs))) {
         throw new DockerInfraError('E_DOCKER_PULL', `image ${image} not present and pull_policy=never`);
       }
       return { action: 'skipped' };
     }
-    if (policy === 'if-not-present' && (await this.isPresent(image))) return { action: 'present' };
+    if (policy === 'if-not-present' && (await this.isPresent(image, inspectMs))) return { action: 'present' };
 
     try {
       await this.pullShared(image, pullTimeoutSeconds);
@@ -39,7 +44,7 @@ export class ImagePuller {
     } catch (err) {
       const detail = errorDetail(err);
       // Re-checked after the failure: another worker or a concurrent build may have provided it meanwhile.
-      if (await this.isPresent(image)) {
+      if (await this.isPresent(image, inspectMs)) {
         this.log.warn(
           { code: 'E_DOCKER_PULL_FAILED_USE_LOCAL', image, err: detail },
           'pull failed, using local image',
@@ -50,16 +55,40 @@ export class ImagePuller {
     }
   }
 
-  private async isPresent(image: string): Promise<boolean> {
+  /** The local image's id (`sha256:…`), or null when it is not here: what a result cache key names. */
+  async imageId(image: string): Promise<string | null> {
     try {
-      await this.docker.getImage(image).inspect();
+      const info = await this.inspectImage(image, DEFAULT_INSPECT_TIMEOUT_SECONDS * 1000);
+      return info.Id;
+    } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
+      if (statusCode(err) === 404) return null;
+      throw new DockerInfraError('E_DOCKER_PULL', `cannot inspect image ${image}: ${errorDetail(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  private async isPresent(image: string, inspectMs: number): Promise<boolean> {
+    try {
+      await this.inspectImage(image, inspectMs);
       return true;
     } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
       if (statusCode(err) === 404) return false;
       throw new DockerInfraError('E_DOCKER_PULL', `cannot inspect image ${image}: ${errorDetail(err)}`, {
         cause: err,
       });
     }
+  }
+
+  private inspectImage(image: string, timeoutMs: number): Promise<Dockerode.ImageInspectInfo> {
+    return withDockerDeadline(
+      () => this.docker.getImage(image).inspect(),
+      timeoutMs,
+      'E_DOCKER_IMAGE_INSPECT_TIMEOUT',
+      `docker image inspect ${image}`,
+    );
   }
 
   private pullShared(image: string, timeoutSeconds: number): Promise<void> {

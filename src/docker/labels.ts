@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 /** Docker labels we put on every case container; the reaper and cleanup find containers by them. */
 export const LABELS = {
   managed: 'io.agentbench.managed',
+  /** Config.deploymentId of the worker that created the container. */
+  deployment: 'io.agentbench.deployment',
   experimentId: 'io.agentbench.experiment-id',
   runCaseId: 'io.agentbench.run-case-id',
   workflowId: 'io.agentbench.workflow-id',

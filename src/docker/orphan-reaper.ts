@@ -1,18 +1,49 @@
 import type { Logger } from '../logger';
-import { errorDetail, type DockerSandbox } from './docker-sandbox';
+import type { DockerSandbox } from './docker-sandbox';
+import { errorDetail } from './errors';
+import { LABELS } from './labels';
+
+/**
+ * What the owner check says of one container. `unknown` (the check could not answer: Temporal or
+ * Postgres down, a timeout) keeps the container until a later sweep can tell: the reaper fails
+ * closed, because removing a live case's container kills its agent, while an orphan kept one more
+ * interval only costs its resources that long.
+ */
+export type OwnershipVerdict =
+  { verdict: 'wanted' } | { verdict: 'orphan'; reason: string } | { verdict: 'unknown'; reason: string };
 
 export interface OrphanReaperParams {
   sandbox: DockerSandbox;
   log: Logger;
+  /** Only containers labelled with this deployment (LABELS.deployment) are judged. */
+  deploymentId: string;
   /** Younger containers are left alone: their activity may not have heartbeated its container id yet. */
   minAgeSeconds: number;
-  /** Asked per old container; an error counts as "still wanted" so a flaky check never kills a live case. */
-  isStillWanted: (labels: Record<string, string>) => Promise<boolean>;
+  /** Asked per old container of our deployment; a throw or a timeout counts as `unknown`. */
+  judge: (labels: Record<string, string>) => Promise<OwnershipVerdict>;
+  /** Per container; past it the verdict is `unknown`. */
+  judgeTimeoutMs?: number;
 }
+
+export interface SweepResult {
+  removed: string[];
+  kept: number;
+  /** Containers kept because their owner check could not answer. */
+  unknown: number;
+  /** Managed containers of other deployments (or of none), never judged. */
+  foreign: number;
+}
+
+const DEFAULT_JUDGE_TIMEOUT_MS = 15_000;
 
 /**
  * Removes case containers nobody owns any more (worker crash, lost activity), on worker start and
- * periodically. Only ever looks at containers labelled io.agentbench.managed=true.
+ * periodically. Only ever looks at containers labelled io.agentbench.managed=true, and only judges
+ * those of its own deployment: another deployment sharing the Docker host (or a test run) answers
+ * to another database and Temporal namespace, where our check would call its live cases orphans.
+ * A managed container without a deployment label is left alone for the same reason: it was made
+ * by a release before the label existed or by something else, and nobody can tell whose it is
+ * (remove such leftovers by hand: `docker ps -a --filter label=io.agentbench.managed=true`).
  */
 export class OrphanReaper {
   private timer: NodeJS.Timeout | undefined;
@@ -20,24 +51,39 @@ export class OrphanReaper {
 
   constructor(private readonly p: OrphanReaperParams) {}
 
-  async sweep(): Promise<{ removed: string[]; kept: number }> {
-    const { sandbox, log, minAgeSeconds, isStillWanted } = this.p;
+  async sweep(): Promise<SweepResult> {
+    const { sandbox, log, minAgeSeconds, deploymentId } = this.p;
     const removed: string[] = [];
     let kept = 0;
+    let unknown = 0;
+    let foreign = 0;
     const now = Date.now();
     const containers = await sandbox.listManagedContainers();
     for (const c of containers) {
-      const ageSeconds = (now - c.createdAt.getTime()) / 1000;
-      let orphan = false;
-      if (ageSeconds >= minAgeSeconds) {
-        try {
-          orphan = !(await isStillWanted(c.labels));
-        } catch (err) {
-          log.warn({ container: c.name, err: errorDetail(err) }, 'orphan check failed; keeping container');
-        }
+      if (c.labels[LABELS.deployment] !== deploymentId) {
+        foreign++;
+        continue;
       }
-      if (!orphan) {
+      const ageSeconds = (now - c.createdAt.getTime()) / 1000;
+      if (ageSeconds < minAgeSeconds) {
         kept++;
+        continue;
+      }
+      const judged = await this.judge(c.labels);
+      if (judged.verdict !== 'orphan') {
+        kept++;
+        if (judged.verdict === 'unknown') {
+          unknown++;
+          log.warn(
+            {
+              code: 'SANDBOX_ORPHAN_CHECK_UNKNOWN',
+              container: c.name,
+              container_id: c.id,
+              reason: judged.reason,
+            },
+            'cannot tell whether the case container is still wanted; keeping it until the next sweep',
+          );
+        }
         continue;
       }
       try {
@@ -50,6 +96,7 @@ export class OrphanReaper {
             container_id: c.id,
             age_s: Math.round(ageSeconds),
             state: c.state,
+            reason: judged.reason,
           },
           'orphaned case container removed',
         );
@@ -59,13 +106,40 @@ export class OrphanReaper {
       }
     }
     // Case file directories of containers that are gone (their worker died before removing them).
+    // Every deployment's containers count as live here: the directory root is per host, not ours.
     const live = new Set(containers.filter((c) => !removed.includes(c.name)).map((c) => c.name));
     const dirs = await sandbox.caseFiles.sweep(live, minAgeSeconds).catch((err: unknown) => {
       log.warn({ err: errorDetail(err) }, 'could not sweep case file directories');
       return [];
     });
-    if (dirs.length > 0) log.info({ code: 'SANDBOX_ORPHAN_FILES_REMOVED', count: dirs.length }, 'orphaned case file directories removed');
-    return { removed, kept };
+    if (dirs.length > 0)
+      log.info(
+        { code: 'SANDBOX_ORPHAN_FILES_REMOVED', count: dirs.length },
+        'orphaned case file directories removed',
+      );
+    return { removed, kept, unknown, foreign };
+  }
+
+  private async judge(labels: Record<string, string>): Promise<OwnershipVerdict> {
+    const timeoutMs = this.p.judgeTimeoutMs ?? DEFAULT_JUDGE_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<OwnershipVerdict>((resolve) => {
+      timer = setTimeout(
+        () => resolve({ verdict: 'unknown', reason: `owner check timed out after ${timeoutMs}ms` }),
+        timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([
+        this.p.judge(labels).catch((err: unknown) => ({
+          verdict: 'unknown' as const,
+          reason: errorDetail(err),
+        })),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Sweeps every intervalSeconds (call sweep() for one now); a sweep never overlaps the previous one. */

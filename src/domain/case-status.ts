@@ -18,7 +18,6 @@ export type CaseStatus = (typeof CASE_STATUSES)[number];
 
 /** Statuses that still belong to a live run; the platform's terminate/fail actions use this set. */
 export const ACTIVE_CASE_STATUSES = ['pending', 'queued', 'running', 'trajectory', 'scoring'] as const;
-export type ActiveCaseStatus = (typeof ACTIVE_CASE_STATUSES)[number];
 
 export const TERMINAL_CASE_STATUSES = ['success', 'failed', 'timeout', 'canceled'] as const;
 export type TerminalCaseStatus = (typeof TERMINAL_CASE_STATUSES)[number];
@@ -41,17 +40,6 @@ export const FINAL_PERSIST_GUARD: readonly CaseStatus[] = ACTIVE_CASE_STATUSES;
 export function isTerminalStatus(s: string): s is TerminalCaseStatus {
   return (TERMINAL_CASE_STATUSES as readonly string[]).includes(s);
 }
-
-export const EXPERIMENT_QUEUE_STATUSES = [
-  'idle',
-  'queued',
-  'consuming',
-  'done',
-  'failed',
-  'manual_terminated',
-  'test_case',
-] as const;
-export type ExperimentQueueStatus = (typeof EXPERIMENT_QUEUE_STATUSES)[number];
 
 export interface CaseStatusCounts {
   total: number;

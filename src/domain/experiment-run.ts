@@ -48,7 +48,8 @@ export interface ExperimentRunInput {
   carry?: { cursor: number; progress: RunProgress; continuedRuns: number };
 }
 
-export type RunOutcome = 'completed' | 'skipped_manual_terminated' | 'skipped_stale' | 'failed_before_start' | 'canceled';
+export type RunOutcome =
+  'completed' | 'skipped_manual_terminated' | 'skipped_stale' | 'failed_before_start' | 'canceled';
 
 export interface ExperimentRunResult {
   outcome: RunOutcome;
@@ -56,34 +57,8 @@ export interface ExperimentRunResult {
   detail?: string;
 }
 
-export interface CaseRef {
-  workflowId: string;
-  experimentId: number;
-  runCaseId: number;
-}
-
-/** Result of the container phase: small by design, the full record is in agentbench_case_results. */
-export interface CaseExecutionSummary {
-  status: 'success' | 'failed' | 'timeout' | 'not_active';
-  errorMessage: string | null;
-  exitCode: number | null;
-  /** Whether any scorer would call a judge for this case; if not, the score phase is skipped. */
-  needsJudge?: boolean;
-  /**
-   * Set when the container phase also ran the trajectory and final persist itself (no judge to call,
-   * telemetry complete): the case is done and the workflow schedules no further phase for it.
-   */
-  finalized?: CaseFinalSummary;
-}
-
-export interface CaseFinalSummary {
-  status: CaseStatus;
-  errorMessage: string | null;
-  persisted: boolean;
-}
-
-export const MAX_RECENT_FAILURES = 50;
-export const ERROR_TEXT_LIMIT = 500;
+const MAX_RECENT_FAILURES = 50;
+const ERROR_TEXT_LIMIT = 500;
 
 export function emptyProgress(total: number): RunProgress {
   return { total, started: 0, success: 0, failed: 0, timeout: 0, canceled: 0, recentFailures: [] };
@@ -94,7 +69,12 @@ export function finishedCount(p: RunProgress): number {
 }
 
 /** Folds one case outcome into the progress counters (mutates and returns p). */
-export function recordCaseOutcome(p: RunProgress, runCaseId: number, status: CaseStatus, error: string | null): RunProgress {
+export function recordCaseOutcome(
+  p: RunProgress,
+  runCaseId: number,
+  status: CaseStatus,
+  error: string | null,
+): RunProgress {
   switch (status) {
     case 'success':
       p.success++;

@@ -71,7 +71,10 @@ export function decideScoring(caseStatus: string, scorerConfig: Record<string, u
  * Whether scoring this case means calling at least one judge. Works on the stored (redacted)
  * scorers too: a redacted api_key is non-blank, an absent one stays blank.
  */
-export function anyScorerCallsJudge(scorers: ReadonlyArray<{ scorer_config: Record<string, unknown> }>, caseStatus: string): boolean {
+export function anyScorerCallsJudge(
+  scorers: ReadonlyArray<{ scorer_config: Record<string, unknown> }>,
+  caseStatus: string,
+): boolean {
   return scorers.some((s) => decideScoring(caseStatus, s.scorer_config).kind === 'call');
 }
 
@@ -130,9 +133,9 @@ export function renderJudgePrompt(
 // ---------------------------------------------------------------------------------------------
 // HTTP request and response (§7.3)
 
-export const JUDGE_SYSTEM_PROMPT = 'Return JSON only: {"score":0|0.5|1,"reason":"..."}';
-export const ANTHROPIC_VERSION = '2023-06-01';
-export const ANTHROPIC_MAX_TOKENS = 512;
+const JUDGE_SYSTEM_PROMPT = 'Return JSON only: {"score":0|0.5|1,"reason":"..."}';
+const ANTHROPIC_VERSION = '2023-06-01';
+const ANTHROPIC_MAX_TOKENS = 512;
 
 export interface JudgeHttpRequest {
   /** POSTed to exactly this URL: base_url with trailing "/" removed, no path appended. */

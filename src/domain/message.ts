@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { errorText } from './errors';
 
 /**
  * The v2 `experiment.run.requested` message (CONTRACT §2). Pure: the bridge validates with it and
@@ -9,11 +10,12 @@ import { z } from 'zod';
  * accepts a number or a decimal string and comes out as a positive safe integer.
  */
 
-export const EXPERIMENT_RUN_REQUESTED = 'experiment.run.requested';
-export const SUPPORTED_SCHEMA_VERSION = 'v2';
+const EXPERIMENT_RUN_REQUESTED = 'experiment.run.requested';
+const SUPPORTED_SCHEMA_VERSION = 'v2';
 
 export type MessageErrorCode =
   | 'E_MESSAGE_INVALID_JSON'
+  | 'E_MESSAGE_TOO_DEEP'
   | 'E_UNSUPPORTED_MESSAGE_TYPE'
   | 'E_UNSUPPORTED_SCHEMA_VERSION'
   | 'E_MESSAGE_SCHEMA_INVALID';
@@ -273,10 +275,34 @@ export const experimentRunRequestedSchema = z.looseObject({
 
 export type ExperimentRunRequested = z.output<typeof experimentRunRequestedSchema>;
 export type RunCaseInput = ExperimentRunRequested['run_cases'][number];
-export type ScorerSpec = ExperimentRunRequested['scorers'][number];
 
 function decodeBody(body: string | Uint8Array): string {
   return typeof body === 'string' ? body : new TextDecoder('utf-8', { fatal: true }).decode(body);
+}
+
+/**
+ * Messages nest a few levels (mock rules, runtime specs); anything deeper is hostile or broken. Refused
+ * before JSON.parse: a deep value parses, but every later recursive walk over it (validation, the
+ * Temporal payload converter, logging) can overflow the stack, and such a start fails on every delivery.
+ */
+export const MAX_MESSAGE_JSON_DEPTH = 200;
+
+/** The first nesting depth above `max` of JSON text, or null; one pass, no allocation, ignores strings. */
+export function jsonDepthAbove(text: string, max: number): number | null {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return depth;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return null;
 }
 
 function fail(code: MessageErrorCode, detail: string): ParseMessageResult {
@@ -291,9 +317,12 @@ function describeField(value: unknown): string {
 export function parseExperimentMessage(body: string | Uint8Array): ParseMessageResult {
   let payload: unknown;
   try {
-    payload = JSON.parse(decodeBody(body));
+    const text = decodeBody(body);
+    if (jsonDepthAbove(text, MAX_MESSAGE_JSON_DEPTH) !== null)
+      return fail('E_MESSAGE_TOO_DEEP', `JSON nested deeper than ${MAX_MESSAGE_JSON_DEPTH} levels`);
+    payload = JSON.parse(text);
   } catch (err) {
-    return fail('E_MESSAGE_INVALID_JSON', err instanceof Error ? err.message : String(err));
+    return fail('E_MESSAGE_INVALID_JSON', errorText(err));
   }
   if (!isPlainObject(payload)) {
     const got = payload === null ? 'null' : Array.isArray(payload) ? 'array' : typeof payload;

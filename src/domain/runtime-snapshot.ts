@@ -1,39 +1,9 @@
+import { redactSecrets } from './secret-redaction';
+
 /**
- * run_cases.runtime_snapshot_json (CONTRACT §3.7) and the project's one secret-redaction helper.
+ * run_cases.runtime_snapshot_json (CONTRACT §3.7), secrets redacted by pattern (secret-redaction).
  * Pure: sha256 is injected so the module stays free of node:crypto.
  */
-
-export const REDACTED = '[REDACTED]';
-
-const SECRET_KEYS: ReadonlySet<string> = new Set([
-  'api_key',
-  'apikey',
-  'password',
-  'authorization',
-  'x-api-key',
-]);
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto: unknown = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
-
-/**
- * Deep copy in which every non-empty string under a secret-named key (case-insensitive) becomes
- * "[REDACTED]". Use it on anything that leaves the process: DB rows, logs, workflow payloads.
- */
-export function redactSecrets<T>(value: T): T;
-export function redactSecrets(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map((item: unknown) => redactSecrets(item));
-  if (!isPlainObject(value)) return value;
-  const copy: Record<string, unknown> = {};
-  for (const [key, item] of Object.entries(value)) {
-    const secret = SECRET_KEYS.has(key.toLowerCase()) && typeof item === 'string' && item !== '';
-    copy[key] = secret ? REDACTED : redactSecrets(item);
-  }
-  return copy;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Python json.dumps(sort_keys=True, separators=(",", ":")) with ensure_ascii=True.

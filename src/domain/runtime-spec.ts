@@ -1,9 +1,12 @@
 import { z } from 'zod';
+import { PermanentError } from './errors';
 
 /**
- * `agent.runtime_spec_json` (CONTRACT §2.3) plus our own hardening/limit overrides. Validated apart
- * from the message because a bad spec fails every case of the run (§6.7) instead of dropping the
- * message. Pure.
+ * `agent.runtime_spec_json` (CONTRACT §2.3) plus our own limit overrides, and the worker's defaults
+ * where it is silent: resolved here, once, into the `ResolvedCaseSpec` everything downstream takes
+ * (the run's activity timeout, the image pull, the case container). Validated apart from the
+ * message because a bad spec fails every case of the run (§6.7) instead of dropping the message.
+ * Pure.
  */
 
 export const PULL_POLICIES = ['always', 'if-not-present', 'never'] as const;
@@ -23,6 +26,11 @@ export interface RuntimeSpec {
   startupTimeoutSeconds: number;
   startupPollIntervalSeconds: number;
   dockerNetwork: string | undefined;
+  /**
+   * Ours: host TCP ports a case on its own network may reach besides the worker's collector and
+   * its gateway (e.g. a model server on the host), at `host.docker.internal`. Empty = none.
+   */
+  allowHostPorts: number[];
   runtimeType: string;
   services: unknown[];
   sandbox: Record<string, unknown>;
@@ -37,10 +45,66 @@ export interface RuntimeSpec {
   raw: Record<string, unknown>;
 }
 
+export interface ContainerLimits {
+  memoryMb: number;
+  cpus: number;
+  pidsLimit: number;
+}
+
+export interface ContainerHardening {
+  noNewPrivileges: boolean;
+  dropAllCapabilities: boolean;
+}
+
+/**
+ * §2.3: how long the container may take to run, and the window of the "agent not ready" retries
+ * (§6.3); with the deadlines of the Docker calls that bring it up.
+ */
+export interface StartupTimeouts {
+  timeoutSeconds: number;
+  pollIntervalSeconds: number;
+  /** `run_timeout_seconds`: each of the create and start calls (the original's `docker run -d`). Absent = 60. */
+  runTimeoutSeconds?: number;
+  /**
+   * `inspect_timeout_seconds`: each image inspect, the removal of a same-named leftover and each
+   * readiness inspect. Absent = 10.
+   */
+  inspectTimeoutSeconds?: number;
+}
+
+/** What the worker's configuration supplies where the runtime spec says nothing. */
+export interface CaseSpecDefaults {
+  /** CONSUMER_CASE_TIMEOUT_SECONDS */
+  caseTimeoutSeconds: number;
+  /** SANDBOX_DEFAULT_MEMORY_MB, SANDBOX_DEFAULT_CPUS, SANDBOX_DEFAULT_PIDS_LIMIT */
+  limits: ContainerLimits;
+  /** SANDBOX_NO_NEW_PRIVILEGES, SANDBOX_DROP_ALL_CAPABILITIES (not overridable per agent) */
+  hardening: ContainerHardening;
+}
+
+/** A run's runtime spec with the worker's defaults merged in: what a case container is made of. */
+export interface ResolvedCaseSpec extends Omit<
+  RuntimeSpec,
+  | 'memoryMb'
+  | 'cpus'
+  | 'pidsLimit'
+  | 'caseTimeoutSeconds'
+  | 'startupTimeoutSeconds'
+  | 'startupPollIntervalSeconds'
+  | 'runTimeoutSeconds'
+  | 'inspectTimeoutSeconds'
+> {
+  /** Each of the case command and the after command gets this long (§6.3). */
+  caseTimeoutSeconds: number;
+  limits: ContainerLimits;
+  hardening: ContainerHardening;
+  startup: StartupTimeouts;
+}
+
 export type RuntimeSpecErrorCode =
   'E_RUNTIME_SPEC_IMAGE_REQUIRED' | 'E_RUNTIME_SPEC_CASE_EXEC_REQUIRED' | 'E_SANDBOX_RUNTIME_SPEC_INVALID';
 
-export class RuntimeSpecError extends Error {
+export class RuntimeSpecError extends PermanentError {
   constructor(
     readonly code: RuntimeSpecErrorCode,
     detail: string,
@@ -51,6 +115,9 @@ export class RuntimeSpecError extends Error {
 }
 
 const SPEC_PATH = 'agent.runtime_spec_json';
+
+/** Docker refuses a memory limit below 6 MiB. */
+const DOCKER_MIN_MEMORY_MB = 6;
 
 const DEFAULTS = {
   pullPolicy: 'if-not-present',
@@ -134,6 +201,12 @@ function normalisePullPolicy(value: unknown): PullPolicy {
   return (PULL_POLICIES as readonly string[]).includes(text) ? (text as PullPolicy) : DEFAULTS.pullPolicy;
 }
 
+/** A list of TCP ports, duplicates dropped; absent or null = none. */
+const hostPorts = z
+  .array(z.number().int().min(1).max(65535))
+  .nullish()
+  .transform((ports) => [...new Set(ports ?? [])]);
+
 const specSchema = z.looseObject({
   after_exec_command: optionalText,
   sandbox_start_command: optionalText,
@@ -145,6 +218,7 @@ const specSchema = z.looseObject({
   startup_timeout_seconds: optionalNumber('integer'),
   startup_poll_interval_seconds: optionalNumber('number'),
   docker_network: optionalText,
+  allow_host_ports: hostPorts,
   runtime_type: optionalText,
   services: z.array(z.unknown()).nullish(),
   sandbox: z.record(z.string(), z.unknown()).nullish(),
@@ -199,6 +273,7 @@ export function parseRuntimeSpec(raw: unknown): RuntimeSpec {
     startupTimeoutSeconds: s.startup_timeout_seconds ?? DEFAULTS.startupTimeoutSeconds,
     startupPollIntervalSeconds: s.startup_poll_interval_seconds ?? DEFAULTS.startupPollIntervalSeconds,
     dockerNetwork: s.docker_network,
+    allowHostPorts: s.allow_host_ports,
     runtimeType: s.runtime_type ?? DEFAULTS.runtimeType,
     services: s.services ?? [],
     sandbox: s.sandbox ?? {},
@@ -211,3 +286,50 @@ export function parseRuntimeSpec(raw: unknown): RuntimeSpec {
     raw: rawSpec,
   };
 }
+
+/** The runtime spec with the worker's defaults: throws RuntimeSpecError like parseRuntimeSpec. */
+export function resolveCaseSpec(raw: unknown, defaults: CaseSpecDefaults): ResolvedCaseSpec {
+  const {
+    memoryMb,
+    cpus,
+    pidsLimit,
+    caseTimeoutSeconds,
+    startupTimeoutSeconds,
+    startupPollIntervalSeconds,
+    runTimeoutSeconds,
+    inspectTimeoutSeconds,
+    ...spec
+  } = parseRuntimeSpec(raw);
+  const limits: ContainerLimits = {
+    memoryMb: memoryMb ?? defaults.limits.memoryMb,
+    cpus: cpus ?? defaults.limits.cpus,
+    pidsLimit: pidsLimit ?? defaults.limits.pidsLimit,
+  };
+  if (limits.memoryMb < DOCKER_MIN_MEMORY_MB) {
+    throw new RuntimeSpecError(
+      'E_SANDBOX_RUNTIME_SPEC_INVALID',
+      `${SPEC_PATH}.memory_mb: at least ${DOCKER_MIN_MEMORY_MB} (Docker's floor), got ${limits.memoryMb}`,
+    );
+  }
+  return {
+    ...spec,
+    caseTimeoutSeconds: caseTimeoutSeconds ?? defaults.caseTimeoutSeconds,
+    limits,
+    hardening: defaults.hardening,
+    startup: {
+      timeoutSeconds: startupTimeoutSeconds,
+      pollIntervalSeconds: startupPollIntervalSeconds,
+      // 0 would be a deadline nothing can meet: the default instead.
+      runTimeoutSeconds: runTimeoutSeconds || DEFAULTS.runTimeoutSeconds,
+      inspectTimeoutSeconds: inspectTimeoutSeconds || DEFAULTS.inspectTimeoutSeconds,
+    },
+  };
+}
+
+/** Docker-call deadlines where no runtime spec says otherwise (§2.3 defaults). */
+export const DEFAULT_RUN_TIMEOUT_SECONDS = DEFAULTS.runTimeoutSeconds;
+export const DEFAULT_INSPECT_TIMEOUT_SECONDS = DEFAULTS.inspectTimeoutSeconds;
+export const DEFAULT_PULL_TIMEOUT_SECONDS = DEFAULTS.pullTimeoutSeconds;
+
+/** The startup window of a spec that cannot be resolved (its run fails in prepareRun). */
+export const DEFAULT_STARTUP_TIMEOUT_SECONDS = DEFAULTS.startupTimeoutSeconds;

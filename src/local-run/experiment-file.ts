@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { errorText } from '../domain/errors';
 
 /**
  * The file `benchctl run` takes: what the platform would hold in its tables for one experiment —
@@ -52,12 +53,14 @@ export async function readExperimentFile(file: string): Promise<ExperimentFile> 
   try {
     raw = JSON.parse(await readFile(file, 'utf8'));
   } catch (err) {
-    throw new ExperimentFileError(`${file}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new ExperimentFileError(`${file}: ${errorText(err)}`);
   }
   const parsed = experimentFileSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new ExperimentFileError(`${file}: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`);
+    throw new ExperimentFileError(
+      `${file}: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`,
+    );
   }
   return parsed.data;
 }

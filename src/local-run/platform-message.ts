@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type pg from 'pg';
+import { listExperimentEvaluators } from '../db/evaluator-repository';
+import type { Database } from '../db/experiment-repository';
 import { experimentRunRequestedSchema, type ExperimentRunRequested } from '../domain/message';
+import { scorerFromEvaluator } from '../domain/scoring-input';
 
 /**
  * Builds the v2 message for some run cases of an experiment from the platform's own rows, the way
@@ -9,7 +11,7 @@ import { experimentRunRequestedSchema, type ExperimentRunRequested } from '../do
  * the platform does after publishing.
  */
 export async function buildMessageFromRows(
-  pool: pg.Pool,
+  pool: Database,
   experimentId: number,
   runCaseIds: number[],
   triggeredBy: string,
@@ -30,21 +32,7 @@ export async function buildMessageFromRows(
   );
   const exp = experiments[0];
   if (!exp) throw new Error(`experiment ${experimentId} not found`);
-  const { rows: scorers } = await pool.query<{
-    id: number;
-    evaluator_key: string;
-    name: string;
-    prompt_template: string;
-    base_url: string;
-    model_name: string;
-    api_style: string;
-    api_key: string;
-  }>(
-    `SELECT ev.id, ev.evaluator_key, ev.name, ev.prompt_template, ev.base_url, ev.model_name, ev.api_style, ev.api_key
-       FROM experiment_evaluators ee JOIN evaluators ev ON ev.id = ee.evaluator_id
-      WHERE ee.experiment_id = $1 ORDER BY ev.created_at ASC, ev.id ASC`,
-    [experimentId],
-  );
+  const scorers = (await listExperimentEvaluators(pool, experimentId)).map(scorerFromEvaluator);
   const { rows: cases } = await pool.query<{
     id: number;
     data_item_id: number;
@@ -75,12 +63,7 @@ export async function buildMessageFromRows(
       version: exp.version,
       runtime_spec_json: exp.runtime_spec_json,
     },
-    scorers: scorers.map((s) => ({
-      id: String(s.id),
-      scorer_key: s.evaluator_key,
-      name: s.name,
-      scorer_config: { prompt_template: s.prompt_template, base_url: s.base_url, model_name: s.model_name, api_style: s.api_style, api_key: s.api_key },
-    })),
+    scorers: scorers.map((s) => ({ ...s, id: String(s.id) })),
     run_cases: cases.map((c) => ({
       run_case_id: String(c.id),
       data_item_id: String(c.data_item_id),
@@ -91,6 +74,9 @@ export async function buildMessageFromRows(
       mock_config: c.mock_config ?? null,
     })),
   });
-  await pool.query('UPDATE experiments SET queue_message_id = $2, updated_at = now() WHERE id = $1', [experimentId, messageId]);
+  await pool.query('UPDATE experiments SET queue_message_id = $2, updated_at = now() WHERE id = $1', [
+    experimentId,
+    messageId,
+  ]);
   return message;
 }

@@ -20,7 +20,10 @@ const caseOutcomes: Record<string, (result: unknown, metrics: WorkerMetrics) => 
     if (r.success) metrics.caseFinished(r.data.status);
   },
   // The container phase's fast path, which ran the final persist itself.
+  // (Also the result cache's outcome for a case whose agent allows reuse.)
   executeCase: (result, metrics) => {
+    const cache = z.object({ cache: z.enum(['hit', 'miss']) }).safeParse(result);
+    if (cache.success) metrics.resultCacheLookup(cache.data.cache);
     const r = z.object({ finalized: z.object({ status: z.string() }) }).safeParse(result);
     if (r.success) metrics.caseFinished(r.data.finalized.status);
   },
@@ -31,7 +34,9 @@ const caseOutcomes: Record<string, (result: unknown, metrics: WorkerMetrics) => 
   },
   // A run that could not start (bad runtime spec, image unavailable) fails all its cases at once.
   prepareRun: (result, metrics) => {
-    const r = z.object({ failure: z.string(), failedCases: z.number().int().nonnegative() }).safeParse(result);
+    const r = z
+      .object({ failure: z.string(), failedCases: z.number().int().nonnegative() })
+      .safeParse(result);
     if (r.success) metrics.caseFinished('failed', r.data.failedCases);
   },
 };

@@ -1,4 +1,4 @@
-import { OrphanReaper, type OrphanReaperParams } from '../docker/orphan-reaper';
+import { OrphanReaper, type OrphanReaperParams, type SweepResult } from '../docker/orphan-reaper';
 import type { WorkerMetrics } from './orchestrator-metrics';
 
 /**
@@ -13,7 +13,7 @@ export class MeteredOrphanReaper extends OrphanReaper {
     super(params);
   }
 
-  override async sweep(): Promise<{ removed: string[]; kept: number }> {
+  override async sweep(): Promise<SweepResult> {
     const result = await super.sweep();
     this.metrics.orphansRemoved(result.removed.length);
     return result;

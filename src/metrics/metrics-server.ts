@@ -3,21 +3,8 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../logger';
 import { closeHttpServer } from '../http-server-shutdown';
-
-/** The port cannot be bound: one line naming the variable, so the operator knows what to change. */
-export class MetricsPortInUseError extends Error {
-  readonly code = 'E_METRICS_PORT_IN_USE';
-  constructor(
-    readonly variable: string,
-    readonly host: string,
-    readonly port: number,
-  ) {
-    super(
-      `E_METRICS_PORT_IN_USE: ${variable}=${port} on ${host} is already in use (set ${variable} to a free port, or 0 to disable the endpoint)`,
-    );
-    this.name = 'MetricsPortInUseError';
-  }
-}
+import { MetricsPortInUseError } from './errors';
+import type { Readiness } from './readiness';
 
 export interface MetricsServerParams {
   registry: Registry;
@@ -27,13 +14,16 @@ export interface MetricsServerParams {
   port: number;
   /** Named in the port-in-use error. */
   portVariable?: string;
+  /** Answers `GET /readyz`; without it that path is not served. */
+  readiness?: Readiness;
 }
 
 const STOP_GRACE_MS = 2_000;
 
 /**
- * `GET /metrics` (Prometheus text format) and `GET /healthz` on node:http. Read-only and free of
- * secrets and ids, which is why it may listen on every interface for the scraper.
+ * `GET /metrics` (Prometheus text format), `GET /healthz` (liveness: the process answers) and
+ * `GET /readyz` (readiness: its dependencies answer, see readiness.ts) on node:http. Read-only and
+ * free of secrets and ids, which is why it may listen on every interface for the scraper and probes.
  */
 export class MetricsServer {
   private server: http.Server | null = null;
@@ -70,7 +60,10 @@ export class MetricsServer {
     server.on('error', (err) => this.p.log.error({ code: 'E_METRICS_SERVER', err }, 'metrics server error'));
     this.server = server;
     const { port } = server.address() as AddressInfo;
-    this.p.log.info({ code: 'METRICS_SERVER_STARTED', host: this.p.host, port }, 'metrics endpoint listening');
+    this.p.log.info(
+      { code: 'METRICS_SERVER_STARTED', host: this.p.host, port },
+      'metrics endpoint listening',
+    );
     return { port };
   }
 
@@ -83,7 +76,8 @@ export class MetricsServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
-    if (path !== '/metrics' && path !== '/healthz') {
+    const readiness = this.p.readiness;
+    if (path !== '/metrics' && path !== '/healthz' && !(path === '/readyz' && readiness)) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
       return;
     }
@@ -95,8 +89,22 @@ export class MetricsServer {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
     }
+    if (path === '/readyz' && readiness) {
+      const report = await readiness.report();
+      const body = `${JSON.stringify(report)}\n`;
+      res.writeHead(report.status === 'ready' ? 200 : 503, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
     const body = await this.p.registry.metrics();
-    res.writeHead(200, { 'content-type': this.p.registry.contentType, 'content-length': Buffer.byteLength(body) });
+    res.writeHead(200, {
+      'content-type': this.p.registry.contentType,
+      'content-length': Buffer.byteLength(body),
+    });
     res.end(req.method === 'HEAD' ? undefined : body);
   }
 }

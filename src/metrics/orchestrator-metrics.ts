@@ -9,7 +9,7 @@ import { TERMINAL_CASE_STATUSES } from '../domain/case-status';
  * would grow without limit and those ids are in the logs and the Temporal UI already.
  */
 
-export const METRIC_PREFIX = 'agentbench_';
+const METRIC_PREFIX = 'agentbench_';
 
 /** A registry with the standard process/Node.js metrics (`process_*`, `nodejs_*`, unprefixed as dashboards expect). */
 export function createMetricsRegistry(opts: { defaultMetrics?: boolean } = {}): Registry {
@@ -45,7 +45,9 @@ export interface OtelIngestEvent {
 
 /** Whatever is not a final case status (a bug, a newer status) is counted, under one label. */
 export function caseStatusLabel(status: unknown): string {
-  return typeof status === 'string' && (TERMINAL_CASE_STATUSES as readonly string[]).includes(status) ? status : 'other';
+  return typeof status === 'string' && (TERMINAL_CASE_STATUSES as readonly string[]).includes(status)
+    ? status
+    : 'other';
 }
 
 /** Error codes are a closed set of `E_…` constants; anything else must not become a new series. */
@@ -69,6 +71,10 @@ class SourceSet<T> {
     for (const item of this.items) total += read(item);
     return total;
   }
+  first(): T | undefined {
+    for (const item of this.items) return item;
+    return undefined;
+  }
   any(test: (item: T) => boolean): boolean {
     for (const item of this.items) if (test(item)) return true;
     return false;
@@ -76,7 +82,9 @@ class SourceSet<T> {
 }
 
 /** Seconds; activities range from a few-ms database write to a case container of many minutes. */
-const ACTIVITY_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+const ACTIVITY_DURATION_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800,
+];
 const SCHEDULE_TO_START_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
 /** The worker's metrics; the activity interceptor, the OTel collector hook and the reaper feed them. */
@@ -87,6 +95,7 @@ export class WorkerMetrics {
   private readonly activitiesInFlight: Gauge<'activity'>;
   private readonly scheduleToStart: Histogram<'activity'>;
   private readonly casesFinished: Counter<'status'>;
+  private readonly resultCacheLookups: Counter<'outcome'>;
   private readonly otelRequests: Counter<'signal' | 'status'>;
   private readonly otelRecords: Counter<'signal'>;
   private readonly orphansReaped: Counter;
@@ -127,6 +136,12 @@ export class WorkerMetrics {
       labelNames: ['status'],
       registers,
     });
+    this.resultCacheLookups = new Counter({
+      name: `${METRIC_PREFIX}result_cache_lookups_total`,
+      help: 'Result cache lookups of cases whose agent allows reuse, by outcome (hit = no container started).',
+      labelNames: ['outcome'],
+      registers,
+    });
     this.otelRequests = new Counter({
       name: `${METRIC_PREFIX}otel_ingest_requests_total`,
       help: 'OTLP requests answered by the collector (direct or forwarded by a mock gateway), by signal and HTTP status.',
@@ -154,11 +169,27 @@ export class WorkerMetrics {
           this.set(sources.sum(read));
         },
       });
-    gauge('docker_operations_in_use', 'Docker pull/create/start/remove calls in progress (DOCKER_MAX_CONCURRENT_OPERATIONS slots).', (s) => s.dockerOperations.inUse);
-    gauge('docker_operations_waiting', 'Docker calls queued for a DOCKER_MAX_CONCURRENT_OPERATIONS slot.', (s) => s.dockerOperations.waiting);
+    gauge(
+      'docker_operations_in_use',
+      'Docker pull/create/start/remove calls in progress (DOCKER_MAX_CONCURRENT_OPERATIONS slots).',
+      (s) => s.dockerOperations.inUse,
+    );
+    gauge(
+      'docker_operations_waiting',
+      'Docker calls queued for a DOCKER_MAX_CONCURRENT_OPERATIONS slot.',
+      (s) => s.dockerOperations.waiting,
+    );
     gauge('docker_operations_limit', 'DOCKER_MAX_CONCURRENT_OPERATIONS.', (s) => s.dockerOperationsLimit);
-    gauge('live_containers', 'Case containers alive on this worker (DOCKER_MAX_LIVE_CONTAINERS slots in use).', (s) => s.liveContainers.inUse);
-    gauge('live_containers_waiting', 'Cases waiting for a DOCKER_MAX_LIVE_CONTAINERS slot.', (s) => s.liveContainers.waiting);
+    gauge(
+      'live_containers',
+      'Case containers alive on this worker (DOCKER_MAX_LIVE_CONTAINERS slots in use).',
+      (s) => s.liveContainers.inUse,
+    );
+    gauge(
+      'live_containers_waiting',
+      'Cases waiting for a DOCKER_MAX_LIVE_CONTAINERS slot.',
+      (s) => s.liveContainers.waiting,
+    );
     gauge('live_containers_limit', 'DOCKER_MAX_LIVE_CONTAINERS.', (s) => s.liveContainersLimit);
   }
 
@@ -168,8 +199,12 @@ export class WorkerMetrics {
   }
 
   /** Call when an attempt starts; call the returned function once with its outcome. */
-  activityStarted(activity: string, scheduleToStartSeconds: number | null): (outcome: ActivityOutcome) => void {
-    if (scheduleToStartSeconds !== null) this.scheduleToStart.observe({ activity }, Math.max(0, scheduleToStartSeconds));
+  activityStarted(
+    activity: string,
+    scheduleToStartSeconds: number | null,
+  ): (outcome: ActivityOutcome) => void {
+    if (scheduleToStartSeconds !== null)
+      this.scheduleToStart.observe({ activity }, Math.max(0, scheduleToStartSeconds));
     this.activitiesInFlight.inc({ activity });
     const stop = this.activityDuration.startTimer({ activity });
     let ended = false;
@@ -184,6 +219,10 @@ export class WorkerMetrics {
 
   caseFinished(status: unknown, count = 1): void {
     if (count > 0) this.casesFinished.inc({ status: caseStatusLabel(status) }, count);
+  }
+
+  resultCacheLookup(outcome: 'hit' | 'miss'): void {
+    this.resultCacheLookups.inc({ outcome });
   }
 
   otelIngest(event: OtelIngestEvent): void {
@@ -305,5 +344,126 @@ export class BridgeMetrics {
 
   reconnected(): void {
     this.reconnects.inc();
+  }
+}
+
+export interface ResultEventRelaySource {
+  connected(): boolean;
+  /** Events in the outbox not yet confirmed by the broker (read at scrape time). */
+  pending(): Promise<number>;
+}
+
+/**
+ * The result-event relay's metrics (src/result-events), in the registry of the process that runs it
+ * (`benchctl worker`, `benchctl api`). `pending` is the backlog a broker outage builds up.
+ */
+export class ResultEventMetrics {
+  private readonly publishedTotal: Counter<'type'>;
+  private readonly failures: Counter<'side'>;
+  private readonly sources = new SourceSet<ResultEventRelaySource>();
+
+  constructor(readonly registry: Registry) {
+    const registers = [registry];
+    this.publishedTotal = new Counter({
+      name: `${METRIC_PREFIX}result_events_published_total`,
+      help: 'Result events confirmed by the broker, by type (run_case.finished, experiment_run.finished).',
+      labelNames: ['type'],
+      registers,
+    });
+    this.failures = new Counter({
+      name: `${METRIC_PREFIX}result_events_relay_failures_total`,
+      help: 'Relay rounds that failed and are retried, by side (broker, database).',
+      labelNames: ['side'],
+      registers,
+    });
+    const sources = this.sources;
+    new Gauge({
+      name: `${METRIC_PREFIX}result_events_relay_connected`,
+      help: '1 while this process has a connection to the result-event exchange.',
+      registers,
+      collect() {
+        this.set(sources.any((s) => s.connected()) ? 1 : 0);
+      },
+    });
+    let lastPending = 0;
+    new Gauge({
+      name: `${METRIC_PREFIX}result_events_pending`,
+      help: 'Result events in the outbox not yet published (the whole deployment, not just this process).',
+      registers,
+      async collect() {
+        // A scrape while the database is away shows the last known backlog.
+        const source = sources.first();
+        if (source) lastPending = await source.pending().catch(() => lastPending);
+        this.set(lastPending);
+      },
+    });
+  }
+
+  observeRelay(source: ResultEventRelaySource): () => void {
+    return this.sources.add(source);
+  }
+
+  published(type: string): void {
+    this.publishedTotal.inc({
+      type: type === 'run_case.finished' || type === 'experiment_run.finished' ? type : 'other',
+    });
+  }
+
+  relayFailed(side: 'broker' | 'database'): void {
+    this.failures.inc({ side });
+  }
+}
+
+const API_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** `benchctl api`'s metrics. `route` is the route template (`/v1/runs/:run_id`), never a concrete id. */
+export class ApiMetrics {
+  readonly registry: Registry;
+  private readonly requests: Counter<'route' | 'method' | 'status'>;
+  private readonly duration: Histogram<'route' | 'method'>;
+  private readonly submissions: Counter<'operation' | 'outcome'>;
+  private readonly streams: Gauge;
+
+  constructor(registry: Registry = createMetricsRegistry()) {
+    this.registry = registry;
+    const registers = [registry];
+    this.requests = new Counter({
+      name: `${METRIC_PREFIX}api_requests_total`,
+      help: 'HTTP requests answered, by route template, method and status.',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: `${METRIC_PREFIX}api_request_duration_seconds`,
+      help: 'Time to answer an HTTP request (for event streams: until the stream ends), by route template and method.',
+      labelNames: ['route', 'method'],
+      buckets: API_DURATION_BUCKETS,
+      registers,
+    });
+    this.submissions = new Counter({
+      name: `${METRIC_PREFIX}api_runs_submitted_total`,
+      help: 'Runs submitted over the API (operation create-run or retry-failed; outcome created or replayed by Idempotency-Key).',
+      labelNames: ['operation', 'outcome'],
+      registers,
+    });
+    this.streams = new Gauge({
+      name: `${METRIC_PREFIX}api_event_streams`,
+      help: 'Open GET /v1/runs/{id}/events streams (at most API_MAX_EVENT_STREAMS).',
+      registers,
+    });
+  }
+
+  request(route: string, method: string, status: number, seconds: number): void {
+    this.requests.inc({ route, method, status: httpStatusLabel(status) });
+    this.duration.observe({ route, method }, seconds);
+  }
+
+  submitted(operation: string, replayed: boolean): void {
+    this.submissions.inc({ operation, outcome: replayed ? 'replayed' : 'created' });
+  }
+
+  streamOpened(): () => void {
+    this.streams.inc();
+    return () => this.streams.dec();
   }
 }

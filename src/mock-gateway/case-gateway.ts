@@ -1,11 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import type Dockerode from 'dockerode';
 import type { Logger } from '../logger';
-import { LABELS } from '../docker/labels';
+import type Dockerode from 'dockerode';
+import type { IsolatedNetwork } from '../docker/isolated-network';
 import type { MockConfig, MockRule } from '../domain/message';
 import {
   handlerResponseHead,
@@ -18,7 +17,6 @@ import {
 } from '../domain/mock-rules';
 import type { CertificateAuthority } from './certificate-authority';
 import { PythonHandlerError, PythonHandlerPool, type PythonHandlerPoolOptions } from './python-handler-pool';
-import { createSealedNetwork, type SealedNetwork } from './sealed-network';
 
 /**
  * The mock gateway of CONTRACT §5, one per case: its own HTTP/1.1 listener on an ephemeral port,
@@ -33,6 +31,12 @@ import { createSealedNetwork, type SealedNetwork } from './sealed-network';
  *  4. No rule and no passthrough → 404 {"ok":false,"error":"no_mock_rule"}.
  *  5. No rule → forwarded to the absolute URL (30 s, hop-by-hop headers stripped).
  * Request bodies may be chunked; responses are written with Content-Length.
+ *
+ * Only its own case may use it (issue 15): a request or CONNECT from any other address is answered
+ * 403 before its body is read, and is not recorded. On the case's own network (src/docker/
+ * isolated-network) its own case is the network's addresses, known before the container starts;
+ * a case on a network of its spec's choosing (`docker_network`) is known by its container's
+ * addresses once it runs, and requests that arrive before then wait (at most ADMISSION_WAIT_MS).
  */
 
 export interface OtelForwardRequest {
@@ -79,8 +83,8 @@ export interface CaseGateway {
   /** Files the container needs for the CA env of proxyEnv() (none when no HTTPS can be decrypted). */
   containerFiles(): ContainerFile[];
   requests(): RecordedRequest[];
-  /** The sealed network the container must join (NetworkMode), when started sealed. */
-  network?: string;
+  /** The case's container runs with these addresses: from now on they alone may use the gateway. */
+  admit(addresses: string[]): void;
   close(): Promise<void>;
 }
 
@@ -92,9 +96,9 @@ export interface MockGatewayManagerParams {
   bindHost: string;
   /** How containers name the host, e.g. host.docker.internal. */
   advertisedHost: string;
-  /** Needed for sealed gateways (they create a Docker network). */
+  /** Needed by python rules: each case's handlers run in a sandbox container of its own. */
   docker?: Dockerode;
-  python?: Omit<PythonHandlerPoolOptions, 'log'>;
+  python?: Omit<PythonHandlerPoolOptions, 'log' | 'docker'>;
   /** Extra roots trusted when forwarding to https upstreams, on top of Node's bundled ones. */
   upstreamCaCerts?: string[];
 }
@@ -112,6 +116,9 @@ export const CA_BUNDLE_CONTAINER_PATH = '/benchmark/mock-gateway-ca-bundle.pem';
 const OTEL_PATHS: ReadonlySet<string> = new Set(['/api/otel/v1/traces', '/api/otel/v1/logs']);
 const FORWARD_TIMEOUT_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/** How long a request from an unknown address waits for the case's container to be admitted. */
+const ADMISSION_WAIT_MS = 10_000;
+const FOREIGN_SOURCE_BODY = JSON.stringify({ ok: false, error: "not this case's mock gateway" });
 /** Bodies are buffered (rules and python see them whole); beyond this the answer is 413. */
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
 /** The newest requests are kept; a chatty agent cannot grow the record without bound. */
@@ -223,6 +230,46 @@ interface TunnelInfo {
   sourceIp: string;
 }
 
+/** Which source addresses are the gateway's own case. */
+class CaseSources {
+  private addresses: Set<string> | null = null;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(private readonly network: IsolatedNetwork | undefined) {}
+
+  admit(addresses: string[]): void {
+    this.addresses = new Set([...(this.addresses ?? []), ...addresses.map(plainIPv4)]);
+    this.release();
+  }
+
+  /** Lets requests still waiting for the container's addresses fail now (the gateway closes). */
+  release(): void {
+    for (const wake of this.waiters) wake();
+    this.waiters.clear();
+  }
+
+  async belongs(ip: string): Promise<boolean> {
+    if (this.network) return this.network.contains(ip);
+    if (this.addresses === null) {
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.waiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, ADMISSION_WAIT_MS);
+        this.waiters.add(wake);
+      });
+    }
+    return this.addresses?.has(plainIPv4(ip)) ?? false;
+  }
+}
+
+/** Servers bound to IPv4 see IPv4 peers; a dual-stack one may report them IPv4-mapped. */
+function plainIPv4(ip: string): string {
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+}
+
 class MockCaseGateway implements CaseGateway {
   readonly caCertPem: string;
   private readonly server: http.Server;
@@ -232,6 +279,9 @@ class MockCaseGateway implements CaseGateway {
   private readonly tunnels = new WeakMap<net.Socket, TunnelInfo>();
   private readonly recorded: RecordedRequest[] = [];
   private readonly mayDecrypt: boolean;
+  private readonly sources: CaseSources;
+  /** Foreign addresses already logged (once each, so a flood cannot flood the log). */
+  private readonly foreignLogged = new Set<string>();
   private pool: PythonHandlerPool | null = null;
   private closing: Promise<void> | null = null;
   private listeningPort = 0;
@@ -241,9 +291,10 @@ class MockCaseGateway implements CaseGateway {
     private readonly config: MockConfig,
     private readonly bindHost: string,
     private readonly advertisedHost: string,
-    private readonly sealed: SealedNetwork | undefined,
+    private readonly network: IsolatedNetwork | undefined,
     private readonly log: Logger,
   ) {
+    this.sources = new CaseSources(network);
     this.caCertPem = p.ca.certPem;
     this.mayDecrypt = config.rules.length > 0;
     this.server = http.createServer((req, res) => this.serve(req, res, 'http'));
@@ -268,10 +319,6 @@ class MockCaseGateway implements CaseGateway {
     return `http://${this.advertisedHost}:${this.listeningPort}`;
   }
 
-  get network(): string | undefined {
-    return this.sealed?.name;
-  }
-
   async listen(): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -281,7 +328,7 @@ class MockCaseGateway implements CaseGateway {
       });
     });
     this.listeningPort = (this.server.address() as net.AddressInfo).port;
-    await this.sealed?.allowGatewayPort(this.port);
+    await this.network?.allowHostPort(this.port);
     this.log.info(
       {
         code: 'MOCK_GATEWAY_STARTED',
@@ -289,8 +336,8 @@ class MockCaseGateway implements CaseGateway {
         local_endpoint: `http://${this.bindHost}:${this.port}`,
         rules: this.config.rules.length,
         passthrough: this.config.passthrough,
-        sealed: this.sealed !== undefined,
-        network: this.sealed?.name,
+        sealed: this.network?.sealed ?? false,
+        network: this.network?.name,
       },
       'mock gateway started',
     );
@@ -298,8 +345,8 @@ class MockCaseGateway implements CaseGateway {
 
   proxyEnv(): Record<string, string> {
     const proxy = `http://${this.advertisedHost}:${this.port}`;
-    // Sealed, the advertised host is the network's gateway IP; host.docker.internal is then left to
-    // the proxy (which intercepts OTel posts to it) because the container cannot reach it directly.
+    // On a case network the advertised host is the network's gateway IP; host.docker.internal is
+    // then left to the proxy (which intercepts OTel posts to it), whatever it resolves to.
     const noProxy = `127.0.0.1,localhost,${this.advertisedHost}`;
     const env: Record<string, string> = {
       HTTP_PROXY: proxy,
@@ -332,16 +379,34 @@ class MockCaseGateway implements CaseGateway {
     return [...this.recorded];
   }
 
+  admit(addresses: string[]): void {
+    this.sources.admit(addresses);
+  }
+
   close(): Promise<void> {
     this.closing ??= (async () => {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       for (const socket of this.sockets) socket.destroy();
+      this.sources.release();
       await closed;
       await this.pool?.close();
-      await this.sealed?.remove();
       this.log.debug({ code: 'MOCK_GATEWAY_CLOSED', requests: this.recorded.length }, 'mock gateway closed');
     })();
     return this.closing;
+  }
+
+  /** Whether the peer is this gateway's case; logs a foreign one once. */
+  private async admitted(socket: net.Socket): Promise<boolean> {
+    const ip = socket.remoteAddress ?? '';
+    if (await this.sources.belongs(ip)) return true;
+    if (!this.foreignLogged.has(ip) && this.foreignLogged.size < 100) {
+      this.foreignLogged.add(ip);
+      this.log.warn(
+        { code: 'MOCK_GATEWAY_FOREIGN_SOURCE', source_ip: ip },
+        "refused a client that is not this case's container (403, not recorded)",
+      );
+    }
+    return false;
   }
 
   private track(socket: net.Socket): void {
@@ -393,6 +458,16 @@ class MockCaseGateway implements CaseGateway {
     const startedAt = Date.now();
     const method = (req.method ?? 'GET').toUpperCase();
     const tunnel = this.tunnels.get(req.socket);
+    // A decrypted stream's source was admitted at its CONNECT.
+    if (!tunnel && !(await this.admitted(req.socket))) {
+      res.writeHead(403, {
+        'content-type': JSON_CONTENT_TYPE,
+        'content-length': String(Buffer.byteLength(FOREIGN_SOURCE_BODY)),
+        connection: 'close',
+      });
+      res.end(FOREIGN_SOURCE_BODY);
+      return;
+    }
     const target = req.url ?? '/';
     const host = req.headers.host ?? tunnel?.netloc ?? `${this.advertisedHost}:${this.port}`;
     const url = ABSOLUTE_FORM.test(target)
@@ -512,8 +587,13 @@ class MockCaseGateway implements CaseGateway {
       const rendered = renderStaticResponse(rule.response);
       return { status: rendered.status, headers: rendered.headers, body: Buffer.from(rendered.body, 'utf8') };
     }
-    this.pool ??= new PythonHandlerPool({ log: this.log, ...this.p.python });
     try {
+      if (!this.p.docker || !this.p.python)
+        throw new PythonHandlerError(
+          'E_MOCK_PYTHON_ERROR',
+          'python rules need the Docker client and an image',
+        );
+      this.pool ??= new PythonHandlerPool({ log: this.log, docker: this.p.docker, ...this.p.python });
       const result = await this.pool.run(rule.response.python_code, {
         method,
         url,
@@ -601,16 +681,25 @@ class MockCaseGateway implements CaseGateway {
 
   private onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    try {
-      this.handleConnect(req, socket, head);
-    } catch (err) {
-      // Thrown inside the HTTP parser's event: it must not reach (and crash) the worker.
-      this.log.warn(
-        { code: 'E_MOCK_GATEWAY_REQUEST', method: 'CONNECT', url: req.url, err: describeError(err) },
-        'CONNECT failed',
-      );
-      socket.destroy();
-    }
+    this.admitted(socket)
+      .then((ok) => {
+        if (ok) this.handleConnect(req, socket, head);
+        else
+          socket.end(
+            `HTTP/1.1 403 Forbidden\r\nContent-Type: ${JSON_CONTENT_TYPE}\r\n` +
+              `Content-Length: ${Buffer.byteLength(FOREIGN_SOURCE_BODY)}\r\nConnection: close\r\n\r\n${FOREIGN_SOURCE_BODY}`,
+          );
+      })
+      .catch((err: unknown) => this.connectFailed(req, socket, err));
+  }
+
+  /** A failed CONNECT must not reach (and crash) the worker. */
+  private connectFailed(req: http.IncomingMessage, socket: net.Socket, err: unknown): void {
+    this.log.warn(
+      { code: 'E_MOCK_GATEWAY_REQUEST', method: 'CONNECT', url: req.url, err: describeError(err) },
+      'CONNECT failed',
+    );
+    socket.destroy();
   }
 
   private handleConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
@@ -715,30 +804,27 @@ export class MockGatewayManager {
 
   constructor(private readonly p: MockGatewayManagerParams) {}
 
-  async start(p: { runCaseId: number; config: MockConfig | null; sealed: boolean }): Promise<CaseGateway> {
+  /**
+   * `network`: the case's own network (src/docker/isolated-network), which the gateway listens on
+   * and is advertised by; without one it listens on bindHost, advertised as advertisedHost.
+   */
+  async start(p: {
+    runCaseId: number;
+    config: MockConfig | null;
+    network?: IsolatedNetwork;
+  }): Promise<CaseGateway> {
     // §5.1: no mock_config = pass everything through (the gateway still serves OTel).
     const config: MockConfig = p.config ?? { passthrough: true, rules: [] };
     const log = this.p.log.child({ run_case_id: p.runCaseId });
-    let sealed: SealedNetwork | undefined;
-    if (p.sealed) {
-      if (!this.p.docker) throw new Error('E_MOCK_SEALED_NETWORK: a sealed gateway needs the Docker client');
-      sealed = await createSealedNetwork(
-        this.p.docker,
-        `agentbench-mock-${p.runCaseId}-${randomBytes(4).toString('hex')}`,
-        {
-          [LABELS.runCaseId]: String(p.runCaseId),
-        },
-      );
-    }
     const gateway = new MockCaseGateway(
       {
         ...this.p,
         caBundlePem: () => (this.caBundle ??= `${tls.rootCertificates.join('\n')}\n${this.p.ca.certPem}`),
       },
       config,
-      sealed?.gatewayIp ?? this.p.bindHost,
-      sealed?.gatewayIp ?? this.p.advertisedHost,
-      sealed,
+      p.network?.gatewayIp ?? this.p.bindHost,
+      p.network?.gatewayIp ?? this.p.advertisedHost,
+      p.network,
       log,
     );
     try {

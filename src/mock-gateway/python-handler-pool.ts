@@ -1,23 +1,29 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import os from 'node:os';
+import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { PassThrough, type Duplex } from 'node:stream';
+import type Dockerode from 'dockerode';
 import type { Logger } from '../logger';
 import type { HandlerResultHead } from '../domain/mock-rules';
 
 /**
- * Runs `type: python` mock rules (CONTRACT §2.5) in one long-lived `python3` process per gateway,
- * one request at a time over JSON lines on stdin/stdout. Unlike the original's in-process `exec`
- * (§5.4, §13.9) a handler has a deadline (the process is killed and respawned when it passes), an
- * address-space limit (RLIMIT_AS), no network, no worker environment (secrets), and when the worker
- * is root it runs as `nobody`. Every failure becomes a PythonHandlerError with a CONTRACT code.
+ * Runs `type: python` mock rules (CONTRACT §2.5) of one case in a container of that case's own,
+ * one request at a time over JSON lines on the container's attached stdin/stdout (python-handler.py
+ * is the program). Unlike the original's in-process `exec` (§5.4, §13.9) a handler has a deadline
+ * (the container is removed and a fresh one started when it passes), an address-space limit, no
+ * worker environment (secrets), and the container is a sandbox: no network (so no socket reaches
+ * anything, the host's abstract Unix sockets included), its own pid, mount, IPC and UTS namespaces
+ * (no other case's handler, no host process, no host file: only the image's files, read-only, and a
+ * small private /tmp), a uid of its own that owns nothing on the host, no capabilities,
+ * no-new-privileges, and pids/memory/CPU limits. Docker is the one mechanism that works the same on
+ * a host, inside the deploy image with only NET_ADMIN (where bubblewrap's setresuid and /proc mount
+ * fail) and for a non-root worker in the docker group.
  *
- * Network isolation, strongest available first (probed once per process):
- *  - `netns`: the process runs in an empty network namespace (`unshare --net`; as root, then
- *    `setpriv` drops to nobody). Only loopback exists and it is down: no socket reaches anything.
- *  - `socket-block`: `socket.socket`/`create_connection`/`getaddrinfo` raise before user code
- *    runs. Best effort only: code that imports `_socket` itself gets past it.
+ * The container removes itself when it ends (AutoRemove), and it ends when its stdin closes: also
+ * when the worker dies without closing it (StdinOnce closes stdin when the attach connection drops),
+ * and within the backstop alarm when the worker died during a request. No Docker log is kept: the
+ * protocol carries request bodies. Every failure becomes a PythonHandlerError with a CONTRACT code.
  */
-
-export type NetworkIsolation = 'netns' | 'socket-block';
 
 export interface PythonHandlerRequest {
   method: string;
@@ -59,143 +65,34 @@ export class PythonHandlerError extends Error {
 
 export interface PythonHandlerPoolOptions {
   log: Logger;
-  /** Interpreter on the worker host; looked up on SAFE_PATH. */
-  executable?: string;
+  docker: Dockerode;
+  /** Any image with `python3` on its PATH (the program is passed on the command line). */
+  image: string;
   timeoutMs?: number;
   memoryMb?: number;
-  /** Forces the weaker isolation (for hosts where namespaces are unwanted); default: strongest available. */
-  networkIsolation?: NetworkIsolation;
+  /** Labels the sandbox containers carry on top of PYTHON_HANDLER_LABEL (e.g. the deployment). */
+  labels?: Record<string, string>;
+  /** Makes the image present before the first container (e.g. ImagePuller, if-not-present). */
+  ensureImage?: (image: string) => Promise<void>;
 }
 
 export const DEFAULT_PYTHON_TIMEOUT_MS = 5_000;
 export const DEFAULT_PYTHON_MEMORY_MB = 256;
-/** The handler process gets this PATH and nothing of the worker's environment. */
+/** Marks handler sandboxes (they are not case containers: the orphan reaper leaves them alone). */
+export const PYTHON_HANDLER_LABEL = 'io.agentbench.mock-python-handler';
+
+const HANDLER_PROGRAM = readFileSync(path.join(__dirname, 'python-handler.py'), 'utf8');
 const SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const NOBODY_ID = '65534';
-const STARTUP_TIMEOUT_MS = 10_000;
-const PROBE_TIMEOUT_MS = 3_000;
+/** Container creation and start on a loaded Docker daemon; python itself is ready in ~50 ms. */
+const STARTUP_TIMEOUT_MS = 30_000;
 const STDERR_LOG_CHARS = 2_000;
-
-/**
- * The handler process. Protocol: it prints `{"ready": true}` once, then answers every request
- * line `{"id", "code", "request": {method, url, headers: [[k, v]…], body_b64}}` with one line
- * `{"id", "ok": true, "status", "headers", "content_type", "body_b64"}` or
- * `{"id", "ok": false, "error": "E_MOCK_PYTHON_…: …"}`. The protocol runs on duplicates of
- * stdin/stdout; fds 0/1 of user code are /dev/null and stderr, so a handler's print() cannot
- * corrupt it.
- */
-const HANDLER_PROCESS = String.raw`
-import base64, builtins, json, os, re, resource, sys, time
-from urllib.parse import parse_qs, urlsplit
-
-memory_bytes, block_sockets = int(sys.argv[1]), sys.argv[2] == "socket-block"
-if memory_bytes > 0:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-# No fork, no threads: a handler cannot leave processes behind that outlive its deadline.
-resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-
-proto_in = os.fdopen(os.dup(0), "r", encoding="utf-8")
-proto_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
-null_fd = os.open(os.devnull, os.O_RDONLY)
-os.dup2(null_fd, 0)
-os.dup2(2, 1)
-sys.stdin = open(os.devnull, "r")
-sys.stdout = sys.stderr
-
-if block_sockets:
-    import socket
-    def _no_network(*args, **kwargs):
-        raise PermissionError("network access is disabled for mock handlers")
-    class _NoSocket(socket.socket):
-        def __init__(self, *args, **kwargs):
-            _no_network()
-    socket.socket = _NoSocket
-    for _name in ("create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo", "gethostbyname", "gethostbyname_ex"):
-        setattr(socket, _name, _no_network)
-
-class HandlerError(Exception):
-    pass
-
-compiled = {}
-
-def build_request(r):
-    raw = base64.b64decode(r["body_b64"])
-    parts = urlsplit(r["url"])
-    headers = {}
-    for name, value in r["headers"]:
-        headers[name] = value
-    return {
-        "method": r["method"],
-        "url": r["url"],
-        "scheme": parts.scheme,
-        "host": parts.netloc,
-        "path": parts.path or "/",
-        "query": parse_qs(parts.query, keep_blank_values=True),
-        "headers": headers,
-        "body_text": raw.decode("utf-8", errors="replace"),
-        "body_bytes_b64": r["body_b64"],
-    }
-
-def run(msg):
-    code = msg["code"]
-    if not code.strip():
-        raise HandlerError("E_MOCK_PYTHON_EMPTY_CODE")
-    program = compiled.get(code)
-    if program is None:
-        program = compiled[code] = compile(code, "<mock_rule>", "exec")
-    scope = {"__builtins__": builtins, "__name__": "mock_rule", "json": json, "re": re, "time": time}
-    exec(program, scope)
-    handle = scope.get("handle")
-    if not callable(handle):
-        raise HandlerError("E_MOCK_PYTHON_MISSING_HANDLE: define handle(request)")
-    result = handle(build_request(msg["request"]))
-    if not isinstance(result, dict):
-        raise HandlerError("E_MOCK_PYTHON_INVALID_RESULT: handle(request) must return dict")
-    status = result.get("status")
-    if status:
-        status = int(status)
-        if not 100 <= status <= 599:
-            raise HandlerError("E_MOCK_PYTHON_INVALID_RESULT: status must be between 100 and 599")
-    else:
-        status = None
-    headers = result.get("headers") or {}
-    if not isinstance(headers, dict):
-        raise HandlerError("E_MOCK_PYTHON_INVALID_RESULT: headers must be a dict")
-    content_type = None
-    if "json" in result:
-        body = json.dumps(result["json"], ensure_ascii=False).encode("utf-8")
-        content_type = "application/json"
-    elif "text" in result:
-        body = str(result["text"]).encode("utf-8")
-        content_type = "text/plain; charset=utf-8"
-    elif "body_base64" in result:
-        body = base64.b64decode(result["body_base64"] or b"")
-    else:
-        body = b""
-    return {
-        "status": status,
-        "headers": {str(k): str(v) for k, v in headers.items()},
-        "content_type": content_type,
-        "body_b64": base64.b64encode(body).decode("ascii"),
-    }
-
-proto_out.write(json.dumps({"ready": True}) + "\n")
-proto_out.flush()
-for line in proto_in:
-    msg = json.loads(line)
-    try:
-        reply = {"id": msg["id"], "ok": True, **run(msg)}
-    except HandlerError as e:
-        reply = {"id": msg["id"], "ok": False, "error": str(e)}
-    except BaseException as e:  # user code may raise anything, SystemExit and MemoryError included
-        reply = {"id": msg["id"], "ok": False, "error": "E_MOCK_PYTHON_ERROR: %s: %s" % (type(e).__name__, e)}
-    try:
-        line = json.dumps(reply)
-    except BaseException as e:
-        line = json.dumps({"id": msg["id"], "ok": False, "error": "E_MOCK_PYTHON_ERROR: %s: %s" % (type(e).__name__, e)})
-    proto_out.write(line + "\n")
-    proto_out.flush()
-`;
+/** Above the address-space limit: the interpreter's own pages, the /tmp tmpfs and docker-init. */
+const MEMORY_HEADROOM_BYTES = 64 * 1024 * 1024;
+const TMPFS_MB = 16;
+const PIDS_LIMIT = 16;
+const CPU_NANOS = 1_000_000_000;
+/** Per-case uids come from here: far above any account a host or an image has. */
+const UID_RANGE: readonly [number, number] = [2_000_000, 2_100_000_000];
 
 interface Reply {
   id?: number;
@@ -214,29 +111,35 @@ interface Pending {
   reject: (err: PythonHandlerError) => void;
 }
 
-/** One running handler process and its line reader. */
+/** One running sandbox container and its line reader. */
 class HandlerProcess {
   private buffered = '';
   private pending: Pending | null = null;
   private readyWaiter: { resolve: () => void; reject: (err: Error) => void } | null = null;
   private stderrTail = '';
   private killed = false;
+  private removal: Promise<void> | null = null;
   exited = false;
 
   constructor(
-    readonly child: ChildProcess,
+    readonly container: Dockerode.Container,
+    private readonly stream: Duplex,
+    docker: Dockerode,
     private readonly log: Logger,
   ) {
-    child.stdout?.setEncoding('utf8');
-    child.stdout?.on('data', (chunk: string) => this.onData(chunk));
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => {
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    docker.modem.demuxStream(stream, stdout, stderr);
+    stdout.setEncoding('utf8');
+    stdout.on('data', (chunk: string) => this.onData(chunk));
+    stderr.setEncoding('utf8');
+    stderr.on('data', (chunk: string) => {
       this.stderrTail = (this.stderrTail + chunk).slice(-STDERR_LOG_CHARS);
     });
-    // Writes after the process died fail with EPIPE; the exit handler has already failed the request.
-    child.stdin?.on('error', () => undefined);
-    child.on('error', (err) => this.fail(`could not run the handler process: ${err.message}`));
-    child.on('exit', (code, signal) => this.fail(`handler process exited (code ${code}, signal ${signal})`));
+    // The attach stream ends when the container's process does.
+    stream.on('error', (err) => this.fail(`sandbox stream failed: ${err.message}`));
+    stream.on('end', () => this.fail('handler process exited'));
+    stream.on('close', () => this.fail('handler process exited'));
   }
 
   ready(): Promise<void> {
@@ -250,7 +153,7 @@ class HandlerProcess {
         return;
       }
       this.pending = { id, resolve, reject };
-      this.child.stdin?.write(line + '\n');
+      this.stream.write(line + '\n');
     });
   }
 
@@ -261,20 +164,28 @@ class HandlerProcess {
     return tail;
   }
 
-  /** False once killed, even before the exit event arrives: the next request must get a fresh process. */
+  /** False once killed, even before the stream ends: the next request must get a fresh container. */
   get usable(): boolean {
     return !this.exited && !this.killed;
   }
 
-  kill(): void {
+  /** Removes the container (it dies with everything in it); resolves once Docker has removed it. */
+  kill(): Promise<void> {
     this.killed = true;
-    if (this.exited || this.child.pid === undefined) return;
-    try {
-      // The process leads its own group: handler code that forked children dies with it.
-      process.kill(-this.child.pid, 'SIGKILL');
-    } catch {
-      this.child.kill('SIGKILL');
-    }
+    this.removal ??= this.container
+      .remove({ force: true })
+      .then(() => undefined)
+      .catch((err: unknown) => {
+        // 404: already gone (AutoRemove), 409: its removal is under way.
+        const status = (err as { statusCode?: number }).statusCode;
+        if (status !== 404 && status !== 409)
+          this.log.warn({ err: (err as Error).message }, 'could not remove a mock python sandbox');
+      })
+      .finally(() => {
+        this.stream.destroy();
+        this.fail('handler container removed');
+      });
+    return this.removal;
   }
 
   private onData(chunk: string): void {
@@ -313,50 +224,22 @@ class HandlerProcess {
   }
 }
 
-let isolationProbe: Promise<NetworkIsolation> | undefined;
-
-function commandSucceeds(file: string, args: string[]): Promise<boolean> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: PROBE_TIMEOUT_MS, env: { PATH: SAFE_PATH } }, (err) =>
-      resolve(err === null),
-    );
-  });
-}
-
-/** Whether this host lets us put a process into a fresh network namespace (as root, or via a user namespace). */
-function strongestIsolation(): Promise<NetworkIsolation> {
-  isolationProbe ??= (async () => {
-    const args = isRoot() ? ['--net', '--', 'true'] : ['--map-root-user', '--net', '--', 'true'];
-    return (await commandSucceeds('unshare', args)) ? 'netns' : 'socket-block';
-  })();
-  return isolationProbe;
-}
-
-function isRoot(): boolean {
-  return typeof process.getuid === 'function' && process.getuid() === 0;
-}
-
-/** Serialises requests onto one handler process, respawning it after a timeout or a crash. */
+/** Serialises one case's requests onto its sandbox, starting a fresh one after a timeout or a crash. */
 export class PythonHandlerPool {
   private process: HandlerProcess | null = null;
   private starting: Promise<HandlerProcess> | null = null;
+  private imageReady: Promise<void> | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private nextId = 1;
   private closed = false;
-  private readonly executable: string;
   private readonly timeoutMs: number;
   private readonly memoryBytes: number;
-  private isolationInUse: NetworkIsolation | undefined;
+  /** The case's uid: every sandbox of this pool runs as it, no other case's does (with high odds). */
+  readonly uid = randomInt(UID_RANGE[0], UID_RANGE[1]);
 
   constructor(private readonly options: PythonHandlerPoolOptions) {
-    this.executable = options.executable ?? 'python3';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_PYTHON_TIMEOUT_MS;
     this.memoryBytes = (options.memoryMb ?? DEFAULT_PYTHON_MEMORY_MB) * 1024 * 1024;
-  }
-
-  /** The isolation of the running (or last) handler process; undefined before the first request. */
-  get isolation(): NetworkIsolation | undefined {
-    return this.isolationInUse;
   }
 
   /** Runs `handle(request)` of `code`; requests queue behind each other, each with its own deadline. */
@@ -370,11 +253,7 @@ export class PythonHandlerPool {
     this.closed = true;
     const running = this.process ?? (await this.starting?.catch(() => null)) ?? null;
     this.process = null;
-    if (running && !running.exited) {
-      const exited = new Promise<void>((resolve) => running.child.once('exit', () => resolve()));
-      running.kill();
-      await exited;
-    }
+    await running?.kill();
   }
 
   private async runNow(code: string, request: PythonHandlerRequest): Promise<PythonHandlerResult> {
@@ -403,7 +282,7 @@ export class PythonHandlerPool {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        handler.kill();
+        void handler.kill();
         reject(
           new PythonHandlerError(
             'E_MOCK_PYTHON_TIMEOUT',
@@ -431,43 +310,70 @@ export class PythonHandlerPool {
 
   private async handlerProcess(): Promise<HandlerProcess> {
     if (this.process?.usable) return this.process;
-    this.starting ??= this.spawnHandler().finally(() => (this.starting = null));
+    this.starting ??= this.startSandbox().finally(() => (this.starting = null));
     this.process = await this.starting;
     return this.process;
   }
 
-  private async spawnHandler(): Promise<HandlerProcess> {
-    const isolation = this.options.networkIsolation ?? (await strongestIsolation());
-    const python = [this.executable, '-I', '-c', HANDLER_PROCESS, String(this.memoryBytes), isolation];
-    let command: string[];
-    if (isolation === 'socket-block') command = python;
-    else if (isRoot()) {
-      command = [
-        'unshare',
-        '--net',
-        '--',
-        'setpriv',
-        `--reuid=${NOBODY_ID}`,
-        `--regid=${NOBODY_ID}`,
-        '--clear-groups',
-        '--no-new-privs',
-        '--',
-        ...python,
-      ];
-    } else command = ['unshare', '--map-root-user', '--net', '--', ...python];
-
-    const [file, ...args] = command as [string, ...string[]];
-    const child = spawn(file, args, {
-      cwd: os.tmpdir(),
-      env: { PATH: SAFE_PATH, LANG: 'C.UTF-8', PYTHONDONTWRITEBYTECODE: '1' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
+  private async startSandbox(): Promise<HandlerProcess> {
+    const { docker, image, log } = this.options;
+    const ensure = this.options.ensureImage;
+    if (ensure) {
+      this.imageReady ??= ensure(image).catch((err: unknown) => {
+        this.imageReady = null;
+        throw err;
+      });
+      await this.imageReady;
+    }
+    const backstopSeconds = Math.ceil(this.timeoutMs / 1000) + 2;
+    const container = await docker.createContainer({
+      Image: image,
+      Entrypoint: ['python3'],
+      Cmd: ['-I', '-c', HANDLER_PROGRAM, String(this.memoryBytes), String(backstopSeconds)],
+      User: `${this.uid}:${this.uid}`,
+      WorkingDir: '/tmp',
+      Env: [`PATH=${SAFE_PATH}`, 'LANG=C.UTF-8', 'PYTHONDONTWRITEBYTECODE=1'],
+      Hostname: 'mock-python',
+      Labels: { ...this.options.labels, [PYTHON_HANDLER_LABEL]: 'true' },
+      AttachStdin: true,
+      AttachStdout: true,
+      AttachStderr: true,
+      OpenStdin: true,
+      StdinOnce: true,
+      Tty: false,
+      NetworkDisabled: true,
+      HostConfig: {
+        NetworkMode: 'none',
+        ReadonlyRootfs: true,
+        Tmpfs: { '/tmp': `rw,nosuid,nodev,noexec,size=${TMPFS_MB}m` },
+        CapDrop: ['ALL'],
+        SecurityOpt: ['no-new-privileges'],
+        IpcMode: 'private',
+        PidsLimit: PIDS_LIMIT,
+        Memory: this.memoryBytes + MEMORY_HEADROOM_BYTES,
+        MemorySwap: this.memoryBytes + MEMORY_HEADROOM_BYTES,
+        NanoCpus: CPU_NANOS,
+        // docker-init as PID 1: the handler's SIGALRM backstop keeps its default action.
+        Init: true,
+        AutoRemove: true,
+        LogConfig: { Type: 'none', Config: {} },
+      },
     });
-    const handler = new HandlerProcess(child, this.options.log);
+    let handler: HandlerProcess | undefined;
     let timer: NodeJS.Timeout | undefined;
     try {
+      const stream = (await container.attach({
+        stream: true,
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        hijack: true,
+      })) as Duplex;
+      handler = new HandlerProcess(container, stream, docker, log);
+      const ready = handler.ready();
+      await container.start();
       await Promise.race([
-        handler.ready(),
+        ready,
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () => reject(new Error(`no ready line within ${STARTUP_TIMEOUT_MS} ms`)),
@@ -476,13 +382,12 @@ export class PythonHandlerPool {
         }),
       ]);
     } catch (err) {
-      handler.kill();
+      await (handler?.kill() ?? container.remove({ force: true }).catch(() => undefined));
       throw err;
     } finally {
       clearTimeout(timer);
     }
-    this.isolationInUse = isolation;
-    this.options.log.debug({ pid: child.pid, isolation }, 'mock python handler process started');
+    log.debug({ container: container.id, uid: this.uid }, 'mock python sandbox started');
     return handler;
   }
 }

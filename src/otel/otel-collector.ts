@@ -1,52 +1,62 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { promisify } from 'node:util';
-import zlib from 'node:zlib';
+import type { AddressInfo, Socket } from 'node:net';
 import type pg from 'pg';
 import { z } from 'zod';
+import { correlationFromHeaders } from '../domain/otlp-attributes';
 import {
-  attributeToCase,
-  correlationFromHeaders,
-  DATA_ITEM_ID_KEY,
-  EXPERIMENT_ID_KEY,
-  flattenLogs,
-  flattenSpans,
-  OtlpPayloadError,
-  RUN_CASE_ID_KEY,
-  sanitizeDocument,
+  MAX_DOCUMENT_DEPTH,
   signalForPath,
   type CaseAttribution,
   type LogRow,
   type OtelSignal,
   type SpanRow,
-} from '../domain/otlp-flatten';
+} from '../domain/otlp-rows';
 import type { Logger } from '../logger';
-import { insertLogs, insertSpans } from './otel-repository';
-import { decodeOtlpProtobuf } from './otlp-protobuf';
 import { closeHttpServer } from '../http-server-shutdown';
+import { JsonShapeError, JsonShapeGuard } from './json-shape-guard';
+import { MAX_DOCUMENT_CONTAINERS, type OtlpBodyFormat } from './otlp-body';
+import { OtlpDecodePool } from './otlp-decode-pool';
+import { insertLogs, insertSpans } from './otel-repository';
+
+export { caseOtelEnv, INGEST_TOKEN_HEADER } from './case-otel-env';
+import { INGEST_TOKEN_HEADER } from './case-otel-env';
 
 /**
  * The OTLP/HTTP collector agents export to (CONTRACT §4.1, ARCHITECTURE §5.6): POST
  * `/api/otel/v1/{traces,logs}` (the platform's paths) and `/v1/{traces,logs}` (what OTel SDKs
  * append to OTEL_EXPORTER_OTLP_ENDPOINT). Bodies: OTLP JSON or protobuf, gzip or not, chunked or
- * not, or the simplified JSON forms. Each case gets an unguessable ingest token; what arrives with
- * it (header, the mock gateway's forward, or from a container IP bound to it) is stored under that
- * case whatever the body claims. A body claiming a case without one is refused unless
- * `allowUntokened` (the original accepted anyone's claims). Unlike the original, which answered
- * 200 to everything, failures are told apart: 400 bad body, 403 attribution, 404 path, 405
- * method, 413 size, 415 encoding, 503 storage — and a rejected body stores nothing.
+ * not, or the simplified JSON forms.
+ *
+ * Every case container runs untrusted code and can reach this port, so a request is judged on its
+ * headers and its source before a byte of its body is read: its case's ingest token, or no token
+ * from a container address bound to a live case (agents of the original, which send none). Anyone
+ * else is refused (401 no credentials, 403 unknown token) after at most a few KB of body, unless
+ * `allowUntokened` (the original accepted anyone's claims). Each source gets a few connections and
+ * concurrent ingests (429 beyond); a body must arrive within a deadline (408, slow uploads); JSON
+ * nesting and size are checked as the bytes arrive; big bodies decode in worker threads with a heap
+ * cap (otlp-decode-pool), so no body stalls the event loop heartbeats and gateways share.
+ * Unlike the original, which answered 200 to everything, failures are told apart: 400 bad body
+ * or id, 401/403 authentication, 404 path, 405 method, 408 too slow, 413 size, 415 type or
+ * encoding, 429 per-source limit, 503 busy or storage — and a rejected body stores nothing.
  */
 
-export const INGEST_TOKEN_HEADER = 'x-agentbench-ingest-token';
 const GATEWAY_HEADER = 'x-mock-gateway';
 const GATEWAY_NAME = 'otel-default';
 
 /** Requests decoded and stored at once; beyond it clients get 503 and retry (OTLP clients do). */
 const MAX_CONCURRENT_INGESTS = 64;
-/** Bytes of an oversized body read and discarded so the client can still read the 413. */
-const OVERSIZE_DRAIN_BYTES = 8 * 1024 * 1024;
-const REQUEST_TIMEOUT_MS = 60_000;
+/** Ingests one source address may have in progress; a flooding case cannot take the others' share. */
+export const MAX_INGESTS_PER_SOURCE = 4;
+/** Open connections one source address may hold (idle keep-alive ones included). */
+export const MAX_CONNECTIONS_PER_SOURCE = 32;
+/** A body must have arrived this long after its headers (slow uploads hold nothing for long). */
+export const BODY_READ_TIMEOUT_MS = 10_000;
+/** Headers must have arrived this long after the connection opened or the last request. */
+const HEADERS_TIMEOUT_MS = 10_000;
+/** What is read of a refused request's body (so the client can still read the answer). */
+const REFUSED_BODY_READ_BYTES = 8 * 1024;
+const REFUSED_BODY_LINGER_MS = 1_000;
 const STORAGE_UNAVAILABLE = 'telemetry storage unavailable, retry';
 const STOP_GRACE_MS = 5_000;
 
@@ -59,6 +69,12 @@ export interface OtelCollectorParams {
   /** Limit for the body as received and, separately, after gunzip. */
   maxBodyBytes: number;
   allowUntokened: boolean;
+  /**
+   * OTEL_INGEST_ANY_CONTENT_TYPE: read any body that is not protobuf (by content-type) as JSON, as
+   * the original did, for agents that post JSON by hand with another or no content type.
+   * Otherwise only application/json and application/x-protobuf (or application/protobuf) pass.
+   */
+  anyContentType?: boolean;
   /** Told how each OTLP request was answered (the worker's metrics); must not throw. */
   onIngest?: (event: { signal: OtelSignal | 'unknown'; status: number; records: number }) => void;
 }
@@ -95,7 +111,11 @@ class IngestRejection extends Error {
   }
 }
 
-const gunzip = promisify(zlib.gunzip);
+/** How a request's body is to be read, once its headers passed. */
+interface BodyPlan {
+  format: OtlpBodyFormat;
+  gzip: boolean;
+}
 
 function headerText(headers: OtelIngestRequest['headers'], name: string): string {
   const value = headers[name];
@@ -128,6 +148,27 @@ function reply(
   };
 }
 
+const PROTOBUF_TYPES = new Set(['application/x-protobuf', 'application/protobuf']);
+
+/**
+ * The body plan from Content-Type and Content-Encoding. 415 for anything but OTLP's two types
+ * (unless `anyContentType`: then everything else is JSON, the original's rule) and for encodings
+ * other than gzip and identity.
+ */
+function bodyPlan(headers: OtelIngestRequest['headers'], anyContentType: boolean): BodyPlan {
+  const encoding = headerText(headers, 'content-encoding').toLowerCase();
+  if (encoding !== '' && encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'x-gzip')
+    throw new IngestRejection(415, `unsupported content-encoding: ${encoding.slice(0, 64)}`);
+  const gzip = encoding === 'gzip' || encoding === 'x-gzip';
+  const mediaType = (headerText(headers, 'content-type').split(';')[0] ?? '').trim().toLowerCase();
+  if (PROTOBUF_TYPES.has(mediaType)) return { format: 'protobuf', gzip };
+  if (mediaType === 'application/json' || anyContentType) return { format: 'json', gzip };
+  throw new IngestRejection(
+    415,
+    `unsupported content-type ${JSON.stringify(mediaType.slice(0, 64) || '(none)')}: OTLP/HTTP is application/json or application/x-protobuf`,
+  );
+}
+
 export class OtelCollector {
   private readonly pool: pg.Pool;
   private readonly log: Logger;
@@ -135,11 +176,15 @@ export class OtelCollector {
   private readonly requestedPort: number;
   private readonly maxBodyBytes: number;
   private readonly allowUntokened: boolean;
+  private readonly anyContentType: boolean;
   private readonly onIngest: OtelCollectorParams['onIngest'];
   private readonly cases = new Map<string, CaseAttribution>();
   private readonly sources = new Map<string, string>();
+  private readonly decoder = new OtlpDecodePool();
   private server: http.Server | null = null;
   private inFlight = 0;
+  private readonly inFlightBySource = new Map<string, number>();
+  private readonly connectionsBySource = new Map<string, number>();
   /** Every ingest in progress, from the moment its request arrived: what drain() waits for. */
   private readonly pending = new Set<Promise<unknown>>();
 
@@ -150,18 +195,23 @@ export class OtelCollector {
     this.requestedPort = p.port;
     this.maxBodyBytes = p.maxBodyBytes;
     this.allowUntokened = p.allowUntokened;
+    this.anyContentType = p.anyContentType ?? false;
     this.onIngest = p.onIngest;
   }
 
   async start(): Promise<{ port: number }> {
     if (this.server) throw new Error('OtelCollector already started');
-    const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
-      this.track(this.handle(req, res)).catch((err: unknown) => {
-        this.log.error({ code: 'E_OTEL_INGEST_FAILED', err }, 'otel collector request handler failed');
-        if (!res.headersSent) this.send(res, reply(500, { error: 'internal error' }), true);
-        else res.destroy();
-      });
-    });
+    const server = http.createServer(
+      { requestTimeout: BODY_READ_TIMEOUT_MS * 3, headersTimeout: HEADERS_TIMEOUT_MS },
+      (req, res) => {
+        this.track(this.handle(req, res)).catch((err: unknown) => {
+          this.log.error({ code: 'E_OTEL_INGEST_FAILED', err }, 'otel collector request handler failed');
+          if (!res.headersSent) this.send(res, reply(500, { error: 'internal error' }), true);
+          else res.destroy();
+        });
+      },
+    );
+    server.on('connection', (socket: Socket) => this.admitConnection(socket));
     // Malformed HTTP: answer 400 if the socket still can, never let it reach 'error'.
     server.on('clientError', (_err, socket) => {
       if (socket.writable)
@@ -190,6 +240,7 @@ export class OtelCollector {
     if (!server) return;
     this.server = null;
     await closeHttpServer(server, STOP_GRACE_MS);
+    await this.decoder.close();
   }
 
   /** A new token for a case; its telemetry is stored under that case whatever it claims. */
@@ -222,10 +273,6 @@ export class OtelCollector {
   }
 
   /**
-   * For the mock gateway: an OTel post it intercepted for the case holding `token`, answered as
-   * the collector would answer it directly.
-   */
-  /**
    * Resolves once every ingest that had arrived when it was called has been stored or refused
    * (bounded by `timeoutMs`). Called after a case's container is gone: nothing can send it spans
    * any more, so once this resolves its telemetry is complete — no flush grace is needed.
@@ -253,20 +300,32 @@ export class OtelCollector {
     return work;
   }
 
+  /**
+   * For the mock gateway: an OTel post it intercepted for the case holding `token`, answered as
+   * the collector would answer it directly.
+   */
   async ingestForCase(token: string, req: OtelIngestRequest): Promise<OtelIngestResponse> {
     return this.track(this.ingestForCaseNow(token, req));
   }
 
   private async ingestForCaseNow(token: string, req: OtelIngestRequest): Promise<OtelIngestResponse> {
-    const path = pathOf(req.path);
+    const path = pathOf(req.path) ?? req.path;
+    const signal = signalForPath(path);
     const attribution = this.cases.get(token);
-    if (!attribution)
-      return this.rejected(new IngestRejection(403, 'unknown ingest token'), path ?? req.path, 'gateway');
-    const busy = this.busy(path ?? req.path, 'gateway');
+    if (!attribution) return this.rejected(new IngestRejection(403, 'unknown ingest token'), path, 'gateway');
+    if (signal === null)
+      return this.rejected(new IngestRejection(404, 'not an OTLP ingest path'), path, 'gateway');
+    let plan: BodyPlan;
+    try {
+      plan = bodyPlan(req.headers, this.anyContentType);
+    } catch (err) {
+      return this.rejected(err as IngestRejection, path, 'gateway', attribution);
+    }
+    const busy = this.busy(path, 'gateway');
     if (busy) return busy;
     this.inFlight++;
     try {
-      return await this.ingest(path, attribution, req, 'gateway');
+      return await this.ingest(signal, path, attribution, plan, req, false, 'gateway');
     } finally {
       this.inFlight--;
     }
@@ -274,10 +333,27 @@ export class OtelCollector {
 
   // -------------------------------------------------------------------------------------------
 
+  /** Beyond MAX_CONNECTIONS_PER_SOURCE a source's new connections are closed at once. */
+  private admitConnection(socket: Socket): void {
+    const source = normalizeIp(socket.remoteAddress ?? '');
+    const open = (this.connectionsBySource.get(source) ?? 0) + 1;
+    if (open > MAX_CONNECTIONS_PER_SOURCE) {
+      socket.destroy();
+      return;
+    }
+    this.connectionsBySource.set(source, open);
+    socket.once('close', () => {
+      const left = (this.connectionsBySource.get(source) ?? 1) - 1;
+      if (left > 0) this.connectionsBySource.set(source, left);
+      else this.connectionsBySource.delete(source);
+    });
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const remote = normalizeIp(req.socket.remoteAddress ?? '');
     const path = pathOf(req.url ?? '/');
-    if (path === null || signalForPath(path) === null) {
+    const signal = path === null ? null : signalForPath(path);
+    if (path === null || signal === null) {
       this.refuseUnread(
         req,
         res,
@@ -285,35 +361,103 @@ export class OtelCollector {
       );
       return;
     }
-    const early = this.precheck(req, path, remote) ?? this.busy(path, remote);
+    let admitted: { attribution: CaseAttribution | null; plan: BodyPlan };
+    try {
+      admitted = this.admit(req, remote);
+    } catch (err) {
+      if (!(err instanceof IngestRejection)) throw err;
+      const response = this.rejected(err, path, remote);
+      if (err.status === 405) response.headers.allow = 'POST';
+      this.refuseUnread(req, res, response);
+      return;
+    }
+    const { attribution, plan } = admitted;
+    const early = this.busy(path, remote) ?? this.sourceBusy(path, remote);
     if (early) {
       this.refuseUnread(req, res, early);
       return;
     }
-    // Counted from before the body is read: the limit bounds the memory bodies take, too.
+    // Counted from before the body is read: the limits bound the memory bodies take, too.
     this.inFlight++;
+    this.inFlightBySource.set(remote, (this.inFlightBySource.get(remote) ?? 0) + 1);
     try {
-      const body = await this.readBody(req);
-      if (body === 'aborted') return;
-      if (body === 'too-large') {
-        this.send(
-          res,
-          this.rejected(new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`), path, remote),
-          true,
-        );
+      const guard =
+        plan.format === 'json' && !plan.gzip
+          ? new JsonShapeGuard(MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_CONTAINERS)
+          : null;
+      const body = await this.readBody(req, guard);
+      if (body instanceof IngestRejection) {
+        this.send(res, this.rejected(body, path, remote, attribution), true);
+        this.discardRest(req);
         return;
       }
-      const attribution = this.attributionOf(req.headers, remote) ?? null;
-      this.send(res, await this.ingest(path, attribution, { path, headers: req.headers, body }, remote));
+      if (body === 'aborted') return;
+      this.send(
+        res,
+        await this.ingest(
+          signal,
+          path,
+          attribution,
+          plan,
+          { path, headers: req.headers, body },
+          guard !== null,
+          remote,
+        ),
+      );
     } finally {
       this.inFlight--;
+      const left = (this.inFlightBySource.get(remote) ?? 1) - 1;
+      if (left > 0) this.inFlightBySource.set(remote, left);
+      else this.inFlightBySource.delete(remote);
     }
+  }
+
+  /**
+   * Everything decided from the request line and headers, before any body byte is read: method,
+   * who sends it (token, else a bound container address, else only if untokened ingest is
+   * allowed), content type and encoding, declared size.
+   */
+  private admit(
+    req: http.IncomingMessage,
+    remote: string,
+  ): { attribution: CaseAttribution | null; plan: BodyPlan } {
+    if (req.method !== 'POST') throw new IngestRejection(405, 'method not allowed');
+    const token = headerText(req.headers, INGEST_TOKEN_HEADER);
+    let attribution: CaseAttribution | null;
+    if (token !== '') {
+      attribution = this.cases.get(token) ?? null;
+      if (!attribution) throw new IngestRejection(403, 'unknown ingest token');
+    } else {
+      const bound = this.sources.get(remote);
+      attribution = bound === undefined ? null : (this.cases.get(bound) ?? null);
+      if (!attribution && !this.allowUntokened)
+        throw new IngestRejection(
+          401,
+          `no ingest token (${INGEST_TOKEN_HEADER}) and the source is not a live case's container`,
+        );
+    }
+    const plan = bodyPlan(req.headers, this.anyContentType);
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > this.maxBodyBytes)
+      throw new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`);
+    return { attribution, plan };
   }
 
   /** 503 (clients retry) while MAX_CONCURRENT_INGESTS requests are being read, decoded or stored. */
   private busy(path: string, origin: string): OtelIngestResponse | null {
     if (this.inFlight < MAX_CONCURRENT_INGESTS) return null;
     const response = this.rejected(new IngestRejection(503, 'collector busy, retry'), path, origin);
+    return { ...response, headers: { ...response.headers, 'retry-after': '1' } };
+  }
+
+  /** 429 while this source has MAX_INGESTS_PER_SOURCE requests in progress. */
+  private sourceBusy(path: string, remote: string): OtelIngestResponse | null {
+    if ((this.inFlightBySource.get(remote) ?? 0) < MAX_INGESTS_PER_SOURCE) return null;
+    const response = this.rejected(
+      new IngestRejection(429, `more than ${MAX_INGESTS_PER_SOURCE} concurrent requests from this source`),
+      path,
+      remote,
+    );
     return { ...response, headers: { ...response.headers, 'retry-after': '1' } };
   }
 
@@ -324,68 +468,113 @@ export class OtelCollector {
     response: OtelIngestResponse,
   ): void {
     this.send(res, response, true);
-    req.resume();
+    this.discardRest(req);
   }
 
-  /** What can be refused before reading the body. */
-  private precheck(req: http.IncomingMessage, path: string, remote: string): OtelIngestResponse | null {
-    if (req.method !== 'POST') {
-      const response = this.rejected(new IngestRejection(405, 'method not allowed'), path, remote);
-      return { ...response, headers: { ...response.headers, allow: 'POST' } };
-    }
-    const token = headerText(req.headers, INGEST_TOKEN_HEADER);
-    if (token !== '' && !this.cases.has(token)) {
-      return this.rejected(new IngestRejection(403, 'unknown ingest token'), path, remote);
-    }
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > this.maxBodyBytes + OVERSIZE_DRAIN_BYTES) {
-      return this.rejected(new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`), path, remote);
-    }
-    return null;
+  /**
+   * Reads (and drops) at most REFUSED_BODY_READ_BYTES more of a refused request, so a client that
+   * sends its body before reading the answer still gets it, then closes the connection.
+   */
+  private discardRest(req: http.IncomingMessage): void {
+    if (req.complete) return;
+    let seen = 0;
+    const close = () => {
+      clearTimeout(timer);
+      req.socket.destroy();
+    };
+    const timer = setTimeout(close, REFUSED_BODY_LINGER_MS);
+    timer.unref();
+    req.on('data', (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > REFUSED_BODY_READ_BYTES) close();
+    });
+    req.on('end', () => clearTimeout(timer));
+    req.on('error', () => clearTimeout(timer));
   }
 
-  private attributionOf(headers: http.IncomingHttpHeaders, remote: string): CaseAttribution | undefined {
-    const token = headerText(headers, INGEST_TOKEN_HEADER);
-    if (token !== '') return this.cases.get(token);
-    const bound = this.sources.get(remote);
-    return bound === undefined ? undefined : this.cases.get(bound);
-  }
-
-  /** The whole body, or 'too-large' once it passes the limit (the rest is read and discarded up to a cap). */
-  private async readBody(req: http.IncomingMessage): Promise<Buffer | 'too-large' | 'aborted'> {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    try {
-      for await (const chunk of req) {
-        const buffer = chunk as Buffer;
-        total += buffer.length;
-        if (total > this.maxBodyBytes + OVERSIZE_DRAIN_BYTES) return 'too-large';
-        if (total <= this.maxBodyBytes) chunks.push(buffer);
-      }
-    } catch {
-      return 'aborted';
-    }
-    return total > this.maxBodyBytes ? 'too-large' : Buffer.concat(chunks, total);
+  /**
+   * The whole body within BODY_READ_TIMEOUT_MS and maxBodyBytes, each chunk passed through the
+   * JSON shape guard as it arrives; a rejection as soon as one of them is exceeded.
+   */
+  private readBody(
+    req: http.IncomingMessage,
+    guard: JsonShapeGuard | null,
+  ): Promise<Buffer | IngestRejection | 'aborted'> {
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let total = 0;
+      let settled = false;
+      const finish = (outcome: Buffer | IngestRejection | 'aborted') => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.off('data', onData);
+        req.pause();
+        resolve(outcome);
+      };
+      const timer = setTimeout(
+        () => finish(new IngestRejection(408, `body not received within ${BODY_READ_TIMEOUT_MS} ms`)),
+        BODY_READ_TIMEOUT_MS,
+      );
+      const onData = (chunk: Buffer) => {
+        total += chunk.length;
+        if (total > this.maxBodyBytes) {
+          finish(new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`));
+          return;
+        }
+        try {
+          guard?.write(chunk);
+        } catch (err) {
+          if (err instanceof JsonShapeError) finish(new IngestRejection(400, err.message));
+          else throw err;
+          return;
+        }
+        chunks.push(chunk);
+      };
+      req.on('data', onData);
+      req.once('end', () => {
+        try {
+          guard?.end();
+        } catch (err) {
+          finish(new IngestRejection(400, (err as Error).message));
+          return;
+        }
+        finish(Buffer.concat(chunks, total));
+      });
+      req.once('aborted', () => finish('aborted'));
+      req.once('error', () => finish('aborted'));
+      req.once('close', () => {
+        if (!req.complete) finish('aborted');
+      });
+    });
   }
 
   private async ingest(
-    path: string | null,
+    signal: OtelSignal,
+    path: string,
     attribution: CaseAttribution | null,
+    plan: BodyPlan,
     req: OtelIngestRequest,
+    shapeChecked: boolean,
     origin: string,
   ): Promise<OtelIngestResponse> {
     const startedAt = Date.now();
-    const signal = path === null ? null : signalForPath(path);
-    if (path === null || signal === null) {
-      return this.rejected(new IngestRejection(404, 'not an OTLP ingest path'), path ?? req.path, origin);
-    }
     try {
-      const document = await this.decode(signal, req);
-      const extras = correlationFromHeaders(req.headers);
+      const decoded = await this.decoder.decode({
+        signal,
+        body: req.body,
+        format: plan.format,
+        gzip: plan.gzip,
+        shapeChecked,
+        maxBodyBytes: this.maxBodyBytes,
+        extras: correlationFromHeaders(req.headers),
+        attribution,
+      });
+      if (!decoded.ok) throw new IngestRejection(decoded.status, decoded.reason);
       const inserted =
-        signal === 'traces'
-          ? await this.admit(flattenSpans(document, extras), attribution, insertSpans)
-          : await this.admit(flattenLogs(document, extras), attribution, insertLogs);
+        decoded.signal === 'traces'
+          ? await this.store(decoded.rows, attribution, insertSpans)
+          : await this.store(decoded.rows, attribution, insertLogs);
       this.log.debug(
         {
           code: 'OTEL_INGEST_OK',
@@ -402,56 +591,17 @@ export class OtelCollector {
       return reply(200, { inserted });
     } catch (err) {
       if (err instanceof IngestRejection) return this.rejected(err, path, origin, attribution);
-      if (err instanceof OtlpPayloadError)
-        return this.rejected(new IngestRejection(400, err.message), path, origin, attribution);
       throw err;
     }
   }
 
-  private async decode(signal: OtelSignal, req: OtelIngestRequest): Promise<unknown> {
-    const encoding = headerText(req.headers, 'content-encoding').toLowerCase();
-    let body = Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength);
-    if (body.length > this.maxBodyBytes)
-      throw new IngestRejection(413, `body exceeds ${this.maxBodyBytes} bytes`);
-    if (encoding === 'gzip' || encoding === 'x-gzip') {
-      try {
-        body = await gunzip(body, { maxOutputLength: this.maxBodyBytes });
-      } catch (err) {
-        if (err instanceof RangeError)
-          throw new IngestRejection(413, `decompressed body exceeds ${this.maxBodyBytes} bytes`);
-        throw new IngestRejection(400, `invalid gzip body: ${(err as Error).message}`);
-      }
-    } else if (encoding !== '' && encoding !== 'identity') {
-      throw new IngestRejection(415, `unsupported content-encoding: ${encoding}`);
-    }
-
-    const contentType = headerText(req.headers, 'content-type').toLowerCase();
-    if (contentType.includes('application/x-protobuf') || contentType.includes('application/protobuf')) {
-      return decodeOtlpProtobuf(signal, body);
-    }
-    const text = body.toString('utf8').replace(/^\ufeff/, '');
-    if (text.trim() === '') return {};
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      throw new OtlpPayloadError(
-        `body is neither OTLP protobuf (by content-type) nor JSON: ${(err as Error).message}`,
-      );
-    }
-    return sanitizeDocument(parsed);
-  }
-
-  /** Attributes the rows to the request's case (or refuses unattributed ones) and stores them. */
-  private async admit<T extends SpanRow | LogRow>(
-    flattened: T[],
+  /** Stores rows already attributed to their case, or refuses unattributed claims. */
+  private async store<T extends SpanRow | LogRow>(
+    rows: T[],
     attribution: CaseAttribution | null,
     insert: (pool: pg.Pool, rows: readonly T[]) => Promise<number>,
   ): Promise<number> {
-    let rows = flattened;
-    if (attribution) {
-      rows = attributeToCase(rows, attribution);
-    } else if (rows.length > 0 && !this.allowUntokened) {
+    if (!attribution && rows.length > 0 && !this.allowUntokened) {
       const claimed = rows.find((row) => row.run_case_id !== null)?.run_case_id;
       throw new IngestRejection(
         403,
@@ -484,7 +634,7 @@ export class OtelCollector {
           code: 'E_OTEL_INGEST_REJECTED',
           status: rejection.status,
           reason: rejection.reason,
-          path,
+          path: path.slice(0, 200),
           origin,
           run_case_id: attribution?.runCaseId ?? null,
         },
@@ -513,37 +663,4 @@ export class OtelCollector {
     res.writeHead(response.status, headers);
     res.end(response.body);
   }
-}
-
-/**
- * The OTEL_* env of a case container: standard SDK configuration, so an agent built on any OTel
- * SDK exports to the collector, tagged with its case, without code changes. `endpoint` is the
- * base URL (SDKs append /v1/traces and /v1/logs).
- */
-export function caseOtelEnv(p: {
-  endpoint: string;
-  token: string;
-  serviceName: string;
-  runCaseId: number;
-  experimentId: number;
-  dataItemId: number;
-}): Record<string, string> {
-  return {
-    OTEL_EXPORTER_OTLP_ENDPOINT: p.endpoint.replace(/\/+$/, ''),
-    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
-    OTEL_EXPORTER_OTLP_HEADERS: `${INGEST_TOKEN_HEADER}=${p.token}`,
-    OTEL_SERVICE_NAME: p.serviceName,
-    OTEL_RESOURCE_ATTRIBUTES: [
-      `${RUN_CASE_ID_KEY}=${p.runCaseId}`,
-      `${EXPERIMENT_ID_KEY}=${p.experimentId}`,
-      `${DATA_ITEM_ID_KEY}=${p.dataItemId}`,
-    ].join(','),
-    OTEL_TRACES_EXPORTER: 'otlp',
-    OTEL_LOGS_EXPORTER: 'otlp',
-    OTEL_METRICS_EXPORTER: 'none',
-    // SDK defaults batch for 5 s (spans) / 1 s (logs); an agent that stays up after answering
-    // would otherwise hold its last spans past the case's flush grace.
-    OTEL_BSP_SCHEDULE_DELAY: '500',
-    OTEL_BLRP_SCHEDULE_DELAY: '500',
-  };
 }

@@ -131,6 +131,11 @@ async function copyRows<T extends object>(
   }
 }
 
+/** The COPY text of span rows, in chunks (the bench's COPY floor streams exactly these bytes). */
+export function spanCopyText(rows: readonly SpanRow[]): Iterable<string> {
+  return copyText(rows, SPAN_COLUMNS);
+}
+
 export function insertSpans(pool: pg.Pool, rows: readonly SpanRow[]): Promise<number> {
   return copyRows(pool, 'otel_traces', SPAN_COLUMNS, rows);
 }

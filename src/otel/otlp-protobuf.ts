@@ -1,6 +1,8 @@
 import path from 'node:path';
 import protobuf from 'protobufjs';
-import { OtlpPayloadError, storableString, type OtelSignal } from '../domain/otlp-flatten';
+import { storableString } from '../domain/otlp-document';
+import { OtlpPayloadError, type OtelSignal } from '../domain/otlp-rows';
+import { errorText } from '../domain/errors';
 
 /**
  * OTLP/HTTP protobuf bodies (`ExportTraceServiceRequest`, `ExportLogsServiceRequest`) → the OTLP
@@ -298,12 +300,7 @@ interface PbScopeGroup {
   schemaUrl: string;
 }
 
-function scopeGroup<T>(
-  group: PbScopeGroup,
-  itemsKey: string,
-  items: T[],
-  convert: (item: T) => Json,
-): Json {
+function scopeGroup<T>(group: PbScopeGroup, itemsKey: string, items: T[], convert: (item: T) => Json): Json {
   const out: Json = {};
   if (group.scope) out.scope = scope(group.scope);
   if (group.instrumentationLibrary) out.instrumentationLibrary = scope(group.instrumentationLibrary);
@@ -322,8 +319,16 @@ function resourceGroup<G extends PbScopeGroup, I>(
 ): Json {
   const out: Json = {};
   if (r.resource) out.resource = resource(r.resource);
-  put(out, keys.current, groups.current.map((g) => scopeGroup(g, keys.items, itemsOf(g), convert)));
-  put(out, keys.legacy, groups.legacy.map((g) => scopeGroup(g, keys.items, itemsOf(g), convert)));
+  put(
+    out,
+    keys.current,
+    groups.current.map((g) => scopeGroup(g, keys.items, itemsOf(g), convert)),
+  );
+  put(
+    out,
+    keys.legacy,
+    groups.legacy.map((g) => scopeGroup(g, keys.items, itemsOf(g), convert)),
+  );
   put(out, 'schemaUrl', text(r.schemaUrl));
   return out;
 }
@@ -368,8 +373,4 @@ export function decodeOtlpProtobuf(signal: OtelSignal, body: Uint8Array): Json {
   }
   const list = (message as unknown as { resourceLogs: PbResourceLogs[] }).resourceLogs;
   return { resourceLogs: list.map(resourceLogs) };
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -11,7 +11,7 @@ import type {
 } from './experiment-report-model';
 import { SecretRedactor } from './report-redaction';
 import { REPORT_LIMITS, type ReportLimits } from './report-limits';
-import { summarizeScores } from './experiment-report-summary';
+import { latencyHistogram, summarizeScores } from './experiment-report-summary';
 
 /**
  * Reads everything an experiment report shows, in one read-only snapshot transaction, into the
@@ -20,7 +20,16 @@ import { summarizeScores } from './experiment-report-summary';
  */
 
 /** Failures first, then what is still in flight; success (and any unknown status) last. */
-const STATUS_ORDER = ['failed', 'timeout', 'canceled', 'scoring', 'trajectory', 'running', 'queued', 'pending'];
+const STATUS_ORDER = [
+  'failed',
+  'timeout',
+  'canceled',
+  'scoring',
+  'trajectory',
+  'running',
+  'queued',
+  'pending',
+];
 const DETAILS_BATCH = 500;
 
 const experimentId = z.number().int().positive();
@@ -155,7 +164,9 @@ async function loadInSnapshot(
 
   // Every evaluator key of the database, not only the linked ones: scores may come from an
   // evaluator unlinked since, and old rows may carry any of them.
-  const secrets = await client.query<{ api_key: string }>(`SELECT DISTINCT api_key FROM evaluators WHERE api_key <> ''`);
+  const secrets = await client.query<{ api_key: string }>(
+    `SELECT DISTINCT api_key FROM evaluators WHERE api_key <> ''`,
+  );
   const redact = new SecretRedactor(secrets.rows.map((r) => r.api_key));
 
   const runs = (
@@ -190,6 +201,28 @@ async function loadInSnapshot(
        FROM run_cases WHERE experiment_id = $1 AND is_latest = TRUE`,
     [expId],
   );
+
+  const latencies = (
+    await client.query<{ latency_ms: number }>(
+      `SELECT latency_ms::float8 AS latency_ms FROM run_cases
+        WHERE experiment_id = $1 AND is_latest = TRUE AND latency_ms IS NOT NULL`,
+      [expId],
+    )
+  ).rows.map((r) => Number(r.latency_ms));
+
+  // A rerun's effect: the attempt before each latest one (platform attempts are numbered 1, 2, …).
+  const attemptChanges = (
+    await client.query<{ from_status: string; to_status: string; n: number }>(
+      `SELECT prev.status AS from_status, rc.status AS to_status, count(*)::int AS n
+         FROM run_cases rc
+         JOIN run_cases prev ON prev.experiment_id = rc.experiment_id AND prev.data_item_id = rc.data_item_id
+                            AND prev.attempt_no = rc.attempt_no - 1
+        WHERE rc.experiment_id = $1 AND rc.is_latest = TRUE AND rc.attempt_no > 1
+        GROUP BY prev.status, rc.status
+        ORDER BY n DESC, prev.status, rc.status`,
+      [expId],
+    )
+  ).rows.map((r) => ({ from: r.from_status, to: r.to_status, count: r.n }));
 
   const evaluatorKeys = (
     await client.query<{ evaluator_key: string }>(
@@ -332,6 +365,8 @@ async function loadInSnapshot(
     ),
     finalScoreMean: finals.rows[0]?.mean ?? null,
     finalScoreCount: finals.rows[0]?.n ?? 0,
+    latencyBins: latencyHistogram(latencies),
+    attemptChanges,
     cases,
     casesNotShown: Math.max(0, totalCases - cases.length),
   };

@@ -4,12 +4,14 @@ import type { ExperimentReport, ReportCase, ScorerSummary, TextExcerpt } from '.
 import { REPORT_LIMITS, type ReportLimits } from './report-limits';
 import { SENTINEL_SCORE } from './experiment-report-summary';
 import { clipExcerpt } from './text-excerpt';
+import { renderCharts } from './report-charts';
 
 /**
  * Renders a report model to one self-contained HTML document: inline CSS, no script, no external
  * asset, so it opens offline and can be mailed. Everything that comes from the database is
  * untrusted (agent output, logs, user-named things) and goes through `h()`; a Content-Security-
- * Policy that allows no script at all backs that up. The case filter is CSS-only (radio buttons).
+ * Policy that allows no script at all backs that up. The case filter is CSS-only (radio buttons);
+ * the charts are inline SVG (report-charts.ts).
  */
 
 export interface RenderOptions {
@@ -55,6 +57,7 @@ export function renderExperimentReport(report: ExperimentReport, opts: RenderOpt
     `<header><h1>${h(title)}</h1><p class="sub">agentbench report generated ${h(fmtDate(report.generatedAt))}</p></header>`,
     renderOverview(report),
     renderStatusCounts(report),
+    renderCharts(report, { ms: fmtDuration, score: fmtScore }),
     renderScorers(report.scorers, report),
     renderRuns(report, link),
     renderCases(report, limits, link),
@@ -75,7 +78,10 @@ function renderOverview(report: ExperimentReport): string {
       'agent',
       `<code>${h(agent || '–')}</code>${e.agent.name ? ` ${h(e.agent.name)}` : ''}${e.agent.id !== null ? ` <span class="dim">(id ${h(e.agent.id)})</span>` : ''}`,
     ],
-    ['dataset', `${h(e.dataset.name ?? '–')}${e.dataset.id !== null ? ` <span class="dim">(id ${h(e.dataset.id)})</span>` : ''}`],
+    [
+      'dataset',
+      `${h(e.dataset.name ?? '–')}${e.dataset.id !== null ? ` <span class="dim">(id ${h(e.dataset.id)})</span>` : ''}`,
+    ],
     ['triggered by', h(e.triggeredBy ?? '–')],
     ['created', h(fmtDate(e.createdAt))],
     ['queued', h(fmtDate(e.queuedAt))],
@@ -109,7 +115,10 @@ function orderedStatuses(counts: Record<string, number>): string[] {
 function renderStatusCounts(report: ExperimentReport): string {
   const statuses = orderedStatuses(report.statusCounts);
   const chips = statuses
-    .map((s) => `<li class="chip ${statusClass(s)}"><span>${h(s)}</span> <b>${h(report.statusCounts[s] ?? 0)}</b></li>`)
+    .map(
+      (s) =>
+        `<li class="chip ${statusClass(s)}"><span>${h(s)}</span> <b>${h(report.statusCounts[s] ?? 0)}</b></li>`,
+    )
     .join('');
   return `<section id="statuses"><h2>Status</h2>${
     statuses.length ? `<ul class="chips">${chips}</ul>` : '<p class="dim">This experiment has no cases.</p>'
@@ -151,8 +160,13 @@ function renderRuns(report: ExperimentReport, link: (id: string | null) => strin
   );
 }
 
-function renderCases(report: ExperimentReport, limits: ReportLimits, link: (id: string | null) => string): string {
-  if (report.cases.length === 0) return '<section id="cases"><h2>Cases</h2><p class="dim">No cases.</p></section>';
+function renderCases(
+  report: ExperimentReport,
+  limits: ReportLimits,
+  link: (id: string | null) => string,
+): string {
+  if (report.cases.length === 0)
+    return '<section id="cases"><h2>Cases</h2><p class="dim">No cases.</p></section>';
   const scorerKeys = report.scorers.map((s) => s.scorerKey);
   const statuses = orderedStatuses(report.statusCounts);
   const notSuccess = report.totalCases - (report.statusCounts.success ?? 0);
@@ -164,7 +178,10 @@ function renderCases(report: ExperimentReport, limits: ReportLimits, link: (id: 
   // Statuses outside the contract share one class; offer that filter once.
   const uniqueFilters = filters.filter(([id], i) => filters.findIndex(([other]) => other === id) === i);
   const radios = uniqueFilters
-    .map(([id], i) => `<input type="radio" name="case-filter" class="cf" id="cf-${h(id)}"${i === 0 ? ' checked' : ''}>`)
+    .map(
+      ([id], i) =>
+        `<input type="radio" name="case-filter" class="cf" id="cf-${h(id)}"${i === 0 ? ' checked' : ''}>`,
+    )
     .join('');
   const labels = uniqueFilters.map(([id, label]) => `<label for="cf-${h(id)}">${h(label)}</label>`).join(' ');
 
@@ -235,7 +252,9 @@ function renderCaseDetails(c: ReportCase, limits: ReportLimits, link: (id: strin
   const d = c.details;
   if (!d) return '';
   const parts: string[] = [];
-  parts.push(`<h4>output</h4>${d.output ? textBlock(d.output, limits.outputChars) : '<p class="dim">none</p>'}`);
+  parts.push(
+    `<h4>output</h4>${d.output ? textBlock(d.output, limits.outputChars) : '<p class="dim">none</p>'}`,
+  );
   if (d.errorMessage) parts.push(`<h4>error</h4>${textBlock(d.errorMessage, limits.errorChars)}`);
   if (c.scores.length > 0) {
     const items = c.scores.map(
@@ -250,7 +269,10 @@ function renderCaseDetails(c: ReportCase, limits: ReportLimits, link: (id: strin
     ['latency', c.latencyMs === null ? '–' : fmtDuration(c.latencyMs)],
     ['container phase', c.containerPhaseMs === null ? '–' : fmtDuration(c.containerPhaseMs)],
     ['tokens in / out', `${c.inputTokens ?? '–'} / ${c.outputTokens ?? '–'}`],
-    ['trajectory', `${c.trajectorySteps ?? '–'} steps (${c.trajectorySource ?? 'unknown source'}), ${c.spanCount} spans stored`],
+    [
+      'trajectory',
+      `${c.trajectorySteps ?? '–'} steps (${c.trajectorySource ?? 'unknown source'}), ${c.spanCount} spans stored`,
+    ],
   ];
   parts.push(
     `<dl class="facts">${facts.map(([k, v]) => `<dt>${h(k)}</dt><dd>${h(v)}</dd>`).join('')}<dt>run</dt><dd>${link(c.workflowId) || '–'}</dd></dl>`,
@@ -270,7 +292,9 @@ function textBlock(e: TextExcerpt, headChars: number, tailChars = 0): string {
 
 function clippedInline(e: TextExcerpt, chars: number): string {
   const c = clipExcerpt(e, chars);
-  return c.omitted === 0 ? h(c.head) : `${h(c.head)}<span class="cut">[… truncated: ${h(c.omitted)} more characters]</span>`;
+  return c.omitted === 0
+    ? h(c.head)
+    : `${h(c.head)}<span class="cut">[… truncated: ${h(c.omitted)} more characters]</span>`;
 }
 
 /** Whitespace folded, cut to `chars` with an ellipsis. */
@@ -281,7 +305,8 @@ function oneLine(e: TextExcerpt, chars: number): string {
 }
 
 function caseDuration(c: ReportCase): string {
-  if (c.startedAt && c.finishedAt && c.finishedAt >= c.startedAt) return fmtDuration(c.finishedAt.getTime() - c.startedAt.getTime());
+  if (c.startedAt && c.finishedAt && c.finishedAt >= c.startedAt)
+    return fmtDuration(c.finishedAt.getTime() - c.startedAt.getTime());
   return c.latencyMs === null ? '–' : fmtDuration(c.latencyMs);
 }
 
@@ -297,7 +322,10 @@ function renderFooter(limits: ReportLimits): string {
 
 export function fmtDate(d: Date | null): string {
   if (!d || Number.isNaN(d.getTime())) return '–';
-  return d.toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
+  return d
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d{3}Z$/, 'Z');
 }
 
 export function fmtDuration(ms: number): string {
@@ -329,7 +357,8 @@ function css(report: ExperimentReport): string {
       return `#cf-${cls}:checked ~ table.cases tbody tr:not(.${cls}){display:none}`;
     }),
     ...['all', 'problems', ...orderedStatuses(report.statusCounts).map(statusClass)].map(
-      (id) => `#cf-${id}:checked ~ .filters label[for="cf-${id}"]{background:#1f4f8b;color:#fff;border-color:#1f4f8b}`,
+      (id) =>
+        `#cf-${id}:checked ~ .filters label[for="cf-${id}"]{background:#1f4f8b;color:#fff;border-color:#1f4f8b}`,
     ),
   ];
   return `
@@ -352,6 +381,7 @@ tr.st-failed td:first-child,tr.st-timeout td:first-child{box-shadow:inset 3px 0 
 input.cf{position:absolute;opacity:0;pointer-events:none}
 .filters{margin:6px 0}.filters label{display:inline-block;border:1px solid #c4ccd5;border-radius:12px;padding:1px 10px;margin:2px 2px;cursor:pointer}
 ul.reasons{margin:0;padding-left:18px}
+.charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}figure.chart{margin:0;border:1px solid #e1e5ea;border-radius:6px;padding:8px}figcaption{font-size:12px;color:#68727d;margin-bottom:4px}
 ${filterRules.join('\n')}
 `;
 }

@@ -93,6 +93,22 @@ export interface ScorerSummary {
   /** Verdicts of 1 (the judge's "pass", §7.3) and their share of the verdicts. */
   passes: number;
   passRate: number | null;
+  /** How many score rows had each value, the sentinel included; ascending by score. */
+  distribution: Array<{ score: number; count: number }>;
+}
+
+/** One bin of the latency histogram: [fromMs, toMs), the last bin closed. */
+export interface LatencyBin {
+  fromMs: number;
+  toMs: number;
+  count: number;
+}
+
+/** Data items whose previous attempt ended `from` and whose latest attempt is `to` (a rerun). */
+export interface AttemptChange {
+  from: string;
+  to: string;
+  count: number;
 }
 
 export interface ExperimentReport {
@@ -108,6 +124,10 @@ export interface ExperimentReport {
   /** Mean of run_cases.final_score over the latest cases that have one. */
   finalScoreMean: number | null;
   finalScoreCount: number;
+  /** run_cases.latency_ms of the latest cases that have one, binned (all of them, not only the rows shown). */
+  latencyBins: LatencyBin[];
+  /** Latest attempts above 1, by the status of the attempt before and their own. */
+  attemptChanges: AttemptChange[];
   /** Failures first, then active cases, then successes; at most REPORT_LIMITS.maxCaseRows. */
   cases: ReportCase[];
   /** Latest cases beyond maxCaseRows. */

@@ -1,4 +1,4 @@
-import { REDACTED } from '../domain/runtime-snapshot';
+import { REDACTED, redactSecretText } from '../domain/secret-redaction';
 import type { TextExcerpt } from './experiment-report-model';
 import { countCodePoints, excerptOf } from './text-excerpt';
 
@@ -6,19 +6,14 @@ import { countCodePoints, excerptOf } from './text-excerpt';
  * A report is mailed around, so secrets must not reach it even where an agent or an old row put
  * them into free text (the original consumer stored evaluator api_keys in rows, CONTRACT §13.14).
  * Two layers: the experiment's known evaluator keys are replaced wherever they occur, and values of
- * secret-named keys (the names redactSecrets knows) are replaced in JSON-ish and `key=value` text.
+ * secret-named keys (by the shared pattern, src/domain/secret-redaction) are replaced in JSON-ish and
+ * `key=value` text, URL query strings included (`?api_key=…`).
  */
 
 /** Keys shorter than this are not searched for: they would blank out ordinary words. */
 const MIN_SECRET_CHARS = 8;
 /** A cut excerpt may end in the first characters of a key; this many are enough to remove. */
 const MIN_PARTIAL_CHARS = 4;
-
-const SECRET_NAME = String.raw`(?:api[_-]?key|apikey|password|passwd|authorization|x-api-key|access[_-]?token)`;
-/** `"api_key": "…"` (JSON, also with escaped quotes inside the value). */
-const QUOTED_VALUE = new RegExp(String.raw`("${SECRET_NAME}"\s*:\s*)"(?:[^"\\]|\\.)*"`, 'gi');
-/** `api_key=…`, `password: …`, `Authorization: Bearer …` in logs and error texts. */
-const PLAIN_VALUE = new RegExp(String.raw`(\b${SECRET_NAME}\b\s*[=:]\s*)(?:(?:Bearer|Basic|Token)\s+)?[^\s"',;&]+`, 'gi');
 
 export class SecretRedactor {
   private readonly secrets: string[];
@@ -33,7 +28,7 @@ export class SecretRedactor {
   text(s: string): string {
     let out = s;
     for (const secret of this.secrets) out = out.split(secret).join(REDACTED);
-    return out.replace(QUOTED_VALUE, `$1"${REDACTED}"`).replace(PLAIN_VALUE, `$1${REDACTED}`);
+    return redactSecretText(out);
   }
 
   /**

@@ -61,7 +61,10 @@ export function clipExcerpt(e: TextExcerpt, headChars: number, tailChars = 0): C
   const headSource = whole ? kept : e.head;
   const tailSource = whole ? kept : e.tail;
   const head = firstCodePoints(headSource, headChars);
-  const tail = lastCodePoints(tailSource, Math.min(tailChars, Math.max(0, countCodePoints(tailSource) - (whole ? countCodePoints(head) : 0))));
+  const tail = lastCodePoints(
+    tailSource,
+    Math.min(tailChars, Math.max(0, countCodePoints(tailSource) - (whole ? countCodePoints(head) : 0))),
+  );
   const omitted = Math.max(0, e.totalChars - countCodePoints(head) - countCodePoints(tail));
   return omitted === 0 ? { head: head + tail, tail: '', omitted } : { head, tail, omitted };
 }

@@ -10,8 +10,10 @@ import {
   type JudgedCaseInput,
   type JudgedCaseRecord,
 } from '../domain/judge-score';
-import { redactSecrets } from '../domain/runtime-snapshot';
+import { redactSecrets } from '../domain/secret-redaction';
+import type { ScorerDefinition } from '../domain/scoring-input';
 import type { Logger } from '../logger';
+import { ScorerHardTimeout } from './errors';
 import { callLlmJudge } from './llm-judge-client';
 
 /**
@@ -19,14 +21,6 @@ import { callLlmJudge } from './llm-judge-client';
  * concurrently. A scorer never fails the case: every outcome is a score, −1 with a reason code
  * when there is no verdict. Only cancellation (the caller's signal) rejects.
  */
-
-/** One entry of the message's `scorers` (§2.4), with the real api_key filled in. */
-export interface ScorerDefinition {
-  id: number;
-  scorer_key: string;
-  name: string;
-  scorer_config: Record<string, unknown>;
-}
 
 export interface ScorerResult {
   scorerKey: string;
@@ -58,10 +52,6 @@ const IMPLICIT_SCORER: ScorerDefinition = {
   scorer_config: {},
 };
 const PROGRESS_INTERVAL_MS = 5_000;
-
-class ScorerHardTimeout extends Error {
-  override readonly name = 'ScorerHardTimeout';
-}
 
 function errorName(err: unknown): string {
   return err instanceof Error ? err.name : typeof err;

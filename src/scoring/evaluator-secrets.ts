@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { z } from 'zod';
-import { REDACTED } from '../domain/runtime-snapshot';
+import { REDACTED } from '../domain/secret-redaction';
 
 /**
  * Evaluator api keys, read at scoring time. Workflow payloads and our stored run requests carry

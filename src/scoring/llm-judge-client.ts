@@ -3,64 +3,25 @@ import { Agent, request } from 'undici';
 import {
   judgeAttempts,
   judgeRetryDelayMs,
-  RETRYABLE_JUDGE_STATUSES,
   type JudgeCallSettings,
   type JudgeHttpRequest,
 } from '../domain/judge-score';
+import { errorText } from '../domain/errors';
+import {
+  ConnectionError,
+  ConnectTimeout,
+  HTTPError,
+  InvalidURL,
+  JSONDecodeError,
+  JudgeCallError,
+  ReadTimeout,
+} from './errors';
 
 /**
  * The LLM judge's HTTP call (CONTRACT §7.3): a JSON POST with separate connect and read timeouts,
  * retried with exponential backoff on timeouts, connection errors and the retryable statuses.
- *
- * Failures are the classes below. Their names are those of the Python `requests` exceptions the
- * original raised, because the class name ends up in stored score reasons
- * (`E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED: ReadTimeout`) next to rows the original wrote.
+ * Failures are the JudgeCallError classes of ./errors.
  */
-export abstract class JudgeCallError extends Error {
-  abstract readonly retryable: boolean;
-}
-
-/** A non-2xx status (after the retries it allows). */
-export class HTTPError extends JudgeCallError {
-  override readonly name = 'HTTPError';
-  readonly retryable: boolean;
-  constructor(
-    readonly status: number,
-    bodyExcerpt: string,
-  ) {
-    super(`HTTP ${status}${bodyExcerpt ? `: ${bodyExcerpt}` : ''}`);
-    this.retryable = RETRYABLE_JUDGE_STATUSES.has(status);
-  }
-}
-
-export class ConnectTimeout extends JudgeCallError {
-  override readonly name = 'ConnectTimeout';
-  readonly retryable = true;
-}
-
-/** No response headers, or a body stalled, for longer than the read timeout. */
-export class ReadTimeout extends JudgeCallError {
-  override readonly name = 'ReadTimeout';
-  readonly retryable = true;
-}
-
-/** Refused, reset, unreachable, DNS failure. */
-export class ConnectionError extends JudgeCallError {
-  override readonly name = 'ConnectionError';
-  readonly retryable = true;
-}
-
-/** A 2xx response whose body is not JSON. */
-export class JSONDecodeError extends JudgeCallError {
-  override readonly name = 'JSONDecodeError';
-  readonly retryable = false;
-}
-
-export class InvalidURL extends JudgeCallError {
-  override readonly name = 'InvalidURL';
-  readonly retryable = false;
-}
-
 export interface JudgeCallOptions extends JudgeCallSettings {
   /** Aborts the attempt in flight and any backoff pause; the call then rejects with the signal's reason. */
   signal?: AbortSignal;
@@ -95,7 +56,7 @@ function errorCode(err: unknown): string | undefined {
 
 /** undici's and the socket's errors → the retry classes; anything else is returned unchanged. */
 function classify(err: unknown): unknown {
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorText(err);
   const code = errorCode(err);
   if (code === 'UND_ERR_CONNECT_TIMEOUT') return new ConnectTimeout(message, { cause: err });
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT')

@@ -1,32 +1,41 @@
+import { randomBytes } from 'node:crypto';
 import { WORKFLOWS_PATH } from './workflows-path';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import type pg from 'pg';
 import type Dockerode from 'dockerode';
-import type { Config } from '../config';
+import { caseSpecDefaults, type Config } from '../config';
 import type { Logger } from '../logger';
-import { createActivities, RunRequestCache } from '../../activities';
-import { DockerSandbox } from '../docker/docker-sandbox';
+import path from 'node:path';
+import { createActivities } from '../../activities';
+import { FileCaseResultSpool } from '../../activities/case-result-spool';
+import { rideOutOutage } from '../../activities/infra-outage';
+import { RunRequestCache } from '../db/run-request-cache';
+import { DEFAULT_CASE_FILES_DIR, DockerSandbox } from '../docker/docker-sandbox';
 import { ImagePuller } from '../docker/image-puller';
 import { Semaphore } from '../docker/semaphore';
 import { OrphanReaper, type OrphanReaperParams } from '../docker/orphan-reaper';
+import { LABELS } from '../docker/labels';
 import type { WorkerMetrics } from '../metrics/orchestrator-metrics';
 import { activityMetricsInterceptor } from '../metrics/activity-metrics-interceptor';
 import { MeteredOrphanReaper } from '../metrics/metered-orphan-reaper';
-import { LABELS } from '../docker/labels';
-import { getCaseStatuses } from '../db/run-case-repository';
-import { isTerminalStatus } from '../domain/case-status';
+import { caseContainerOwnership } from './case-container-ownership';
 import { createCaseTelemetry } from '../otel/case-telemetry';
 import { installTemporalLogging } from './runtime-logging';
+import { RunReconciler } from './run-reconciler';
 import { OtelCollector } from '../otel/otel-collector';
 import { CertificateAuthority } from '../mock-gateway/certificate-authority';
 import { MockGatewayManager } from '../mock-gateway/case-gateway';
 import { dockerHostAddress } from '../mock-gateway/host-address';
-import { reapSealedNetworks } from '../mock-gateway/sealed-network';
+import { createIsolatedNetwork, reapIsolatedNetworks } from '../docker/isolated-network';
 import type { OrchestratorTracing } from '../tracing/orchestrator-tracing';
 import { workerTracingOptions } from '../tracing/temporal-tracing';
 
-export { WORKFLOWS_PATH } from './workflows-path';
+/** The python handler image is small and usually local; a registry pull of it gets this long. */
+const PYTHON_IMAGE_PULL_TIMEOUT_SECONDS = 300;
+
+/** How long a starting worker waits for an unreachable Docker daemon before it gives up. */
+const WORKER_START_DOCKER_WAIT_MS = 10 * 60_000;
 
 export interface CaseWorkerDeps {
   config: Config;
@@ -60,9 +69,15 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
   const { config, log, pool, docker, client, metrics } = deps;
   installTemporalLogging(log);
   const ops = new Semaphore(config.docker.maxConcurrentOperations);
+  // One per process: the run's preparation and every case's create path share its pulls.
+  const images = new ImagePuller(docker, ops, log);
   const sandbox = new DockerSandbox(docker, ops, log, {
+    images,
     caseFileDelivery: config.sandbox.caseFiles.delivery,
     caseFilesDir: config.sandbox.caseFiles.dir,
+    runtime: config.sandbox.runtime,
+    stopGraceMs: config.otel.flushGraceMs,
+    deploymentId: config.deploymentId,
   });
   const collector = new OtelCollector({
     pool,
@@ -71,6 +86,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     port: config.otel.collectorPort,
     maxBodyBytes: config.otel.maxBodyBytes,
     allowUntokened: config.otel.allowUntokenedIngest,
+    anyContentType: config.otel.anyContentType,
     onIngest: metrics ? (event) => metrics.otelIngest(event) : undefined,
   });
   const { port: collectorPort } = await collector.start();
@@ -82,20 +98,39 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     log,
     ca,
     docker,
-    bindHost: config.mockGateway.bindHost ?? (await dockerHostAddress(docker)),
+    // The worker's first Docker call: a daemon restarting right now is waited for, not a crash.
+    bindHost:
+      config.mockGateway.bindHost ??
+      (await rideOutOutage(() => dockerHostAddress(docker), {
+        what: "Docker's bridge address",
+        log,
+        budgetMs: WORKER_START_DOCKER_WAIT_MS,
+      })),
     advertisedHost,
     python: {
-      executable: config.mockGateway.pythonExecutable,
+      image: config.mockGateway.pythonImage,
       timeoutMs: config.mockGateway.pythonTimeoutMs,
       memoryMb: config.mockGateway.pythonMemoryMb,
+      labels: { [LABELS.deployment]: config.deploymentId },
+      ensureImage: async (image) => {
+        await images.ensureImage(image, 'if-not-present', PYTHON_IMAGE_PULL_TIMEOUT_SECONDS);
+      },
     },
     // OTel posts a gateway intercepts belong to the case whose container sent them.
     otelForward: async (req) => {
       const token = collector.tokenForSource(req.sourceIp);
       if (!token) {
-        return { status: 403, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"ok":false,"error":"unknown source"}') };
+        return {
+          status: 403,
+          headers: { 'content-type': 'application/json' },
+          body: Buffer.from('{"ok":false,"error":"unknown source"}'),
+        };
       }
-      const r = await collector.ingestForCase(token, { path: req.path, headers: req.headers, body: req.body });
+      const r = await collector.ingestForCase(token, {
+        path: req.path,
+        headers: req.headers,
+        body: req.body,
+      });
       return { status: r.status, headers: r.headers, body: Buffer.from(r.body) };
     },
   });
@@ -106,44 +141,72 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     liveContainers,
     liveContainersLimit: config.docker.maxLiveContainers,
   });
+  // The one place where the activities meet the concrete adapters.
   const activities = createActivities({
-    config,
     log,
     pool,
+    resultEvents: config.resultEvents.enabled,
+    runRequests: new RunRequestCache(pool, caseSpecDefaults(config)),
+    images,
+    pullAttempts: config.consumer.maxRetries,
     sandbox,
-    images: new ImagePuller(docker, ops, log),
     liveContainers,
-    runRequests: new RunRequestCache(pool),
+    // Next to the case files: on Kubernetes that directory is the node's, so a finished record
+    // survives a restart of the worker's pod.
+    spool: new FileCaseResultSpool(
+      path.join(
+        path.dirname(config.sandbox.caseFiles.dir ?? DEFAULT_CASE_FILES_DIR),
+        'agentbench-result-spool',
+      ),
+    ),
     telemetry: createCaseTelemetry({ pool, log, flushGraceMs: config.otel.flushGraceMs }),
     collector,
     collectorUrl: `http://${advertisedHost}:${collectorPort}`,
     gateways,
+    networks: {
+      isolate: config.sandbox.isolateCases,
+      collectorPort,
+      hostPorts: config.sandbox.hostPorts,
+      create: ({ runCaseId, experimentId, sealed, ports }) =>
+        createIsolatedNetwork(docker, {
+          name: `agentbench-case-${runCaseId}-${randomBytes(4).toString('hex')}`,
+          labels: { [LABELS.runCaseId]: String(runCaseId), [LABELS.experimentId]: String(experimentId) },
+          deploymentId: config.deploymentId,
+          sealed,
+          ports,
+        }),
+    },
+    sealPassthroughFalse: config.mockGateway.sealPassthroughFalse,
+    flushGraceMs: config.otel.flushGraceMs,
+    evaluator: config.evaluator,
+    llm: config.llm,
+    config: { resultCache: config.resultCache },
+    specDefaults: caseSpecDefaults(config),
   });
 
   const reaperParams: OrphanReaperParams = {
     sandbox,
     log,
+    deploymentId: config.deploymentId,
     minAgeSeconds: config.sandbox.reaperMinAgeSeconds,
-    // A container is wanted while its case row is active and its workflow is still open; a container
-    // of a killed worker's attempt is removed by the retried attempt itself (heartbeat details).
-    isStillWanted: async (labels) => {
-      const experimentId = Number(labels[LABELS.experimentId]);
-      const runCaseId = Number(labels[LABELS.runCaseId]);
-      const workflowId = labels[LABELS.workflowId];
-      if (!Number.isSafeInteger(experimentId) || !Number.isSafeInteger(runCaseId) || !workflowId) return false;
-      const status = (await getCaseStatuses(pool, experimentId, [runCaseId])).get(runCaseId);
-      if (status === undefined || isTerminalStatus(status)) return false;
-      try {
-        const d = await client.workflow.getHandle(workflowId).describe();
-        return d.status.name === 'RUNNING';
-      } catch {
-        return false;
-      }
-    },
+    // A container of a killed worker's attempt is removed by the retried attempt itself (heartbeat details).
+    judge: caseContainerOwnership({ pool, client }),
   };
   const reaper = metrics ? new MeteredOrphanReaper(reaperParams, metrics) : new OrphanReaper(reaperParams);
 
-  const tracing = await workerTracingOptions(deps.tracing ?? null, { workflowBundlePath: config.worker.workflowBundlePath, log });
+  // Runs closed from outside their workflow (terminate, a failed workflow) leave active rows: closed here.
+  const reconciler = new RunReconciler({
+    pool,
+    client,
+    log,
+    minIdleSeconds: config.sandbox.reconcilerMinIdleSeconds,
+    resultEvents: config.resultEvents.enabled,
+  });
+
+  const tracing = await workerTracingOptions(deps.tracing ?? null, {
+    workflowBundlePath: config.worker.workflowBundlePath,
+    log,
+  });
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await Worker.create({
     connection,
@@ -155,13 +218,19 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
       : { workflowsPath: WORKFLOWS_PATH }),
     activities,
     maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentActivities,
+    // After shutdown() in-flight activities get this long to finish; then they are canceled: the
+    // container phase removes its container and fails the attempt, which another worker retries.
+    shutdownGraceTime: config.worker.shutdownGraceSeconds * 1000,
     // Cancellations reach an activity only in heartbeat responses. The SDK would send at most one
     // heartbeat per 0.8 × heartbeatTimeout (24 s): a canceled case could keep its container that long.
     // With this cap every container-phase heartbeat (HEARTBEAT_INTERVAL_MS) goes out.
     maxHeartbeatThrottleInterval: '1s',
     // Tracing first: its RunActivity span then also covers the metrics interceptor's time.
     interceptors: {
-      activity: [...tracing.activity, ...(metrics ? [activityMetricsInterceptor(metrics, Object.keys(activities))] : [])],
+      activity: [
+        ...tracing.activity,
+        ...(metrics ? [activityMetricsInterceptor(metrics, Object.keys(activities))] : []),
+      ],
       workflowModules: tracing.workflowModules,
     },
     ...(tracing.sinks ? { sinks: tracing.sinks } : {}),
@@ -172,11 +241,16 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
       log.warn({ code: 'E_SANDBOX_REAPER_FAILED', err }, 'orphan sweep failed');
       return null;
     });
-    if (swept && swept.removed.length > 0) log.info({ code: 'SANDBOX_ORPHANS_REMOVED', removed: swept.removed.length }, 'orphans removed');
+    if (swept && swept.removed.length > 0)
+      log.info({ code: 'SANDBOX_ORPHANS_REMOVED', removed: swept.removed.length }, 'orphans removed');
     reaper.start(config.sandbox.reaperIntervalSeconds);
-    // Sealed networks of a crashed worker's cases (Docker's address pool is small).
-    await reapSealedNetworks(docker, config.sandbox.reaperMinAgeSeconds * 1000).catch((err: unknown) =>
-      log.warn({ code: 'E_SANDBOX_REAPER_FAILED', err }, 'sealed network sweep failed'),
+    reconciler.start(config.sandbox.reconcilerIntervalSeconds);
+    // Case networks of a crashed worker's cases (Docker's address pool is small).
+    await reapIsolatedNetworks(docker, {
+      deploymentId: config.deploymentId,
+      minAgeMs: config.sandbox.reaperMinAgeSeconds * 1000,
+    }).catch((err: unknown) =>
+      log.warn({ code: 'E_SANDBOX_REAPER_FAILED', err }, 'case network sweep failed'),
     );
   };
 
@@ -185,6 +259,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     if (closed) return;
     closed = true;
     await reaper.stop();
+    await reconciler.stop();
     await connection.close();
     await collector.stop();
     stopObserving?.();

@@ -7,7 +7,10 @@ import { tracingClientInterceptors } from '../tracing/temporal-tracing';
  * With `tracing`, workflow starts (and signals, queries, cancels) are spans whose context travels
  * to the workflow in a header: the bridge's and `benchctl run`'s clients pass it.
  */
-export async function connectTemporalClient(config: Config, opts: { tracing?: OrchestratorTracing | null } = {}): Promise<Client> {
+export async function connectTemporalClient(
+  config: Config,
+  opts: { tracing?: OrchestratorTracing | null } = {},
+): Promise<Client> {
   const connection = await Connection.connect({ address: config.temporal.address });
   return new Client({
     connection,

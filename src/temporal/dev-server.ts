@@ -5,24 +5,16 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { Connection, isGrpcServiceError } from '@temporalio/client';
 import type { SearchAttributeType } from '@temporalio/common';
+import { errorText } from '../domain/errors';
 import { SA } from '../domain/search-attributes';
+import { DevServerError } from './errors';
+import { registerSearchAttributes, type IndexedValueType } from './search-attribute-registration';
 
 /**
  * The local Temporal dev server (ARCHITECTURE §6 "Modes"): the one definition of how it is found,
  * started and made ready. `scripts/setup` (through scripts/temporal-dev-server.ts) and
  * `benchctl run`/`rerun` both call `ensureTemporalDevServer`, so the command line exists once.
  */
-
-export class DevServerError extends Error {
-  constructor(
-    message: string,
-    /** `no-binary` lets scripts/setup build the CLI with go install and try again. */
-    readonly reason: 'not-loopback' | 'no-binary' | 'start-failed' | 'not-ready',
-  ) {
-    super(message);
-    this.name = 'DevServerError';
-  }
-}
 
 export interface EnsureDevServerOptions {
   /** host:port of the frontend; the server is only ever started for 127.0.0.1 or localhost. */
@@ -52,7 +44,6 @@ const TCP_PROBE_TIMEOUT_MS = 2000;
 const POLL_INTERVAL_MS = 250;
 // gRPC status codes; @grpc/grpc-js is not a direct dependency, so no import for two numbers.
 const GRPC_NOT_FOUND = 5;
-const GRPC_ALREADY_EXISTS = 6;
 
 /** `temporal server start-dev --search-attribute` spells the types this way. */
 const CLI_TYPE_NAMES: Record<SearchAttributeType, string> = {
@@ -63,23 +54,6 @@ const CLI_TYPE_NAMES: Record<SearchAttributeType, string> = {
   BOOL: 'Bool',
   DATETIME: 'Datetime',
   KEYWORD_LIST: 'KeywordList',
-};
-
-type IndexedValueType = Parameters<
-  Connection['operatorService']['addSearchAttributes']
->[0]['searchAttributes'] extends { [k: string]: infer V } | null | undefined
-  ? V
-  : never;
-
-/** temporal.api.enums.v1.IndexedValueType numbers (@temporalio/proto is not a direct dependency). */
-const INDEXED_VALUE_TYPES: Record<SearchAttributeType, IndexedValueType> = {
-  TEXT: 1,
-  KEYWORD: 2,
-  INT: 3,
-  DOUBLE: 4,
-  BOOL: 5,
-  DATETIME: 6,
-  KEYWORD_LIST: 7,
 };
 
 function splitAddress(address: string): { host: string; port: number } | null {
@@ -96,12 +70,12 @@ export function isLoopbackAddress(address: string): boolean {
 }
 
 /** The Web UI listens on the frontend port + 1000, as `temporal server start-dev` does by default. */
-export function devServerUiPort(port: number): number {
+function devServerUiPort(port: number): number {
   return port + 1000;
 }
 
 /** The dev server's command line (after the binary): the single copy of these flags. */
-export function devServerArgs(opts: { port: number; stateDir: string; namespace: string }): string[] {
+function devServerArgs(opts: { port: number; stateDir: string; namespace: string }): string[] {
   const args = [
     'server',
     'start-dev',
@@ -191,13 +165,13 @@ async function connectReady(
   address: string,
   namespace: string,
   timeoutMs: number,
-): Promise<{ connection: Connection; attributes: Set<string> }> {
+): Promise<{ connection: Connection; attributes: Record<string, IndexedValueType> }> {
   const connection = await Connection.connect({ address, connectTimeout: timeoutMs });
   try {
     const { customAttributes } = await connection.withDeadline(Date.now() + timeoutMs, () =>
       connection.operatorService.listSearchAttributes({ namespace }),
     );
-    return { connection, attributes: new Set(Object.keys(customAttributes ?? {})) };
+    return { connection, attributes: customAttributes ?? {} };
   } catch (err) {
     await connection.close();
     throw err;
@@ -212,8 +186,6 @@ function logTail(logFile: string): string {
     return '';
   }
 }
-
-const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 interface Spawned {
   child: ChildProcess;
@@ -246,7 +218,7 @@ async function waitUntilReady(
   namespace: string,
   deadline: number,
   spawned: Spawned | null,
-): Promise<{ connection: Connection; attributes: Set<string> }> {
+): Promise<{ connection: Connection; attributes: Record<string, IndexedValueType> }> {
   let lastError: unknown = null;
   for (;;) {
     const accepting = await tcpAccepts(host, port);
@@ -282,25 +254,6 @@ async function waitUntilReady(
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
   }
-}
-
-async function registerMissingSearchAttributes(
-  connection: Connection,
-  namespace: string,
-  existing: Set<string>,
-): Promise<string[]> {
-  const missing = Object.values(SA).filter((key) => !existing.has(key.name));
-  if (missing.length === 0) return [];
-  try {
-    await connection.operatorService.addSearchAttributes({
-      namespace,
-      searchAttributes: Object.fromEntries(missing.map((key) => [key.name, INDEXED_VALUE_TYPES[key.type]])),
-    });
-  } catch (err) {
-    // Another process registering them at the same moment is as good as us doing it.
-    if (!(isGrpcServiceError(err) && err.code === GRPC_ALREADY_EXISTS)) throw err;
-  }
-  return missing.map((key) => key.name);
 }
 
 /**
@@ -359,7 +312,7 @@ export async function ensureTemporalDevServer(opts: EnsureDevServerOptions): Pro
     spawned,
   );
   try {
-    const registered = await registerMissingSearchAttributes(connection, opts.namespace, attributes);
+    const { added: registered } = await registerSearchAttributes(connection, opts.namespace, attributes);
     if (registered.length > 0)
       opts.say?.(
         `registered search attributes ${registered.join(', ')} on ${opts.address} (namespace ${opts.namespace})`,

@@ -13,13 +13,16 @@ export interface ReplayInput {
 /** Every run of a workflow id (continue-as-new chains included), oldest first, from the server. */
 export async function fetchWorkflowHistories(client: Client, workflowId: string): Promise<ReplayInput[]> {
   const runs: Array<{ runId: string; startTime: Date }> = [];
-  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId.replace(/'/g, "\\'")}'` })) {
+  for await (const wf of client.workflow.list({
+    query: `WorkflowId = '${workflowId.replace(/'/g, "\\'")}'`,
+  })) {
     runs.push({ runId: wf.runId, startTime: wf.startTime });
   }
   if (runs.length === 0) throw new Error(`workflow ${workflowId} not found`);
   runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
   const out: ReplayInput[] = [];
-  for (const r of runs) out.push({ workflowId, history: await client.workflow.getHandle(workflowId, r.runId).fetchHistory() });
+  for (const r of runs)
+    out.push({ workflowId, history: await client.workflow.getHandle(workflowId, r.runId).fetchHistory() });
   return out;
 }
 
@@ -40,7 +43,9 @@ export async function replayHistories(
   opts: { tracing?: boolean } = {},
 ): Promise<ReplayResult[]> {
   const tracing = opts.tracing ? replayTracingOptions() : null;
-  const options = tracing ? { workflowsPath, interceptors: { workflowModules: tracing.workflowModules }, sinks: tracing.sinks } : { workflowsPath };
+  const options = tracing
+    ? { workflowsPath, interceptors: { workflowModules: tracing.workflowModules }, sinks: tracing.sinks }
+    : { workflowsPath };
   const results: ReplayResult[] = [];
   for await (const r of Worker.runReplayHistories(options, inputs)) results.push(r);
   return results;

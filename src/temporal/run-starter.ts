@@ -1,13 +1,15 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import type pg from 'pg';
-import type { Config } from '../config';
+import { caseSpecDefaults, type Config } from '../config';
 import type { Logger } from '../logger';
 import type { ExperimentRunRequested } from '../domain/message';
-import { parseRuntimeSpec } from '../domain/runtime-spec';
-import { redactSecrets } from '../domain/runtime-snapshot';
+import { DEFAULT_STARTUP_TIMEOUT_SECONDS, resolveCaseSpec } from '../domain/runtime-spec';
+import { redactRunInputSecrets } from '../domain/secret-redaction';
 import { workflowIdForRun, type ExperimentRunInput, type RunSettings } from '../domain/experiment-run';
 import { SA } from '../domain/search-attributes';
 import { saveRunRequest } from '../db/run-request-repository';
+import { findMessageRows, type Database } from '../db/experiment-repository';
+import { MessageRowsMissingError } from '../db/errors';
 
 export interface RunStarterDeps {
   client: Client;
@@ -20,12 +22,13 @@ export interface RunStarterDeps {
 const CASE_ACTIVITY_SLACK_SECONDS = 120;
 
 export function runSettings(config: Config, message: ExperimentRunRequested): RunSettings {
-  let caseTimeout = config.consumer.caseTimeoutSeconds;
-  let startup = 30;
+  const defaults = caseSpecDefaults(config);
+  let caseTimeout = defaults.caseTimeoutSeconds;
+  let startup: number = DEFAULT_STARTUP_TIMEOUT_SECONDS;
   try {
-    const spec = parseRuntimeSpec(message.agent.runtime_spec_json);
-    caseTimeout = spec.caseTimeoutSeconds ?? caseTimeout;
-    startup = spec.startupTimeoutSeconds;
+    const spec = resolveCaseSpec(message.agent.runtime_spec_json, defaults);
+    caseTimeout = spec.caseTimeoutSeconds;
+    startup = spec.startup.timeoutSeconds;
   } catch {
     // An unusable spec fails the run in prepareRun; the defaults are fine until then.
   }
@@ -42,9 +45,28 @@ export function runSettings(config: Config, message: ExperimentRunRequested): Ru
 }
 
 /**
- * Stores what the message says (Postgres, secrets redacted) and starts its workflow. Idempotent:
- * the workflow id derives from the message, and USE_EXISTING / REJECT_DUPLICATE make a redelivered
- * or re-published message return the existing run instead of starting a second one.
+ * Stores what the message says (Postgres, secrets redacted), in the caller's transaction when given
+ * a client in one. Idempotent: a second store for the same workflow id changes nothing.
+ */
+export async function storeRunRequest(
+  db: Database,
+  message: ExperimentRunRequested,
+  workflowId: string,
+): Promise<void> {
+  const { run_cases: cases, ...request } = message;
+  await saveRunRequest(db, {
+    workflowId,
+    experimentId: message.experiment.id,
+    messageId: message.message_id,
+    request: redactRunInputSecrets(request) as object,
+    cases: cases.map((c) => ({ runCaseId: c.run_case_id, caseInput: c })),
+  });
+}
+
+/**
+ * Stores what the message says and starts its workflow. Idempotent: the workflow id derives from
+ * the message, and USE_EXISTING / REJECT_DUPLICATE make a redelivered or re-published message return
+ * the existing run instead of starting a second one.
  */
 export async function startExperimentRun(
   deps: RunStarterDeps,
@@ -52,17 +74,55 @@ export async function startExperimentRun(
   dedupSuffix: string,
   overrides: Partial<RunSettings> = {},
 ): Promise<{ workflowId: string; started: boolean }> {
-  const { client, pool, config } = deps;
   const workflowId = workflowIdForRun(message.experiment.id, dedupSuffix);
-  const { run_cases: cases, ...request } = message;
-  await saveRunRequest(pool, {
-    workflowId,
-    experimentId: message.experiment.id,
-    messageId: message.message_id,
-    request: redactSecrets(request) as object,
-    cases: cases.map((c) => ({ runCaseId: c.run_case_id, caseInput: c })),
-  });
+  await storeRunRequest(deps.pool, message, workflowId);
+  return startStoredRun(deps, message, workflowId, overrides);
+}
 
+/** At most this many missing ids are named in an E_RUN_CASE_NOT_FOUND error. */
+const MISSING_IDS_SHOWN = 10;
+
+/**
+ * The bridge's start: a message whose experiment or run cases are not in the platform's tables is
+ * refused with a MessageRowsMissingError (the bridge dead-letters it under its code) before anything
+ * is stored or started — as a run it would only cancel every case and end "completed".
+ */
+export async function startRequestedRun(
+  deps: RunStarterDeps,
+  message: ExperimentRunRequested,
+  dedupSuffix: string,
+): Promise<{ workflowId: string; started: boolean }> {
+  const experimentId = message.experiment.id;
+  const rows = await findMessageRows(
+    deps.pool,
+    experimentId,
+    message.run_cases.map((c) => c.run_case_id),
+  );
+  if (!rows.experiment)
+    throw new MessageRowsMissingError('E_EXPERIMENT_NOT_FOUND', `experiment ${experimentId} does not exist`);
+  const missing = rows.missingRunCaseIds;
+  if (missing.length > 0) {
+    const shown = missing.slice(0, MISSING_IDS_SHOWN).join(', ');
+    throw new MessageRowsMissingError(
+      'E_RUN_CASE_NOT_FOUND',
+      `${missing.length} of ${message.run_cases.length} run cases are not rows of experiment ${experimentId}: ${shown}${missing.length > MISSING_IDS_SHOWN ? ', …' : ''}`,
+    );
+  }
+  return startExperimentRun(deps, message, dedupSuffix);
+}
+
+/**
+ * The Temporal half of a start, for a run whose request is stored already (`storeRunRequest`); the
+ * message may be the stored, redacted one. Same idempotency as startExperimentRun.
+ */
+export async function startStoredRun(
+  deps: RunStarterDeps,
+  message: ExperimentRunRequested,
+  workflowId: string,
+  overrides: Partial<RunSettings> = {},
+): Promise<{ workflowId: string; started: boolean }> {
+  const { client, config } = deps;
+  const cases = message.run_cases;
   const existed = await client.workflow
     .getHandle(workflowId)
     .describe()
@@ -83,6 +143,7 @@ export async function startExperimentRun(
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
       typedSearchAttributes: [
         { key: SA.experimentId, value: String(message.experiment.id) },
+        { key: SA.deploymentId, value: config.deploymentId },
         { key: SA.datasetId, value: String(message.dataset.id) },
         { key: SA.agentKey, value: message.agent.agent_key },
         { key: SA.agentVersion, value: message.agent.version },

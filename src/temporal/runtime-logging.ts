@@ -1,6 +1,7 @@
 import { DefaultLogger, makeTelemetryFilterString, Runtime, type LogLevel } from '@temporalio/worker';
 import type { Logger } from '../logger';
-import { MetricsPortInUseError } from '../metrics/metrics-server';
+import { MetricsPortInUseError } from '../metrics/errors';
+import { errorText } from '../domain/errors';
 
 let installed = false;
 
@@ -30,13 +31,17 @@ export function installTemporalLogging(
   try {
     installRuntime(sdk, level, bindAddress);
   } catch (err) {
-    if (prometheus && /address already in use/i.test(err instanceof Error ? err.message : String(err))) {
+    if (prometheus && /address already in use/i.test(errorText(err))) {
       throw new MetricsPortInUseError('TEMPORAL_METRICS_PORT', prometheus.host, prometheus.port);
     }
     throw err;
   }
   installed = true;
-  if (bindAddress) log.info({ code: 'TEMPORAL_METRICS_STARTED', bind_address: bindAddress }, 'temporal core metrics listening');
+  if (bindAddress)
+    log.info(
+      { code: 'TEMPORAL_METRICS_STARTED', bind_address: bindAddress },
+      'temporal core metrics listening',
+    );
 }
 
 function installRuntime(sdk: Logger, level: LogLevel, prometheusBindAddress: string | undefined): void {

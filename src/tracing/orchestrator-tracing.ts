@@ -15,6 +15,7 @@ import { ATTR_SERVICE_INSTANCE_ID, ATTR_SERVICE_NAME } from '@opentelemetry/sema
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import { createOtlpHttpTraceExporter, type OtlpHttpTraceExporterSettings } from './otlp-http-trace-exporter';
+import { errorText } from '../domain/errors';
 
 /**
  * OpenTelemetry traces of the orchestrator itself: one tracer provider per process, on only when
@@ -124,10 +125,7 @@ export function startOrchestratorTracing(
         });
         const outcome = await Promise.race([provider.shutdown().then(() => 'done' as const), budget]).catch(
           (err: unknown) => {
-            log.warn(
-              { code: 'E_TRACING_SHUTDOWN', error: err instanceof Error ? err.message : String(err) },
-              'trace flush failed',
-            );
+            log.warn({ code: 'E_TRACING_SHUTDOWN', error: errorText(err) }, 'trace flush failed');
             return 'failed' as const;
           },
         );

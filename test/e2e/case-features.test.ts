@@ -42,9 +42,15 @@ describe('case features end to end', () => {
     runtimeSpec: Record<string, unknown>,
     extra: { scorers?: unknown[]; caseExtras?: (i: number) => Record<string, unknown> } = {},
   ) {
-    const parsed = parseExperimentMessage(JSON.stringify(buildPlatformMessage(seeded, { queue: 'direct', runtimeSpec, ...extra })));
+    const parsed = parseExperimentMessage(
+      JSON.stringify(buildPlatformMessage(seeded, { queue: 'direct', runtimeSpec, ...extra })),
+    );
     assert.ok(parsed.ok);
-    const r = await startExperimentRun({ client: stack.client, pool: stack.db.pool, config: stack.config, log }, parsed.message, parsed.message.message_id);
+    const r = await startExperimentRun(
+      { client: stack.client, pool: stack.db.pool, config: stack.config, log },
+      parsed.message,
+      parsed.message.message_id,
+    );
     workflowIds.push(r.workflowId);
     const handle = stack.client.workflow.getHandle(r.workflowId);
     const result = (await handle.result()) as ExperimentRunResult;
@@ -76,17 +82,24 @@ describe('case features end to end', () => {
     assert.ok(steps.length >= 2, `steps: ${JSON.stringify(steps)}`);
     assert.equal(row?.usage_json.trajectory_source, 'spans');
     const ids = new Set(steps.map((s) => s.span_id));
-    assert.ok(steps.slice(1).every((s) => ids.has(s.parent_span_id)), 'child steps link to their parent span');
-    assert.ok(steps.some((s) => Object.keys((s.attributes as object) ?? {}).length > 0), 'picked attributes kept');
+    assert.ok(
+      steps.slice(1).every((s) => ids.has(s.parent_span_id)),
+      'child steps link to their parent span',
+    );
+    assert.ok(
+      steps.some((s) => Object.keys((s.attributes as object) ?? {}).length > 0),
+      'picked attributes kept',
+    );
     assert.ok((row?.input_tokens ?? 0) > 0, 'gen_ai.usage tokens filled input_tokens');
   });
 
-  test("an agent of the original posting OTLP JSON by hand to {{mock.base_url}}, without a token, is attributed to its case", async () => {
+  test('an agent of the original posting OTLP JSON by hand to {{mock.base_url}}, without a token, is attributed to its case', async () => {
     const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
     const { rows } = await run(seeded, {
       agent_image: 'bench/otel-manual-agent:latest',
       sandbox_start_command: 'sleep infinity',
-      case_exec_command: 'OTEL_EXPORTER_OTLP_HEADERS= python3 /agent/post_spans.py {{mock.base_url}} {{run_case.run_case_id}} {{experiment.id}}',
+      case_exec_command:
+        'OTEL_EXPORTER_OTLP_HEADERS= python3 /agent/post_spans.py {{mock.base_url}} {{run_case.run_case_id}} {{experiment.id}}',
     });
     for (const row of rows) {
       assert.equal(row.status, 'success', row.error_message ?? '');
@@ -110,13 +123,27 @@ describe('case features end to end', () => {
     });
     assert.ok(Date.now() - started < 60_000, 'the run did not wait for the command');
     assert.equal(rows[0]?.status, 'timeout');
-    assert.match(rows[0]?.error_message ?? '', /^E_CASE_TIMEOUT: case_exec_command exceeded 2s and was killed/);
-    const { rows: exp } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
+    assert.match(
+      rows[0]?.error_message ?? '',
+      /^E_CASE_TIMEOUT: case_exec_command exceeded 2s and was killed/,
+    );
+    const { rows: exp } = await stack.db.pool.query<{ queue_status: string }>(
+      'SELECT queue_status FROM experiments WHERE id = $1',
+      [seeded.experimentId],
+    );
     assert.equal(exp[0]?.queue_status, 'failed', 'a timeout counts as failed (§3.4)');
     const events = (await handle.fetchHistory()).events ?? [];
-    const runScheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityId === `case-${seeded.runCaseIds[0]}/run`);
-    const runStarted = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(runScheduled?.eventId));
-    assert.equal(runStarted?.activityTaskStartedEventAttributes?.attempt, 1, 'a timeout is a result, not a retried failure');
+    const runScheduled = events.find(
+      (e) => e.activityTaskScheduledEventAttributes?.activityId === `case-${seeded.runCaseIds[0]}/run`,
+    );
+    const runStarted = events.find(
+      (e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(runScheduled?.eventId),
+    );
+    assert.equal(
+      runStarted?.activityTaskStartedEventAttributes?.attempt,
+      1,
+      'a timeout is a result, not a retried failure',
+    );
     assert.deepEqual(await managedContainers(stack.docker, [handle.workflowId]), []);
   });
 
@@ -127,7 +154,10 @@ describe('case features end to end', () => {
       sandbox_start_command: 'sleep infinity',
       case_exec_command: `echo '{"output":"x","trajectory":[{"step":1,"action":"think"},{"step":2,"action":"answer"}]}'`,
     });
-    assert.deepEqual(rows[0]?.agent_trajectory, [{ step: 1, action: 'think' }, { step: 2, action: 'answer' }]);
+    assert.deepEqual(rows[0]?.agent_trajectory, [
+      { step: 1, action: 'think' },
+      { step: 2, action: 'answer' },
+    ]);
     assert.ok(lines.some((l) => l.code === 'OTEL_FALLBACK_STDOUT' && l.run_case_id === seeded.runCaseIds[0]));
   });
 
@@ -138,13 +168,19 @@ describe('case features end to end', () => {
       {
         agent_image: 'bench/agent-base:bookworm',
         sandbox_start_command: 'sleep infinity',
-        case_exec_command: `python3 -c "import json,urllib.request;print(json.dumps({'output':json.load(urllib.request.urlopen('http://api.example.test/v1/ping'))}))"`,
+        case_exec_command: `python3 -c "import json,urllib.request;print(json.dumps({'output':json.load(urllib.request.urlopen('http://api.example.test/v1/ping?api_key=sk-query-SECRET-77&q=1'))}))"`,
       },
       {
         caseExtras: (i) => ({
           mock_config: {
             passthrough: false,
-            rules: [{ name: `ping-${i}`, match: { methods: ['GET'], path: '/v1/ping' }, response: { type: 'json', json: { pong: i } } }],
+            rules: [
+              {
+                name: `ping-${i}`,
+                match: { methods: ['GET'], path: '/v1/ping' },
+                response: { type: 'json', json: { pong: i } },
+              },
+            ],
           },
         }),
       },
@@ -152,13 +188,30 @@ describe('case features end to end', () => {
     rows.forEach((row, i) => {
       assert.equal(row.status, 'success', row.error_message ?? '');
       assert.deepEqual(row.agent_output, { pong: i }, 'each case answered by its own rules');
-      const recorded = (row.artifacts_json.mock_gateway as { requests: Array<{ matched: string; status: number }> }).requests;
-      assert.ok(recorded.some((r) => r.matched === `ping-${i}` && r.status === 200), JSON.stringify(recorded));
+      const recorded = (
+        row.artifacts_json.mock_gateway as { requests: Array<{ matched: string; status: number }> }
+      ).requests;
+      assert.ok(
+        recorded.some((r) => r.matched === `ping-${i}` && r.status === 200),
+        JSON.stringify(recorded),
+      );
+      const urls = (row.artifacts_json.mock_gateway as { requests: Array<{ url: string }> }).requests.map(
+        (r) => r.url,
+      );
+      assert.ok(
+        urls.includes('http://api.example.test/v1/ping?api_key=[REDACTED]&q=1'),
+        JSON.stringify(urls),
+      );
+      assert.ok(
+        !JSON.stringify(row).includes('sk-query-SECRET-77'),
+        'the query secret is in no column of the row',
+      );
     });
   });
 
   test('scoring with an LLM judge: scores and final_score persisted; the api key is in no row, log line or Temporal payload', async () => {
     const secret = 'sk-e2e-SECRET-4f1c9a';
+    const accessToken = 'tok-e2e-SECRET-90bd';
     const seeded = await seedExperiment(stack.db.pool, { cases: 2, evaluators: 1 });
     const evaluatorId = seeded.evaluatorIds[0] as number;
     const baseUrl = `${judge.origin}/judge/v1/chat/completions`;
@@ -167,36 +220,85 @@ describe('case features end to end', () => {
       `UPDATE evaluators SET api_key = $2, base_url = $3, model_name = 'judge-model', prompt_template = $4 WHERE id = $1`,
       [evaluatorId, secret, baseUrl, 'Input: {{data_item.input}} Output: {{run.output}}'],
     );
-    judge.script('/judge/v1/chat/completions', { json: openAiReply('{"score":0.93,"reason":"good"}') }, { json: openAiReply('{"score":0.7,"reason":"meh"}') });
+    judge.script(
+      '/judge/v1/chat/completions',
+      { json: openAiReply('{"score":0.93,"reason":"good"}') },
+      { json: openAiReply('{"score":0.7,"reason":"meh"}') },
+    );
     const { rows, handle } = await run(
       seeded,
-      { agent_image: 'bench/busybox:latest', sandbox_start_command: 'sleep infinity', case_exec_command: `echo '{"output":"4"}'` },
+      {
+        agent_image: 'bench/busybox:latest',
+        sandbox_start_command: 'sleep infinity',
+        case_exec_command: `echo '{"output":"4"}'`,
+      },
       {
         scorers: [
           {
             id: String(evaluatorId),
             scorer_key: 'task_success',
             name: 'Task success',
-            scorer_config: { prompt_template: 'Input: {{data_item.input}} Output: {{run.output}}', base_url: baseUrl, model_name: 'judge-model', api_style: 'openai', api_key: secret },
+            scorer_config: {
+              prompt_template: 'Input: {{data_item.input}} Output: {{run.output}}',
+              base_url: baseUrl,
+              model_name: 'judge-model',
+              api_style: 'openai',
+              api_key: secret,
+              access_token: accessToken,
+            },
           },
         ],
       },
     );
     assert.equal(judge.requestsTo('/judge/v1/chat/completions').length, 2);
-    assert.ok(judge.requests.every((r) => r.headers.authorization === `Bearer ${secret}`), 'the judge got the real key');
+    assert.ok(
+      judge.requests.every((r) => r.headers.authorization === `Bearer ${secret}`),
+      'the judge got the real key',
+    );
     assert.deepEqual(rows.map((r) => r.final_score).sort(), [0.5, 1]);
-    const { rows: scores } = await stack.db.pool.query('SELECT score FROM evaluate_results WHERE run_case_id = ANY($1::bigint[]) ORDER BY score', [seeded.runCaseIds]);
-    assert.deepEqual(scores.map((s: { score: number }) => s.score), [0.5, 1]);
+    const { rows: scores } = await stack.db.pool.query(
+      'SELECT score FROM evaluate_results WHERE run_case_id = ANY($1::bigint[]) ORDER BY score',
+      [seeded.runCaseIds],
+    );
+    assert.deepEqual(
+      scores.map((s: { score: number }) => s.score),
+      [0.5, 1],
+    );
 
     // Every row of every table except the platform's own evaluators table.
-    const { rows: tables } = await stack.db.pool.query<{ tablename: string }>(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'evaluators'`);
+    const { rows: tables } = await stack.db.pool.query<{ tablename: string }>(
+      `SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'evaluators'`,
+    );
     for (const { tablename } of tables) {
       const { rows: dump } = await stack.db.pool.query(`SELECT t::text AS row FROM ${tablename} t`);
       assert.ok(!dump.some((d: { row: string }) => d.row.includes(secret)), `api key found in ${tablename}`);
     }
+    // A secret-named scorer_config field by pattern: redacted in the rows we write as records. (The
+    // run input, agentbench_run_requests, keeps it: the workers run from it.)
+    const { rows: snapshots } = await stack.db.pool.query<{ snapshot: string }>(
+      'SELECT runtime_snapshot_json::text AS snapshot FROM run_cases WHERE id = ANY($1::bigint[])',
+      [seeded.runCaseIds],
+    );
+    assert.equal(snapshots.length, 2);
+    for (const { snapshot } of snapshots) {
+      assert.ok(!snapshot.includes(accessToken), snapshot);
+      assert.match(snapshot, /"access_token": "\[REDACTED\]"/);
+    }
+    for (const tablename of ['run_cases', 'evaluate_results']) {
+      const { rows: dump } = await stack.db.pool.query(`SELECT t::text AS row FROM ${tablename} t`);
+      assert.ok(
+        !dump.some((d: { row: string }) => d.row.includes(accessToken)),
+        `access_token found in ${tablename}`,
+      );
+    }
     assert.ok(!lines.some((l) => JSON.stringify(l).includes(secret)), 'api key in a log line');
     const history = historyToJSON(await handle.fetchHistory());
-    const decoded = [...history.matchAll(/"data":"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1] ?? '', 'base64').toString('utf8'));
-    assert.ok(!history.includes(secret) && !decoded.some((d) => d.includes(secret)), 'api key in the workflow history');
+    const decoded = [...history.matchAll(/"data":"([A-Za-z0-9+/=]+)"/g)].map((m) =>
+      Buffer.from(m[1] ?? '', 'base64').toString('utf8'),
+    );
+    assert.ok(
+      !history.includes(secret) && !decoded.some((d) => d.includes(secret)),
+      'api key in the workflow history',
+    );
   });
 });

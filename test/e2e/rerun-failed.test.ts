@@ -35,9 +35,17 @@ describe('benchctl rerun --failed', () => {
     const parsed = parseExperimentMessage(JSON.stringify(raw));
     assert.ok(parsed.ok);
     // The agent row is what a rerun reads (the platform rebuilds the message from its tables).
-    await stack.db.pool.query('UPDATE agents SET runtime_spec_json = $2 WHERE id = $1', [seeded.agentId, JSON.stringify(parsed.message.agent.runtime_spec_json)]);
+    await stack.db.pool.query('UPDATE agents SET runtime_spec_json = $2 WHERE id = $1', [
+      seeded.agentId,
+      JSON.stringify(parsed.message.agent.runtime_spec_json),
+    ]);
     const first = await startExperimentRun(
-      { client: stack.client, pool: stack.db.pool, config: stack.config, log: createLogger({ level: 'silent' }) },
+      {
+        client: stack.client,
+        pool: stack.db.pool,
+        config: stack.config,
+        log: createLogger({ level: 'silent' }),
+      },
       parsed.message,
       parsed.message.message_id,
     );
@@ -48,12 +56,31 @@ describe('benchctl rerun --failed', () => {
     );
     assert.deepEqual(before.rows.map((r) => r.status).sort(), ['failed', 'success', 'success']);
 
-    const { stdout } = await exec(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../../src/cli/benchctl.ts'), 'rerun', String(seeded.experimentId), '--failed'], {
-      env: { ...process.env, ...stack.env },
-    });
+    const { stdout } = await exec(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.resolve(__dirname, '../../src/cli/benchctl.ts'),
+        'rerun',
+        String(seeded.experimentId),
+        '--failed',
+      ],
+      {
+        env: { ...process.env, ...stack.env },
+      },
+    );
     assert.match(stdout, /completed: 1 success, 0 failed/);
 
-    const { rows } = await stack.db.pool.query<{ id: number; data_item_id: number; attempt_no: number; is_latest: boolean; status: string; agent_output: unknown; updated_at: Date }>(
+    const { rows } = await stack.db.pool.query<{
+      id: number;
+      data_item_id: number;
+      attempt_no: number;
+      is_latest: boolean;
+      status: string;
+      agent_output: unknown;
+      updated_at: Date;
+    }>(
       'SELECT id, data_item_id, attempt_no, is_latest, status, agent_output, updated_at FROM run_cases WHERE experiment_id = $1 ORDER BY id',
       [seeded.experimentId],
     );
@@ -73,7 +100,10 @@ describe('benchctl rerun --failed', () => {
       assert.equal(now?.updated_at.getTime(), r.updated_at.getTime());
       assert.equal(now?.is_latest, true);
     }
-    const { rows: exp } = await stack.db.pool.query<{ queue_status: string }>('SELECT queue_status FROM experiments WHERE id = $1', [seeded.experimentId]);
+    const { rows: exp } = await stack.db.pool.query<{ queue_status: string }>(
+      'SELECT queue_status FROM experiments WHERE id = $1',
+      [seeded.experimentId],
+    );
     assert.equal(exp[0]?.queue_status, 'done');
     assert.deepEqual(await managedContainers(stack.docker, [first.workflowId]), []);
   });

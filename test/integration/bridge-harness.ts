@@ -152,6 +152,8 @@ export interface FixtureOptions {
   locks?: (redis: Redis, log: Logger) => MessageLocks;
   reconnect?: BridgeDeps['reconnect'];
   startRetry?: BridgeDeps['startRetry'];
+  startMaxAttempts?: BridgeDeps['startMaxAttempts'];
+  prefetch?: number;
   metrics?: BridgeDeps['metrics'];
 }
 
@@ -175,13 +177,14 @@ export async function startFixture(opts: FixtureOptions): Promise<BridgeFixture>
   const bridge = await startBridge({
     amqpUrl: AMQP_URL,
     queue,
-    prefetch: 4,
+    prefetch: opts.prefetch ?? 4,
     redis: bridgeRedis,
     ...(opts.locks && bridgeRedis ? { locks: opts.locks(bridgeRedis, logs.log) } : {}),
     log: logs.log,
     startRun: opts.startRun,
     reconnect: opts.reconnect ?? { initialDelayMs: 100, maxDelayMs: 1000 },
     startRetry: opts.startRetry ?? { attempts: 3, initialDelayMs: 20 },
+    ...(opts.startMaxAttempts !== undefined ? { startMaxAttempts: opts.startMaxAttempts } : {}),
     metrics: opts.metrics,
   });
   return {

@@ -1,7 +1,15 @@
 import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MessageLocks, createRedis, processedKey, processingKey, startBridge } from '../../bridge';
+import {
+  MessageLocks,
+  START_ATTEMPTS_HEADER,
+  createRedis,
+  deadLetterQueueName,
+  processedKey,
+  processingKey,
+  startBridge,
+} from '../../bridge';
 import {
   REDIS,
   captureLogger,
@@ -12,6 +20,7 @@ import {
   queueDepth,
   recordingStartRun,
   startFixture,
+  withChannel,
 } from './bridge-harness';
 
 /** A port nothing listens on: bound by us, then released. */
@@ -116,27 +125,50 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
     }
   });
 
-  test('a start that keeps failing requeues the message and releases the lock', async () => {
+  test('a start that keeps failing transiently is published again with a counted attempt, then dead-lettered', async () => {
     const { startRun, calls } = recordingStartRun(
       () => new Error('14 UNAVAILABLE: temporal frontend unreachable'),
     );
-    const fx = await startFixture({ startRun, startRetry: { attempts: 2, initialDelayMs: 20 } });
+    const fx = await startFixture({
+      startRun,
+      startRetry: { attempts: 2, initialDelayMs: 20 },
+      startMaxAttempts: 3,
+    });
     try {
       const msg = platformMessage(fx.queue);
       fx.trackSuffix(msg.message_id);
       await publishLikePlatform(fx.queue, JSON.stringify(msg), msg.message_id);
 
-      const failed = await pollUntil('start failure', () => fx.logs.withCode('E_WORKFLOW_START_FAILED')[0]);
-      assert.equal(failed.workflow_id, `experiment-1-${msg.message_id}`);
-      assert.equal(failed.attempts, 2);
-      await pollUntil('redelivery', () =>
-        fx.logs.withCode('MESSAGE_RECEIVED').find((line) => line.redelivered === true),
+      const deadLettered = await pollUntil('dead letter', () =>
+        fx.logs.withCode('E_WORKFLOW_START_FAILED').find((l) => l.dead_letter_queue !== undefined),
+      );
+      assert.match(
+        String(deadLettered.error),
+        /^E_WORKFLOW_START_FAILED: 3 deliveries failed to start, the last with: 14 UNAVAILABLE/,
       );
       await fx.bridge.stop();
 
-      assert.ok(calls.length >= 3);
+      const failed = fx.logs.withCode('E_WORKFLOW_START_FAILED').filter((l) => l.workflow_id !== undefined);
+      assert.deepEqual(
+        failed.map((l) => l.start_attempts),
+        [1, 2],
+        'each requeue counts one more delivery',
+      );
+      assert.equal(failed[0]?.workflow_id, `experiment-1-${msg.message_id}`);
+      assert.equal(failed[0]?.attempts, 2, 'in-process tries per delivery');
+      assert.deepEqual(
+        fx.logs.withCode('MESSAGE_RECEIVED').map((l) => l.start_attempts),
+        [0, 1, 2],
+      );
+      assert.equal(calls.length, 6, '3 deliveries × 2 tries, then no more');
       assert.equal(fx.bridge.stats().started, 0);
-      assert.equal(await queueDepth(fx.queue), 1, 'the message waits in the queue for the next bridge');
+      assert.equal(await queueDepth(fx.queue), 0);
+      const dead = await withChannel((ch) => ch.get(deadLetterQueueName(fx.queue), { noAck: true }));
+      assert.ok(dead, 'the message is in the dead-letter queue');
+      assert.equal(dead.properties.headers?.['x-agentbench-error-code'], 'E_WORKFLOW_START_FAILED');
+      assert.equal(dead.properties.headers?.[START_ATTEMPTS_HEADER], 2);
+      assert.equal(dead.properties.messageId, msg.message_id);
+      assert.equal(dead.content.toString('utf8'), JSON.stringify(msg));
       assert.equal(await fx.redis.exists(processingKey(msg.message_id)), 0);
       assert.equal(await fx.redis.exists(processedKey(msg.message_id)), 0);
     } finally {

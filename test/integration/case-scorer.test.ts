@@ -2,12 +2,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EvaluatorSettings } from '../../src/domain/judge-score';
 import { createLogger } from '../../src/logger';
-import {
-  scoreCase,
-  type ScoreCaseParams,
-  type ScorerDefinition,
-  type ScorerResult,
-} from '../../src/scoring/case-scorer';
+import type { ScorerDefinition } from '../../src/domain/scoring-input';
+import { scoreCase, type ScoreCaseParams, type ScorerResult } from '../../src/scoring/case-scorer';
 import {
   anthropicReply,
   openAiReply,
@@ -33,7 +29,6 @@ const settings: EvaluatorSettings = {
   retryBackoffSeconds: 0,
   scorerHardTimeoutSeconds: 10,
 };
-
 
 let nextId = 1;
 function scorer(path: string, config: Record<string, unknown> = {}): ScorerDefinition {

@@ -1,11 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { CaseCursorEntry } from '../../src/domain/activity-contract';
 import {
   listCaseIds,
   loadCaseInput,
   loadRunRequest,
   saveRunRequest,
-  type CaseCursorEntry,
 } from '../../src/db/run-request-repository';
 import { createTestDatabase, type TestDatabase } from '../support/database';
 

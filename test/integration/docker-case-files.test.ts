@@ -8,7 +8,15 @@ import { createDockerClient, pingDocker } from '../../src/docker/docker-client';
 import { DockerSandbox } from '../../src/docker/docker-sandbox';
 import { OrphanReaper } from '../../src/docker/orphan-reaper';
 import { Semaphore } from '../../src/docker/semaphore';
-import { baseSpec, captureLogger, cliInspect, ensureBenchImages, newTestRunId, removeTestContainers, SOCKET_PATH } from './docker-fixtures';
+import {
+  baseSpec,
+  captureLogger,
+  cliInspect,
+  ensureBenchImages,
+  newTestRunId,
+  removeTestContainers,
+  SOCKET_PATH,
+} from './docker-fixtures';
 
 const docker = createDockerClient(SOCKET_PATH);
 const runId = newTestRunId();
@@ -17,7 +25,14 @@ const CASE = `{"user_input": "it's \\"quoted\\" $(echo pwned)\\nline2"}\n`;
 
 function sandboxWith(delivery: 'auto' | 'bind' | 'copy', dir = join(root, delivery)) {
   const { log, lines } = captureLogger();
-  return { sandbox: new DockerSandbox(docker, new Semaphore(4), log, { caseFileDelivery: delivery, caseFilesDir: dir }), lines, dir };
+  return {
+    sandbox: new DockerSandbox(docker, new Semaphore(4), log, {
+      caseFileDelivery: delivery,
+      caseFilesDir: dir,
+    }),
+    lines,
+    dir,
+  };
 }
 
 describe('case files reach the container (real Docker)', () => {
@@ -43,17 +58,33 @@ describe('case files reach the container (real Docker)', () => {
     const { containerId, name } = await sandbox.createAndStart(spec);
     assert.equal(sandbox.caseFileDelivery, 'bind');
 
-    const mounts = cliInspect(containerId).Mounts as Array<{ Type?: string; Source?: string; Destination?: string; RW?: boolean }>;
+    const mounts = cliInspect(containerId).Mounts as Array<{
+      Type?: string;
+      Source?: string;
+      Destination?: string;
+      RW?: boolean;
+    }>;
     assert.deepEqual(
       mounts.map((m) => ({ type: m.Type, source: m.Source, destination: m.Destination, rw: m.RW })),
       [{ type: 'bind', source: join(dir, name), destination: '/benchmark', rw: false }],
     );
     const read = await sandbox.exec(containerId, { command: 'cat /benchmark/case.json', timeoutMs: 10_000 });
-    assert.deepEqual({ exitCode: read.exitCode, stdout: read.stdout }, { exitCode: 0, stdout: CASE }, 'a non-root user reads it intact');
-    const modes = await sandbox.exec(containerId, { command: 'stat -c %a /benchmark/case.json /benchmark/extra.pem', timeoutMs: 10_000 });
+    assert.deepEqual(
+      { exitCode: read.exitCode, stdout: read.stdout },
+      { exitCode: 0, stdout: CASE },
+      'a non-root user reads it intact',
+    );
+    const modes = await sandbox.exec(containerId, {
+      command: 'stat -c %a /benchmark/case.json /benchmark/extra.pem',
+      timeoutMs: 10_000,
+    });
     assert.equal(modes.stdout, '644\n600\n');
     // As root, the owner of the host directory: only the read-only mount can refuse.
-    const write = await sandbox.exec(containerId, { command: 'echo x > /benchmark/new', user: '0', timeoutMs: 10_000 });
+    const write = await sandbox.exec(containerId, {
+      command: 'echo x > /benchmark/new',
+      user: '0',
+      timeoutMs: 10_000,
+    });
     assert.notEqual(write.exitCode, 0);
     assert.match(write.stderr, /Read-only file system/);
 
@@ -63,7 +94,9 @@ describe('case files reach the container (real Docker)', () => {
 
   test('copy puts the files into the container itself; nothing on the host', async () => {
     const { sandbox, dir } = sandboxWith('copy');
-    const { containerId } = await sandbox.createAndStart(baseSpec(runId, { files: [{ path: '/benchmark/case.json', content: CASE }] }));
+    const { containerId } = await sandbox.createAndStart(
+      baseSpec(runId, { files: [{ path: '/benchmark/case.json', content: CASE }] }),
+    );
     assert.equal(cliInspect(containerId).Mounts.length, 0);
     const read = await sandbox.exec(containerId, { command: 'cat /benchmark/case.json', timeoutMs: 10_000 });
     assert.equal(read.stdout, CASE);
@@ -81,7 +114,10 @@ describe('case files reach the container (real Docker)', () => {
         ],
       }),
     );
-    const read = await sandbox.exec(containerId, { command: 'cat /etc/agentbench/extra.txt /benchmark/case.json', timeoutMs: 10_000 });
+    const read = await sandbox.exec(containerId, {
+      command: 'cat /etc/agentbench/extra.txt /benchmark/case.json',
+      timeoutMs: 10_000,
+    });
     assert.equal(read.stdout, `copied${CASE}`);
     await sandbox.remove(containerId);
   });
@@ -94,28 +130,57 @@ describe('case files reach the container (real Docker)', () => {
     const fixture = join(__dirname, '..', 'fixtures', 'case-files-foreign-daemon.ts');
     const out = execFileSync(
       'unshare',
-      ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs "$1" && exec node --import tsx "$2" "$1" "$3"', 'sh', dir, fixture, runId],
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        'mount -t tmpfs tmpfs "$1" && exec node --import tsx "$2" "$1" "$3"',
+        'sh',
+        dir,
+        fixture,
+        runId,
+      ],
       { encoding: 'utf8', timeout: 60_000 },
     );
     const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
       auto: { delivery: string; content?: string; codes?: string[]; error?: string };
       bind: { delivery: string; error?: string };
     };
-    assert.deepEqual(result.auto, { delivery: 'copy', content: '{"from":"a foreign namespace"}', codes: ['SANDBOX_CASE_FILES_COPY'] });
+    assert.deepEqual(result.auto, {
+      delivery: 'copy',
+      content: '{"from":"a foreign namespace"}',
+      codes: ['SANDBOX_CASE_FILES_COPY'],
+    });
     assert.equal(result.bind.delivery, 'bind');
     assert.match(result.bind.error ?? '', /^E_DOCKER_CREATE: .*bind source path does not exist/);
   });
 
   test('the reaper removes directories whose container is gone, and keeps the live and the young', async () => {
     const { sandbox, dir } = sandboxWith('bind', join(root, 'reaper'));
-    const live = await sandbox.createAndStart(baseSpec(runId, { files: [{ path: '/benchmark/case.json', content: CASE }] }));
-    await sandbox.caseFiles.write('agentbench-case-1-deadbeef00-a1', [{ path: '/benchmark/case.json', content: CASE }]);
+    const live = await sandbox.createAndStart(
+      baseSpec(runId, { files: [{ path: '/benchmark/case.json', content: CASE }] }),
+    );
+    await sandbox.caseFiles.write('agentbench-case-1-deadbeef00-a1', [
+      { path: '/benchmark/case.json', content: CASE },
+    ]);
     const { log } = captureLogger();
     const reaper = (minAgeSeconds: number) =>
-      new OrphanReaper({ sandbox, log, minAgeSeconds, isStillWanted: () => Promise.resolve(true) });
+      new OrphanReaper({
+        sandbox,
+        log,
+        deploymentId: `test-${runId}`,
+        minAgeSeconds,
+        judge: () => Promise.resolve({ verdict: 'wanted' }),
+      });
 
     await reaper(3600).sweep();
-    assert.deepEqual(readdirSync(dir).sort(), [live.name, 'agentbench-case-1-deadbeef00-a1'].sort(), 'young directories are kept');
+    assert.deepEqual(
+      readdirSync(dir).sort(),
+      [live.name, 'agentbench-case-1-deadbeef00-a1'].sort(),
+      'young directories are kept',
+    );
     await reaper(0).sweep();
     assert.deepEqual(readdirSync(dir), [live.name], 'only the live container keeps its directory');
     await sandbox.remove(live.containerId);

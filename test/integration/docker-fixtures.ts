@@ -83,8 +83,7 @@ export function baseSpec(runId: string, overrides: Partial<CaseContainerSpec> = 
     labels: { [TEST_RUN_LABEL]: runId },
     limits: { memoryMb: 64, cpus: 0.5, pidsLimit: 64 },
     hardening: { noNewPrivileges: true, dropAllCapabilities: true },
-    startupTimeoutSeconds: 10,
-    startupPollIntervalSeconds: 0.1,
+    startup: { timeoutSeconds: 10, pollIntervalSeconds: 0.1 },
     ...overrides,
   };
 }

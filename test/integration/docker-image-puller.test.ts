@@ -6,11 +6,20 @@ import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type Dockerode from 'dockerode';
 import { createDockerClient } from '../../src/docker/docker-client';
-import { DockerInfraError } from '../../src/docker/docker-sandbox';
+import { DockerInfraError } from '../../src/docker/errors';
 import { ImagePuller } from '../../src/docker/image-puller';
 import { Semaphore } from '../../src/docker/semaphore';
 import { tarArchive } from '../../src/docker/tar-archive';
-import { BUSYBOX, captureLogger, ensureBenchImages, newTestRunId, SOCKET_PATH } from './docker-fixtures';
+import { DockerSandbox } from '../../src/docker/docker-sandbox';
+import {
+  baseSpec,
+  BUSYBOX,
+  captureLogger,
+  ensureBenchImages,
+  newTestRunId,
+  removeTestContainers,
+  SOCKET_PATH,
+} from './docker-fixtures';
 
 const runId = newTestRunId();
 // No registry is reachable from this machine: pulls of these names fail within milliseconds.
@@ -149,6 +158,7 @@ describe('ImagePuller (real Docker, no reachable registry)', () => {
 
   after(async () => {
     const docker = createDockerClient(SOCKET_PATH);
+    await removeTestContainers(docker, runId);
     for (const image of pulledImages)
       await docker
         .getImage(image)
@@ -248,5 +258,41 @@ describe('ImagePuller (real Docker, no reachable registry)', () => {
       Array.from({ length: 4 }, () => ({ action: 'used-local' })),
     );
     assert.deepEqual(pulls, [hangingImage, BUSYBOX]);
+  });
+
+  test('a case whose image this daemon lacks gets it on create; concurrent cases of it pull once', async () => {
+    const { docker, pulls } = countingDocker();
+    const { log } = captureLogger();
+    const ops = new Semaphore(4);
+    const sandbox = new DockerSandbox(docker, ops, log, { images: new ImagePuller(docker, ops, log) });
+    // What a worker that did not prepare the run sees: the image was never pulled here.
+    const image = `${registry?.host}/agentbench/elsewhere-${runId}:v1`;
+    pulledImages.push(image);
+    const results = await Promise.allSettled(
+      Array.from({ length: 4 }, () =>
+        sandbox.createAndStart(
+          baseSpec(runId, {
+            image,
+            startCommand: undefined,
+            pull: { policy: 'if-not-present', timeoutSeconds: 30 },
+          }),
+        ),
+      ),
+    );
+    assert.deepEqual(pulls, [image], 'one pull for four concurrent cases');
+    // The registry's image has nothing runnable: its start may fail, but every create found the image.
+    for (const r of results) {
+      if (r.status === 'rejected') assert.doesNotMatch(String(r.reason), /no such image|E_DOCKER_PULL/i);
+    }
+    await docker.getImage(image).inspect();
+
+    // pull_policy=never: a missing image is E_DOCKER_PULL, nothing pulled.
+    await assert.rejects(
+      sandbox.createAndStart(
+        baseSpec(runId, { image: MISSING, pull: { policy: 'never', timeoutSeconds: 5 } }),
+      ),
+      pullError(/not present and pull_policy=never$/),
+    );
+    assert.deepEqual(pulls, [image]);
   });
 });

@@ -3,12 +3,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import type Dockerode from 'dockerode';
 import { createDockerClient, pingDocker } from '../../src/docker/docker-client';
-import {
-  DockerInfraError,
-  DockerSandbox,
-  EXEC_OUTPUT_CAP_BYTES,
-  SandboxSpecError,
-} from '../../src/docker/docker-sandbox';
+import { DockerSandbox, EXEC_OUTPUT_CAP_BYTES } from '../../src/docker/docker-sandbox';
+import { DockerInfraError, SandboxSpecError } from '../../src/docker/errors';
 import { LABELS } from '../../src/docker/labels';
 import { Semaphore } from '../../src/docker/semaphore';
 import {
@@ -197,16 +193,18 @@ describe('DockerSandbox (real Docker)', () => {
 
   test('execUntilAgentReady retries "connection refused" until the agent answers', async () => {
     const { containerId } = await startContainer();
+    const startup = { timeoutSeconds: 30, pollIntervalSeconds: 0.1 };
     const retries: Array<[number, number]> = [];
-    const r = await sandbox.execUntilAgentReady(containerId, {
-      command: `n=$(cat /tmp/attempts 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /tmp/attempts
+    const r = await sandbox.execUntilAgentReady(
+      { containerId, startup },
+      {
+        command: `n=$(cat /tmp/attempts 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /tmp/attempts
 if [ $n -lt 3 ]; then echo "curl: (7) Failed to connect to localhost port 8080: Connection refused" >&2; exit 7; fi
 echo ready`,
-      timeoutMs: 10_000,
-      startupTimeoutSeconds: 30,
-      startupPollIntervalSeconds: 0.1,
-      onRetry: (attempt, retryInMs) => retries.push([attempt, retryInMs]),
-    });
+        timeoutMs: 10_000,
+        onRetry: (attempt, retryInMs) => retries.push([attempt, retryInMs]),
+      },
+    );
     assert.deepEqual(
       { attempts: r.attempts, exitCode: r.exitCode, stdout: r.stdout },
       { attempts: 3, exitCode: 0, stdout: 'ready\n' },
@@ -216,31 +214,30 @@ echo ready`,
       [2, 100],
     ]);
 
-    const otherFailure = await sandbox.execUntilAgentReady(containerId, {
-      command: 'echo boom >&2; exit 1',
-      timeoutMs: 10_000,
-      startupTimeoutSeconds: 30,
-      startupPollIntervalSeconds: 0.1,
-    });
+    const otherFailure = await sandbox.execUntilAgentReady(
+      { containerId, startup },
+      { command: 'echo boom >&2; exit 1', timeoutMs: 10_000 },
+    );
     assert.deepEqual(
       { attempts: otherFailure.attempts, exitCode: otherFailure.exitCode },
       { attempts: 1, exitCode: 1 },
     );
 
     const windowStart = Date.now();
-    const neverReady = await sandbox.execUntilAgentReady(containerId, {
-      command: 'echo "connect: Connection refused"; exit 1',
-      timeoutMs: 10_000,
-      startupTimeoutSeconds: 0.5,
-      startupPollIntervalSeconds: 0.1,
-    });
+    const neverReady = await sandbox.execUntilAgentReady(
+      { containerId, startup: { timeoutSeconds: 0.5, pollIntervalSeconds: 0.1 } },
+      { command: 'echo "connect: Connection refused"; exit 1', timeoutMs: 10_000 },
+    );
     assert.equal(neverReady.exitCode, 1);
     assert.ok(neverReady.attempts >= 2, `attempts=${neverReady.attempts}`);
     assert.ok(Date.now() - windowStart < 5000, 'gives up once the startup window has elapsed');
   });
 
   test('a start command that exits at once fails with E_CONTAINER_STARTUP_TIMEOUT, with its exit code and logs', async () => {
-    const spec = baseSpec(runId, { startCommand: 'echo bye-from-start; exit 3', startupTimeoutSeconds: 5 });
+    const spec = baseSpec(runId, {
+      startCommand: 'echo bye-from-start; exit 3',
+      startup: { timeoutSeconds: 5, pollIntervalSeconds: 0.1 },
+    });
     // Either the start is seen failing, or it read as running for an instant and the exec finds it stopped.
     const run = async () => {
       const { containerId } = await sandbox.createAndStart(spec);
@@ -305,6 +302,22 @@ echo ready`,
       timeoutMs: 10_000,
     });
     assert.notEqual(socket.exitCode, 0, 'the docker socket is not reachable inside');
+  });
+
+  test('the configured OCI runtime is the one the container runs with; an unregistered one is E_DOCKER_CREATE', async () => {
+    // runc is always registered; crun only where scripts/setup could register and use it.
+    const withRunc = new DockerSandbox(docker, new Semaphore(4), log, { runtime: 'runc' });
+    const { containerId } = await withRunc.createAndStart(baseSpec(runId));
+    assert.equal(cliInspect(containerId).HostConfig.Runtime, 'runc');
+    const r = await withRunc.exec(containerId, { command: 'echo ok', timeoutMs: 10_000 });
+    assert.equal(r.stdout.trim(), 'ok');
+
+    const unknown = new DockerSandbox(docker, new Semaphore(4), log, { runtime: `nope-${runId}` });
+    await assert.rejects(
+      unknown.createAndStart(baseSpec(runId)),
+      (err: unknown) =>
+        err instanceof DockerInfraError && err.code === 'E_DOCKER_CREATE' && /runtime/i.test(err.message),
+    );
   });
 
   test('hardening switched off leaves capabilities and privilege escalation to the image defaults', async () => {

@@ -2,14 +2,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { JudgeHttpRequest } from '../../src/domain/judge-score';
 import {
-  callLlmJudge,
   ConnectionError,
   HTTPError,
   InvalidURL,
   JSONDecodeError,
   ReadTimeout,
-  type JudgeCallOptions,
-} from '../../src/scoring/llm-judge-client';
+} from '../../src/scoring/errors';
+import { callLlmJudge, type JudgeCallOptions } from '../../src/scoring/llm-judge-client';
 import { openAiReply, startLlmJudgeServer, type LlmJudgeServer } from '../support/llm-judge-server';
 
 let judge: LlmJudgeServer;

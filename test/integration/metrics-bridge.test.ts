@@ -61,7 +61,9 @@ describe('bridge metrics over HTTP (real RabbitMQ + Redis)', () => {
 
   test('received, started, start failures, both Redis duplicates and dead letters are counted once each', async () => {
     // The first delivery's start fails all 3 attempts (requeued); its redelivery starts the run.
-    const { startRun, calls } = recordingStartRun((n) => (n <= 3 ? new Error('temporal unavailable') : undefined));
+    const { startRun, calls } = recordingStartRun((n) =>
+      n <= 3 ? new Error('temporal unavailable') : undefined,
+    );
     const fx = await startFixture({ startRun, metrics });
     const first = platformMessage(fx.queue);
     const second = platformMessage(fx.queue);
@@ -77,33 +79,59 @@ describe('bridge metrics over HTTP (real RabbitMQ + Redis)', () => {
       assert.equal(calls.length, 4);
 
       await publishLikePlatform(fx.queue, JSON.stringify(first), first.message_id);
-      await scrapeUntil('processed duplicate', (x) => x.value('agentbench_bridge_duplicates_total', { reason: 'processed' }) === 1);
+      await scrapeUntil(
+        'processed duplicate',
+        (x) => x.value('agentbench_bridge_duplicates_total', { reason: 'processed' }) === 1,
+      );
 
       // The Python consumer holds the second message's lock: not ours to take over.
       await fx.redis.set(processingKey(second.message_id), 'python-consumer', 'EX', 60);
       await publishLikePlatform(fx.queue, JSON.stringify(second), second.message_id);
-      await scrapeUntil('processing duplicate', (x) => x.value('agentbench_bridge_duplicates_total', { reason: 'processing' }) === 1);
+      await scrapeUntil(
+        'processing duplicate',
+        (x) => x.value('agentbench_bridge_duplicates_total', { reason: 'processing' }) === 1,
+      );
 
       await publishLikePlatform(fx.queue, '{ not json');
-      await publishLikePlatform(fx.queue, JSON.stringify({ message_type: 'experiment.run.requested', schema_version: 'v9' }));
-      await scrapeUntil('dead letters', (x) => x.series('agentbench_bridge_dead_lettered_total').length === 2);
+      await publishLikePlatform(
+        fx.queue,
+        JSON.stringify({ message_type: 'experiment.run.requested', schema_version: 'v9' }),
+      );
+      await scrapeUntil(
+        'dead letters',
+        (x) => x.series('agentbench_bridge_dead_lettered_total').length === 2,
+      );
       await fx.bridge.waitForIdle();
       m = await scrape(`${url}/metrics`);
 
-      assert.equal(m.value('agentbench_bridge_messages_received_total'), 6, 'first ×2 (requeued once), its re-publish, second, two malformed');
+      assert.equal(
+        m.value('agentbench_bridge_messages_received_total'),
+        6,
+        'first ×2 (requeued once), its re-publish, second, two malformed',
+      );
       assert.equal(m.value('agentbench_bridge_runs_started_total'), 1);
       assert.equal(m.value('agentbench_bridge_start_failures_total'), 1);
       assert.equal(m.value('agentbench_bridge_duplicates_total', { reason: 'processed' }), 1);
       assert.equal(m.value('agentbench_bridge_duplicates_total', { reason: 'processing' }), 1);
       assert.equal(m.value('agentbench_bridge_duplicates_total', { reason: 'workflow_exists' }), undefined);
       assert.equal(m.value('agentbench_bridge_dead_lettered_total', { code: 'E_MESSAGE_INVALID_JSON' }), 1);
-      assert.equal(m.value('agentbench_bridge_dead_lettered_total', { code: 'E_UNSUPPORTED_SCHEMA_VERSION' }), 1);
+      assert.equal(
+        m.value('agentbench_bridge_dead_lettered_total', { code: 'E_UNSUPPORTED_SCHEMA_VERSION' }),
+        1,
+      );
       assert.equal(m.value('agentbench_bridge_deliveries_in_flight'), 0);
       assert.equal(m.value('agentbench_bridge_reconnects_total'), 0);
-      assert.deepEqual(fx.bridge.stats(), { received: 6, started: 1, duplicates: 2, deadLettered: 2, reconnects: 0 }, 'metrics agree with the bridge’s own stats');
+      assert.deepEqual(
+        fx.bridge.stats(),
+        { received: 6, started: 1, duplicates: 2, deadLettered: 2, reconnects: 0 },
+        'metrics agree with the bridge’s own stats',
+      );
       assert.equal(m.types.get('agentbench_bridge_runs_started_total'), 'counter');
       assert.equal(m.types.get('agentbench_bridge_connected'), 'gauge');
-      assert.ok((m.value('process_cpu_user_seconds_total') ?? 0) > 0, 'default process metrics are served too');
+      assert.ok(
+        (m.value('process_cpu_user_seconds_total') ?? 0) > 0,
+        'default process metrics are served too',
+      );
       assertBoundedLabels(m, [first.message_id, second.message_id, fx.queue]);
 
       await fx.bridge.stop();
@@ -126,7 +154,9 @@ describe('bridge metrics over HTTP (real RabbitMQ + Redis)', () => {
       await publishLikePlatform(fx.queue, JSON.stringify(msg), msg.message_id);
       const m = await pollUntil('workflow_exists duplicate', async () => {
         const x = await scrape(`http://127.0.0.1:${port}/metrics`);
-        return x.value('agentbench_bridge_duplicates_total', { reason: 'workflow_exists' }) === 1 ? x : undefined;
+        return x.value('agentbench_bridge_duplicates_total', { reason: 'workflow_exists' }) === 1
+          ? x
+          : undefined;
       });
       assert.equal(m.value('agentbench_bridge_runs_started_total'), 1);
       assert.equal(m.value('agentbench_bridge_redis_degraded'), 1);
@@ -148,7 +178,10 @@ describe('bridge metrics over HTTP (real RabbitMQ + Redis)', () => {
       assert.equal(await forceCloseConnections(fx.queue), 1);
       const m = await pollUntil('reconnected', async () => {
         const x = await read();
-        return x.value('agentbench_bridge_reconnects_total') === 1 && x.value('agentbench_bridge_connected') === 1 ? x : undefined;
+        return x.value('agentbench_bridge_reconnects_total') === 1 &&
+          x.value('agentbench_bridge_connected') === 1
+          ? x
+          : undefined;
       });
       assert.equal(m.value('agentbench_bridge_messages_received_total'), 0);
     } finally {
@@ -158,7 +191,11 @@ describe('bridge metrics over HTTP (real RabbitMQ + Redis)', () => {
 
   test('the endpoint: /healthz answers, other paths 404, other methods 405, HEAD has no body', async () => {
     assert.deepEqual(
-      [(await httpGet(`${url}/healthz`)).status, (await httpGet(`${url}/`)).status, (await httpGet(`${url}/metrics`, 'POST')).status],
+      [
+        (await httpGet(`${url}/healthz`)).status,
+        (await httpGet(`${url}/`)).status,
+        (await httpGet(`${url}/metrics`, 'POST')).status,
+      ],
       [200, 404, 405],
     );
     const head = await httpGet(`${url}/metrics`, 'HEAD');

@@ -9,6 +9,7 @@ import { amqpUrl } from '../../src/config';
 import { deadLetterQueueName } from '../../bridge/dead-letter';
 import { publishRaw } from '../support/platform';
 import { httpGet, scrape } from '../support/prometheus-text';
+import { freePort } from '../support/ports';
 import { eventually, startStack, type Stack } from '../support/stack';
 
 const BENCHCTL = path.resolve(__dirname, '../../src/cli/benchctl.ts');
@@ -50,15 +51,6 @@ async function exitWithin(child: Child, ms: number): Promise<number | null> {
   }
 }
 
-/** A port nothing listens on right now (the kernel's pick). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 /** Something else holding a port, as another process would. */
 async function occupy(): Promise<{ port: number; close: () => Promise<void> }> {
   const server = net.createServer();
@@ -74,7 +66,7 @@ async function refused(url: string): Promise<boolean> {
   );
 }
 
-describe('benchctl worker/bridge serve /metrics from start to shutdown', () => {
+describe('benchctl worker/bridge serve /metrics, /healthz and /readyz from start to shutdown', () => {
   const queue = `agentbench.metrics-cli.${randomBytes(4).toString('hex')}`;
   let stack: Stack;
   let env: Record<string, string>;
@@ -105,9 +97,18 @@ describe('benchctl worker/bridge serve /metrics from start to shutdown', () => {
         );
       }
       // The core's exporter is checked as early, before Docker, Postgres and Temporal are touched.
-      const child = benchctl('worker', { ...env, METRICS_PORT: '0', TEMPORAL_METRICS_PORT: String(taken.port) });
+      const child = benchctl('worker', {
+        ...env,
+        METRICS_PORT: '0',
+        TEMPORAL_METRICS_PORT: String(taken.port),
+      });
       assert.equal(await exitWithin(child, 30_000), 1, child.output());
-      assert.match(child.stderr(), new RegExp(`^benchctl: E_METRICS_PORT_IN_USE: TEMPORAL_METRICS_PORT=${taken.port} on 127\\.0\\.0\\.1 is already in use [^\\n]*\\n$`));
+      assert.match(
+        child.stderr(),
+        new RegExp(
+          `^benchctl: E_METRICS_PORT_IN_USE: TEMPORAL_METRICS_PORT=${taken.port} on 127\\.0\\.0\\.1 is already in use [^\\n]*\\n$`,
+        ),
+      );
     } finally {
       await taken.close();
     }
@@ -118,15 +119,31 @@ describe('benchctl worker/bridge serve /metrics from start to shutdown', () => {
     const url = `http://127.0.0.1:${port}/metrics`;
     const child = benchctl('bridge', { ...env, METRICS_PORT: String(port) });
     try {
-      await eventually(async () => ((await scrape(url)).value('agentbench_bridge_connected') === 1 ? true : undefined), 60_000, `bridge connected\n${child.output()}`);
+      await eventually(
+        async () => ((await scrape(url)).value('agentbench_bridge_connected') === 1 ? true : undefined),
+        60_000,
+        `bridge connected\n${child.output()}`,
+      );
       await publishRaw(amqpUrl(stack.config), queue, '{ not json');
-      const m = await eventually(async () => {
-        const x = await scrape(url);
-        return x.value('agentbench_bridge_dead_lettered_total', { code: 'E_MESSAGE_INVALID_JSON' }) === 1 ? x : undefined;
-      }, 30_000, 'dead letter counted');
+      const m = await eventually(
+        async () => {
+          const x = await scrape(url);
+          return x.value('agentbench_bridge_dead_lettered_total', { code: 'E_MESSAGE_INVALID_JSON' }) === 1
+            ? x
+            : undefined;
+        },
+        30_000,
+        'dead letter counted',
+      );
       assert.equal(m.value('agentbench_bridge_messages_received_total'), 1);
       assert.equal(m.value('agentbench_bridge_redis_degraded'), 0);
       assert.equal((await httpGet(`http://127.0.0.1:${port}/healthz`)).body, 'ok\n');
+      const ready = await httpGet(`http://127.0.0.1:${port}/readyz`);
+      assert.equal(ready.status, 200, ready.body);
+      assert.deepEqual(JSON.parse(ready.body), {
+        status: 'ready',
+        checks: { temporal: { ok: true }, rabbitmq: { ok: true }, postgres: { ok: true } },
+      });
     } finally {
       child.signal('SIGTERM');
     }
@@ -138,17 +155,35 @@ describe('benchctl worker/bridge serve /metrics from start to shutdown', () => {
     const [port, temporalPort] = [await freePort(), await freePort()];
     const url = `http://127.0.0.1:${port}/metrics`;
     const temporalUrl = `http://127.0.0.1:${temporalPort}/metrics`;
-    const child = benchctl('worker', { ...env, METRICS_PORT: String(port), TEMPORAL_METRICS_PORT: String(temporalPort) });
+    const child = benchctl('worker', {
+      ...env,
+      METRICS_PORT: String(port),
+      TEMPORAL_METRICS_PORT: String(temporalPort),
+    });
     try {
-      await eventually(async () => (child.output().includes('"WORKER_STARTED"') ? true : undefined), 120_000, `worker start\n${child.output()}`);
+      await eventually(
+        async () => (child.output().includes('"WORKER_STARTED"') ? true : undefined),
+        120_000,
+        `worker start\n${child.output()}`,
+      );
       const m = await scrape(url);
       assert.equal(m.value('agentbench_live_containers_limit'), stack.config.docker.maxLiveContainers);
       assert.equal(m.value('agentbench_live_containers'), 0);
       assert.ok(m.types.has('process_cpu_user_seconds_total'));
-      const core = await eventually(async () => {
-        const res = await httpGet(temporalUrl);
-        return res.status === 200 && /^temporal_/m.test(res.body) ? res.body : undefined;
-      }, 30_000, 'temporal core metrics');
+      const ready = await httpGet(`http://127.0.0.1:${port}/readyz`);
+      assert.equal(ready.status, 200, ready.body);
+      assert.deepEqual(JSON.parse(ready.body), {
+        status: 'ready',
+        checks: { temporal: { ok: true }, postgres: { ok: true }, docker: { ok: true } },
+      });
+      const core = await eventually(
+        async () => {
+          const res = await httpGet(temporalUrl);
+          return res.status === 200 && /^temporal_/m.test(res.body) ? res.body : undefined;
+        },
+        30_000,
+        'temporal core metrics',
+      );
       assert.ok(!/^agentbench_/m.test(core), 'the core exporter serves only its own temporal_ metrics');
     } finally {
       child.signal('SIGTERM');

@@ -96,15 +96,15 @@ async function agentFor(
   gateway: CaseGateway,
   extraFiles: Array<{ path: string; content: string }> = [],
 ): Promise<Agent> {
-  const { containerId } = await sandbox.createAndStart(
+  const { containerId, addresses } = await sandbox.createAndStart(
     baseSpec(runId, {
       image: AGENT_BASE,
       env: gateway.proxyEnv(),
       files: [...gateway.containerFiles(), ...extraFiles],
-      network: gateway.network,
       limits: { memoryMb: 256, cpus: 1, pidsLimit: 128 },
     }),
   );
+  gateway.admit(addresses);
   const exec = async (command: string) => {
     const r = await sandbox.exec(containerId, { command, timeoutMs: 120_000 });
     return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
@@ -140,7 +140,6 @@ describe('mock gateway with real containers', () => {
     const g = await gatewayManager.start({
       runCaseId,
       config: raw === null ? null : mockConfig(raw),
-      sealed: false,
     });
     gateways.push(g);
     return g;
@@ -157,7 +156,7 @@ describe('mock gateway with real containers', () => {
       bindHost: bridgeIp,
       advertisedHost: 'host.docker.internal',
       otelForward: otel.forward,
-      python: { timeoutMs: PYTHON_TIMEOUT_MS },
+      python: { image: AGENT_BASE, timeoutMs: PYTHON_TIMEOUT_MS },
       upstreamCaCerts: [upstreamCa.certPem],
     });
   });

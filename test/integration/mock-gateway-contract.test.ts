@@ -27,8 +27,9 @@ describe('mock gateway (host side)', () => {
     const gateway = await manager(log, extra).start({
       runCaseId: 900 + gateways.length,
       config: raw === null ? null : mockConfig(raw),
-      sealed: false,
     });
+    // The "container" is this test process.
+    gateway.admit(['127.0.0.1']);
     gateways.push(gateway);
     return gateway;
   }
@@ -127,7 +128,6 @@ describe('mock gateway (host side)', () => {
       const g = await manager(log, { bindHost: '127.0.0.1', advertisedHost: 'host.docker.internal' }).start({
         runCaseId: 1,
         config: null,
-        sealed: false,
       });
       gateways.push(g);
       const env = g.proxyEnv();
@@ -365,7 +365,8 @@ describe('mock gateway (host side)', () => {
   });
 
   test('close() ends open connections and tunnels and frees the port', async () => {
-    const g = await manager(log).start({ runCaseId: 5, config: null, sealed: false });
+    const g = await manager(log).start({ runCaseId: 5, config: null });
+    g.admit(['127.0.0.1']);
     const tunnel = await connect(g.port, `127.0.0.1:${upstream.port}`);
     const closed = new Promise<void>((resolve) => tunnel.socket.once('close', () => resolve()));
     await g.close();

@@ -1,7 +1,9 @@
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
+import Dockerode from 'dockerode';
 import type { Logger } from '../../src/logger';
+import { AGENT_BASE, SOCKET_PATH } from './docker-fixtures';
 import { parseMockConfig, type MockConfig } from '../../src/domain/message';
 import { CertificateAuthority } from '../../src/mock-gateway/certificate-authority';
 import {
@@ -118,6 +120,9 @@ export function testCa(): CertificateAuthority {
   return sharedCa;
 }
 
+let sharedDocker: Dockerode | undefined;
+
+/** Python rules run in sandbox containers of the agent-base image, as the worker's default. */
 export function manager(log: Logger, overrides: Partial<MockGatewayManagerParams> = {}): MockGatewayManager {
   return new MockGatewayManager({
     log,
@@ -125,6 +130,8 @@ export function manager(log: Logger, overrides: Partial<MockGatewayManagerParams
     otelForward: recordingOtelSink().forward,
     bindHost: '127.0.0.1',
     advertisedHost: '127.0.0.1',
+    docker: (sharedDocker ??= new Dockerode({ socketPath: SOCKET_PATH })),
+    python: { image: AGENT_BASE },
     ...overrides,
   });
 }

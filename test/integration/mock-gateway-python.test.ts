@@ -1,12 +1,19 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import Dockerode from 'dockerode';
 import { createLogger } from '../../src/logger';
 import {
+  PYTHON_HANDLER_LABEL,
   PythonHandlerError,
   PythonHandlerPool,
+  type PythonHandlerPoolOptions,
   type PythonHandlerRequest,
 } from '../../src/mock-gateway/python-handler-pool';
+import { AGENT_BASE, ensureBenchImages, newTestRunId, SOCKET_PATH, TEST_RUN_LABEL } from './docker-fixtures';
 
 const log = createLogger({ level: 'silent' });
 
@@ -41,18 +48,50 @@ function json(buffer: Buffer): unknown {
   return JSON.parse(buffer.toString('utf8'));
 }
 
-describe('PythonHandlerPool (real python3)', () => {
+const docker = new Dockerode({ socketPath: SOCKET_PATH });
+const runId = newTestRunId();
+
+/** The sandbox containers of this test file still on the daemon (running or being removed). */
+async function sandboxes(extraLabel?: string): Promise<Dockerode.ContainerInfo[]> {
+  const label = [`${PYTHON_HANDLER_LABEL}=true`, `${TEST_RUN_LABEL}=${runId}`];
+  if (extraLabel) label.push(extraLabel);
+  return docker.listContainers({ all: true, filters: { label } });
+}
+
+async function eventually<T>(probe: () => Promise<T | undefined>, what: string, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+describe('PythonHandlerPool (real python3 in a sandbox container per case)', () => {
   const pools: PythonHandlerPool[] = [];
-  function pool(
-    options: Partial<ConstructorParameters<typeof PythonHandlerPool>[0]> = {},
-  ): PythonHandlerPool {
-    const created = new PythonHandlerPool({ log, ...options });
+  function pool(options: Partial<PythonHandlerPoolOptions> = {}): PythonHandlerPool {
+    const created = new PythonHandlerPool({
+      log,
+      docker,
+      image: AGENT_BASE,
+      ...options,
+      labels: { [TEST_RUN_LABEL]: runId, ...options.labels },
+    });
     pools.push(created);
     return created;
   }
 
+  before(async () => {
+    await ensureBenchImages(docker);
+  });
+
   after(async () => {
     await Promise.all(pools.map((p) => p.close()));
+    await eventually(
+      async () => ((await sandboxes()).length === 0 ? true : undefined),
+      'every sandbox container to be gone after close()',
+    );
   });
 
   test('handle(request) gets the §2.5 request dict', async () => {
@@ -179,19 +218,74 @@ describe('PythonHandlerPool (real python3)', () => {
     assert.equal((await p.run('def handle(r):\n    return {"text": "ok"}', REQUEST)).body.toString(), 'ok');
   });
 
-  test('handlers see none of the worker environment, cannot fork, and run as nobody when the worker is root', async () => {
-    const result = await pool().run(
+  test('handlers see none of the worker environment, cannot fork, and run as the case’s own uid', async () => {
+    const p = pool();
+    const result = await p.run(
       'import os\ndef handle(r):\n    try:\n        os.fork()\n        forked = True\n    except OSError:\n        forked = False\n' +
-        '    return {"json": {"env": sorted(os.environ), "uid": os.getuid(), "forked": forked}}',
+        '    return {"json": {"env": sorted(os.environ), "uid": os.getuid(), "gid": os.getgid(), "forked": forked}}',
       REQUEST,
     );
-    const seen = json(result.body) as { env: string[]; uid: number; forked: boolean };
+    const seen = json(result.body) as { env: string[]; uid: number; gid: number; forked: boolean };
     assert.deepEqual(seen.env, ['LANG', 'PATH', 'PYTHONDONTWRITEBYTECODE']);
     assert.equal(seen.forked, false);
-    if (process.getuid?.() === 0) assert.equal(seen.uid, 65534);
+    assert.equal(seen.uid, p.uid);
+    assert.equal(seen.gid, p.uid);
+    assert.ok(p.uid >= 2_000_000, 'a uid no host account has');
+    assert.notEqual(pool().uid, p.uid, 'another case gets another uid');
   });
 
-  describe('no network for handler code', () => {
+  test('the sandbox container: no network, read-only, no capabilities, limits, no log, self-removing', async () => {
+    const p = pool({ memoryMb: 128, labels: { 'test.case': 'inspect' } });
+    await p.run('def handle(r):\n    return {}', REQUEST);
+    const [info] = await sandboxes('test.case=inspect');
+    assert.ok(info);
+    const c = await docker.getContainer(info.Id).inspect();
+    assert.equal(c.HostConfig.NetworkMode, 'none');
+    assert.equal(c.HostConfig.ReadonlyRootfs, true);
+    assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
+    assert.deepEqual(c.HostConfig.SecurityOpt, ['no-new-privileges']);
+    assert.equal(c.HostConfig.PidsLimit, 16);
+    assert.equal(c.HostConfig.Memory, (128 + 64) * 1024 * 1024);
+    assert.equal(c.HostConfig.NanoCpus, 1_000_000_000);
+    assert.equal(c.HostConfig.AutoRemove, true);
+    assert.equal(c.HostConfig.LogConfig?.Type, 'none');
+    assert.deepEqual(c.Mounts, [], 'no bind mount, no volume');
+    assert.equal(c.Config.User, `${p.uid}:${p.uid}`);
+    await p.close();
+    await eventually(
+      async () => ((await sandboxes('test.case=inspect')).length === 0 ? true : undefined),
+      'the container to be removed on close()',
+    );
+  });
+
+  test('a worker that dies (SIGKILL) leaves no sandbox behind: stdin closes, the container ends and removes itself', async () => {
+    const script = `
+      const Dockerode = require('dockerode');
+      const { PythonHandlerPool } = require(${JSON.stringify(path.resolve(__dirname, '../../src/mock-gateway/python-handler-pool.ts'))});
+      const { createLogger } = require(${JSON.stringify(path.resolve(__dirname, '../../src/logger.ts'))});
+      const pool = new PythonHandlerPool({ log: createLogger({ level: 'silent' }), docker: new Dockerode({ socketPath: ${JSON.stringify(SOCKET_PATH)} }),
+        image: ${JSON.stringify(AGENT_BASE)}, labels: { ${JSON.stringify(TEST_RUN_LABEL)}: ${JSON.stringify(runId)}, 'test.case': 'orphan' } });
+      pool.run('def handle(r):\\n    return {"text": "up"}', { method: 'GET', url: 'http://x/', headers: [], body: Buffer.alloc(0) })
+        .then((r) => { process.stdout.write(r.body.toString() + '\\n'); setInterval(() => undefined, 1000); });
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    try {
+      await eventually(async () => (out.includes('up') ? true : undefined), 'the child’s handler to answer');
+      assert.equal((await sandboxes('test.case=orphan')).length, 1);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await eventually(
+      async () => ((await sandboxes('test.case=orphan')).length === 0 ? true : undefined),
+      'the orphaned sandbox to remove itself',
+    );
+  });
+
+  describe('a hostile handler', () => {
     let server: net.Server;
     let port = 0;
     let connections = 0;
@@ -209,28 +303,107 @@ describe('PythonHandlerPool (real python3)', () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     });
 
-    const connectCode = () =>
-      'import socket\ndef handle(r):\n    s = socket.create_connection(("127.0.0.1", ' +
-      port +
-      '), timeout=2)\n    return {"text": "connected"}';
+    /** Runs `body` (the inside of handle(r), returning a dict) and returns its json. */
+    async function probe(p: PythonHandlerPool, body: string): Promise<Record<string, unknown>> {
+      const code = `import os, socket, signal\ndef handle(r):\n${body
+        .split('\n')
+        .map((line) => `    ${line}`)
+        .join('\n')}`;
+      return json((await p.run(code, REQUEST)).body) as Record<string, unknown>;
+    }
 
-    test('strongest isolation here: an empty network namespace (the worker runs as root)', async (t) => {
+    const attempt = (expr: string, name: string) =>
+      `try:\n    ${expr}\n    out[${JSON.stringify(name)}] = "ok"\nexcept Exception as e:\n    out[${JSON.stringify(name)}] = type(e).__name__`;
+
+    test('cannot reach the network: an empty network namespace', async () => {
       const p = pool();
-      await rejectsWith(p.run(connectCode(), REQUEST), 'E_MOCK_PYTHON_ERROR', /OSError|unreachable|refused/i);
-      if (process.getuid?.() !== 0) t.diagnostic(`not root: isolation is ${p.isolation}`);
-      else assert.equal(p.isolation, 'netns');
+      await rejectsWith(
+        p.run(
+          `import socket\ndef handle(r):\n    socket.create_connection(("172.17.0.1", ${port}), timeout=2)\n    return {}`,
+          REQUEST,
+        ),
+        'E_MOCK_PYTHON_ERROR',
+        /OSError|unreachable|refused/i,
+      );
+      const seen = await probe(
+        p,
+        'return {"json": {"interfaces": sorted(name for _, name in socket.if_nameindex())}}',
+      );
+      assert.deepEqual(seen.interfaces, ['lo']);
       assert.equal(connections, 0);
     });
 
-    test('fallback: socket creation is blocked before user code runs', async () => {
-      const p = pool({ networkIsolation: 'socket-block' });
-      await rejectsWith(
-        p.run(connectCode(), REQUEST),
-        'E_MOCK_PYTHON_ERROR',
-        /PermissionError: network access is disabled/,
+    test('reads no host file: not the source tree, not the host’s /etc/passwd', async () => {
+      const p = pool();
+      const source = path.resolve(__filename);
+      const seen = await probe(
+        p,
+        [
+          'out = {}',
+          attempt(`open(${JSON.stringify(source)}).read()`, 'source'),
+          attempt(`os.listdir(${JSON.stringify(path.resolve(__dirname, '../..'))})`, 'repo'),
+          'out["passwd"] = open("/etc/passwd").read()',
+          attempt('open("/proc/1/root/etc/shadow").read()', 'shadow'),
+          'return {"json": out}',
+        ].join('\n'),
       );
-      assert.equal(p.isolation, 'socket-block');
-      assert.equal(connections, 0);
+      assert.equal(seen.source, 'FileNotFoundError');
+      assert.equal(seen.repo, 'FileNotFoundError');
+      assert.notEqual(seen.passwd, readFileSync('/etc/passwd', 'utf8'), 'the image’s passwd, not the host’s');
+      assert.doesNotMatch(String(seen.passwd), /^postgres:/m);
+      assert.equal(seen.shadow, 'PermissionError');
+    });
+
+    test('sees and kills no other process: not another case’s handler, not the host’s', async () => {
+      const victim = pool({ labels: { 'test.case': 'victim' } });
+      await victim.run('def handle(r):\n    return {"text": "alive"}', REQUEST);
+      const [info] = await sandboxes('test.case=victim');
+      assert.ok(info);
+      const victimHostPid = (await docker.getContainer(info.Id).inspect()).State.Pid;
+      assert.ok(victimHostPid > 0);
+
+      const seen = await probe(
+        pool(),
+        [
+          'out = {"pids": sorted(int(d) for d in os.listdir("/proc") if d.isdigit())}',
+          'out["cmdlines"] = sorted(open("/proc/%d/cmdline" % p).read().split("\\0")[0] for p in out["pids"])',
+          attempt(`os.kill(${victimHostPid}, signal.SIGKILL)`, 'kill_victim'),
+          'return {"json": out}',
+        ].join('\n'),
+      );
+      assert.deepEqual(seen.cmdlines, ['/sbin/docker-init', 'python3'], 'its own container’s processes only');
+      assert.equal(seen.kill_victim, 'ProcessLookupError');
+      assert.equal(
+        (await victim.run('def handle(r):\n    return {"text": "alive"}', REQUEST)).body.toString(),
+        'alive',
+        'the other case’s handler still answers',
+      );
+    });
+
+    test('opens no Unix socket of the host (Postgres), writes neither the host’s /tmp nor its own root', async () => {
+      const marker = `agentbench-hostile-${runId}`;
+      const pgSocket = '/var/run/postgresql/.s.PGSQL.5432';
+      const seen = await probe(
+        pool(),
+        [
+          'out = {}',
+          attempt(`socket.socket(socket.AF_UNIX).connect(${JSON.stringify(pgSocket)})`, 'postgres'),
+          attempt('socket.socket(socket.AF_UNIX).connect("/var/run/docker.sock")', 'docker'),
+          attempt(`open("/tmp/${marker}", "w").write("x")`, 'tmp'),
+          attempt(`open("/${marker}", "w").write("x")`, 'root'),
+          'return {"json": out}',
+        ].join('\n'),
+      );
+      assert.equal(seen.postgres, 'FileNotFoundError');
+      assert.equal(seen.docker, 'FileNotFoundError');
+      assert.equal(seen.tmp, 'ok', 'a private /tmp of its own');
+      assert.equal(existsSync(`/tmp/${marker}`), false, 'not the host’s /tmp');
+      assert.equal(seen.root, 'OSError');
+    });
+
+    test('a normal handler still answers next to them', async () => {
+      const result = await pool().run('def handle(r):\n    return {"json": {"ok": True}}', REQUEST);
+      assert.deepEqual(json(result.body), { ok: true });
     });
   });
 });

@@ -4,11 +4,16 @@ import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { promisify } from 'node:util';
 import { createDockerClient, pingDocker } from '../../src/docker/docker-client';
-import { DockerSandbox, statusCode } from '../../src/docker/docker-sandbox';
+import { DockerSandbox } from '../../src/docker/docker-sandbox';
+import { statusCode } from '../../src/docker/errors';
 import { Semaphore } from '../../src/docker/semaphore';
 import type { CaseGateway, MockGatewayManager } from '../../src/mock-gateway/case-gateway';
 import { dockerHostAddress } from '../../src/mock-gateway/host-address';
-import { createSealedNetwork, reapSealedNetworks } from '../../src/mock-gateway/sealed-network';
+import {
+  createIsolatedNetwork,
+  reapIsolatedNetworks,
+  type IsolatedNetwork,
+} from '../../src/docker/isolated-network';
 import {
   AGENT_BASE,
   baseSpec,
@@ -36,6 +41,7 @@ const docker = createDockerClient(SOCKET_PATH);
 const runId = newTestRunId();
 const { log } = captureLogger();
 const sandbox = new DockerSandbox(docker, new Semaphore(4), log);
+const deploymentId = `test-${runId}`;
 
 /** IPv4 addresses of this host outside Docker's bridges: "outside-ish" targets that listen on 0.0.0.0. */
 function hostLanAddresses(): string[] {
@@ -102,6 +108,7 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
   let bridgeIp: string;
   let gatewayManager: MockGatewayManager;
   const gateways: CaseGateway[] = [];
+  const networks: IsolatedNetwork[] = [];
 
   before(async () => {
     assert.ok(await pingDocker(docker, 5000), 'docker daemon must be reachable');
@@ -109,7 +116,6 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
     upstream = await startEchoUpstream();
     bridgeIp = await dockerHostAddress(docker);
     gatewayManager = manager(log, {
-      docker,
       bindHost: bridgeIp,
       advertisedHost: 'host.docker.internal',
       otelForward: recordingOtelSink().forward,
@@ -119,17 +125,30 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
   after(async () => {
     await removeTestContainers(docker, runId);
     await Promise.all(gateways.map((g) => g.close()));
+    await Promise.all(networks.map((n) => n.remove()));
     await upstream.close();
   });
 
-  async function startSealed(raw: unknown): Promise<CaseGateway> {
+  function sealedNetwork(): Promise<IsolatedNetwork> {
+    return createIsolatedNetwork(docker, {
+      name: `agentbench-case-sealed-${runId}-${networks.length}`,
+      labels: {},
+      deploymentId,
+      sealed: true,
+    });
+  }
+
+  /** A sealed case as openCaseNetwork makes it: its network, then its gateway on it. */
+  async function startSealed(raw: unknown): Promise<CaseGateway & { network: string }> {
+    const network = await sealedNetwork();
+    networks.push(network);
     const g = await gatewayManager.start({
       runCaseId: 8100 + gateways.length,
       config: mockConfig(raw),
-      sealed: true,
+      network,
     });
     gateways.push(g);
-    return g;
+    return Object.assign(g, { network: network.name });
   }
 
   test('only the gateway is reachable: proxied requests work, a client ignoring the proxy env gets no connection out', async () => {
@@ -145,7 +164,6 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
       passthrough: false,
       rules: [{ name: 'ping', match: { path: '/v1/ping' }, response: { json: { pong: true } } }],
     });
-    assert.ok(g.network);
     const gatewayIp = new URL(g.baseUrl).hostname;
     assert.match(gatewayIp, /^\d+\.\d+\.\d+\.\d+$/);
     assert.equal(g.proxyEnv().NO_PROXY, `127.0.0.1,localhost,${gatewayIp}`);
@@ -195,30 +213,35 @@ describe('sealed mock gateway network (real Docker, host firewall)', () => {
     assert.match(await sealed(`curl -s -m 5 --noproxy '*' ${url}; echo "exit=$?"`), /exit=(7|28)$/);
   });
 
-  test('close() removes the network (even with the container still attached) and its firewall rules', async () => {
+  test('remove() takes the network (even with the container still attached) and its firewall rules', async () => {
     const g = await startSealed({ passthrough: false, rules: [] });
-    const name = g.network ?? '';
+    const network = networks.at(-1) as IsolatedNetwork;
     const gatewayIp = new URL(g.baseUrl).hostname;
-    await container(g.proxyEnv(), name);
+    await container(g.proxyEnv(), network.name);
     assert.match(
       await iptablesRules(),
       new RegExp(`-d ${gatewayIp.replace(/\./g, '\\.')}/32 -p tcp -m tcp --dport ${g.port} -j ACCEPT`),
     );
     await g.close();
-    assert.equal(await networkExists(name), false);
-    assert.doesNotMatch(await iptablesRules(), new RegExp(`--dport ${g.port} -j ACCEPT`));
+    await network.remove();
+    assert.equal(await networkExists(network.name), false);
+    assert.doesNotMatch(await iptablesRules(), new RegExp(network.bridge));
   });
 
-  test('reapSealedNetworks removes old unattached sealed networks and their rules, and leaves young ones', async () => {
-    const network = await createSealedNetwork(docker, `agentbench-mock-reap-${runId}`);
+  test("reapIsolatedNetworks removes its deployment's old unattached networks and their rules, and leaves young ones", async () => {
+    const network = await sealedNetwork();
     try {
       assert.match(
         await iptablesRules(),
         new RegExp(`-A INPUT -i ${network.bridge} -j AGENTBENCH-${network.bridge}`),
       );
-      assert.deepEqual(await reapSealedNetworks(docker, 3_600_000), []);
+      assert.deepEqual(await reapIsolatedNetworks(docker, { deploymentId, minAgeMs: 3_600_000 }), []);
       assert.equal(await networkExists(network.name), true);
-      assert.ok((await reapSealedNetworks(docker, 0)).includes(network.name));
+      assert.deepEqual(
+        await reapIsolatedNetworks(docker, { deploymentId: `${deploymentId}-other`, minAgeMs: 0 }),
+        [],
+      );
+      assert.ok((await reapIsolatedNetworks(docker, { deploymentId, minAgeMs: 0 })).includes(network.name));
       assert.equal(await networkExists(network.name), false);
       assert.doesNotMatch(await iptablesRules(), new RegExp(network.bridge));
     } finally {

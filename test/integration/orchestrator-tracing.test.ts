@@ -17,7 +17,7 @@ import { deadLetterQueueName } from '../../bridge/dead-letter';
 import type { ExperimentRunResult } from '../../src/domain/experiment-run';
 import { workflowIdForRun } from '../../src/domain/experiment-run';
 import { parseExperimentMessage } from '../../src/domain/message';
-import { decodeAttributes } from '../../src/domain/otlp-flatten';
+import { decodeAttributes } from '../../src/domain/otlp-attributes';
 import { decodeOtlpProtobuf } from '../../src/otel/otlp-protobuf';
 import { createMetricsRegistry, WorkerMetrics } from '../../src/metrics/orchestrator-metrics';
 import { createCaseWorker, type CaseWorker } from '../../src/temporal/case-worker';

@@ -6,7 +6,8 @@ import { createDockerClient } from '../../src/docker/docker-client';
 import { DockerSandbox } from '../../src/docker/docker-sandbox';
 import { Semaphore } from '../../src/docker/semaphore';
 import { renderCommandTemplate } from '../../src/domain/template';
-import type { SpanStep } from '../../src/domain/otlp-flatten';
+import type { SpanStep } from '../../src/domain/otlp-trajectory';
+import { mergeCaseOtelEnv } from '../../src/otel/case-otel-env';
 import { caseOtelEnv, OtelCollector } from '../../src/otel/otel-collector';
 import { queryCaseTelemetry } from '../../src/otel/otel-repository';
 import {
@@ -94,7 +95,7 @@ describe('OTel from real agent containers (Docker + Postgres)', () => {
     // Idempotent: builds the OTel agent images (and their base) only when missing or changed.
     execFileSync(path.join(REPO, 'scripts/build-images'), { stdio: 'inherit' });
     db = await createTestDatabase();
-    seeded = await seedExperiment(db.pool, { cases: 6 });
+    seeded = await seedExperiment(db.pool, { cases: 8 });
     collector = new OtelCollector({
       pool: db.pool,
       log,
@@ -164,11 +165,11 @@ describe('OTel from real agent containers (Docker + Postgres)', () => {
     }
   });
 
-  test('a hand-posting agent with no token is refused: 403, nothing stored', async () => {
+  test('a hand-posting agent with no token from an unbound container is refused: 401, nothing stored', async () => {
     const claims = caseRef(1);
     const out = await runManualAgent({ endpoint, claims });
-    assert.equal(out.otel_status, 403);
-    assert.match(String(out.otel_response), /without its ingest token/);
+    assert.equal(out.otel_status, 401);
+    assert.match(String(out.otel_response), /no ingest token/);
     assert.deepEqual(await storedCases('run_case_id = $1', [claims.runCaseId]), []);
   });
 
@@ -250,5 +251,52 @@ describe('OTel from real agent containers (Docker + Postgres)', () => {
       { run_case_id: own.runCaseId, n: 2 },
     ]);
     assert.deepEqual(await storedCases('run_case_id = $1', [victim.runCaseId]), before);
+  });
+
+  test('a server-style SDK agent (start command, driven by the case command) keeps all its spans: SIGTERM, then the kill', async () => {
+    /** One case of the agent on `sb`; what the collector stored for it once the container is gone. */
+    async function serveOneCase(sb: DockerSandbox, target: ReturnType<typeof caseRef>) {
+      const token = collector.issueToken(target);
+      // The agent's own settings: a batch delay far beyond the case (it flushes only on shutdown)
+      // and a resource attribute of its own, merged with ours.
+      const env = mergeCaseOtelEnv(
+        { OTEL_BSP_SCHEDULE_DELAY: '60000', OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=bench' },
+        caseOtelEnv({ endpoint, token, serviceName: 'server-agent', ...target }),
+      );
+      const container = await sb.createAndStart(
+        baseSpec(runId, {
+          image: SDK_AGENT,
+          env,
+          startCommand: 'python3 /agent/serve_case.py 8080',
+          limits: { memoryMb: 512, cpus: 1, pidsLimit: 128 },
+          startup: { timeoutSeconds: 60, pollIntervalSeconds: 0.2 },
+        }),
+      );
+      const result = await sb.execUntilAgentReady(container, {
+        command: 'curl -fsS "http://127.0.0.1:8080/run?q=life"',
+        timeoutMs: 60_000,
+      });
+      assert.equal(result.exitCode, 0, `${result.stdout}\n${result.stderr}`);
+      assert.deepEqual(stdoutJson(result.stdout), { output: '42' });
+      await sb.remove(container.containerId);
+      assert.equal(await collector.drain(5_000), true);
+      collector.revokeToken(token);
+      return storedCases('run_case_id = $1', [target.runCaseId]);
+    }
+
+    const graceful = new DockerSandbox(docker, new Semaphore(4), log, { stopGraceMs: 5_000 });
+    const kept = caseRef(6);
+    assert.deepEqual(await serveOneCase(graceful, kept), [{ run_case_id: kept.runCaseId, n: 2 }]);
+    const { rows } = await db.pool.query<{ resource_attributes: Record<string, unknown> }>(
+      'SELECT resource_attributes FROM otel_traces WHERE run_case_id = $1',
+      [kept.runCaseId],
+    );
+    for (const row of rows) {
+      assert.equal(row.resource_attributes['deployment.environment'], 'bench');
+      assert.equal(row.resource_attributes['benchmark.run_case_id'], String(kept.runCaseId));
+    }
+    // The control: killed without the stop grace, the same agent loses its spans (the issue's 0 of 2).
+    const lost = caseRef(7);
+    assert.deepEqual(await serveOneCase(sandbox, lost), []);
   });
 });

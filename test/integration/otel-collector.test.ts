@@ -2,7 +2,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { gzipSync } from 'node:zlib';
-import { caseOtelEnv, INGEST_TOKEN_HEADER, OtelCollector } from '../../src/otel/otel-collector';
+import {
+  BODY_READ_TIMEOUT_MS,
+  caseOtelEnv,
+  INGEST_TOKEN_HEADER,
+  OtelCollector,
+} from '../../src/otel/otel-collector';
 import { createTestDatabase, type TestDatabase } from '../support/database';
 import { encode, fakeTrace, sdkLogRecords, sdkSpans } from '../support/otel-fixtures';
 import { captureLogger } from './docker-fixtures';
@@ -169,11 +174,11 @@ describe('OtelCollector (HTTP, real Postgres)', () => {
     assert.equal((rows[0]?.resource_attributes as Record<string, unknown>)['benchmark.run_case_id'], '203');
   });
 
-  test('untokened claims are refused (403, nothing stored); unknown and revoked tokens too', async () => {
+  test('untokened posts from an unbound source are refused (401, nothing stored); unknown and revoked tokens 403', async () => {
     const before = await totalRows();
     const untokened = await post(port, '/api/otel/v1/traces', encode.tracesJson(claimingTrace(204)), JSON_CT);
-    assert.equal(untokened.status, 403);
-    assert.match(String(untokened.json.error), /claims run case 204/);
+    assert.equal(untokened.status, 401);
+    assert.match(String(untokened.json.error), /no ingest token .* not a live case's container/);
     assert.equal(untokened.json.ok, false);
     const unknown = await post(port, '/api/otel/v1/traces', encode.tracesJson(claimingTrace(204)), {
       ...JSON_CT,
@@ -199,7 +204,7 @@ describe('OtelCollector (HTTP, real Postgres)', () => {
     assert.equal((await stored('run_case_id = 205')).length, 3);
     collector.unbindSource('127.0.0.1');
     const unbound = await post(port, '/api/otel/v1/traces', encode.tracesJson(claimingTrace(777)), JSON_CT);
-    assert.equal(unbound.status, 403);
+    assert.equal(unbound.status, 401);
     assert.equal((await stored('run_case_id = 777')).length, 0);
     assert.throws(() => collector.bindSource('10.0.0.1', 'not-a-token'), /unknown ingest token/);
   });
@@ -223,7 +228,7 @@ describe('OtelCollector (HTTP, real Postgres)', () => {
       );
       assert.equal(claimed.status, 200);
       assert.equal((await stored('run_case_id = 206')).length, 3);
-      const simplified = JSON.stringify({ spans: [{ name: 'by-header', span_id: 'abc' }] });
+      const simplified = JSON.stringify({ spans: [{ name: 'by-header', span_id: 'a1b2c3d4e5f60718' }] });
       const byHeader = await post(openPort, '/api/otel/v1/traces', simplified, {
         ...JSON_CT,
         'x-benchmark-run-case-id': '207',
@@ -238,14 +243,130 @@ describe('OtelCollector (HTTP, real Postgres)', () => {
     }
   });
 
-  test('empty and span-less bodies are fine (0 rows), even without a token', async () => {
+  test('empty and span-less bodies are fine (0 rows); without a token they are refused like any other', async () => {
+    const token = collector.issueToken({ runCaseId: 211, experimentId: 1, dataItemId: 1 });
+    const auth = { ...JSON_CT, [INGEST_TOKEN_HEADER]: token };
     for (const body of ['', '{}', '{"resourceSpans":[]}']) {
-      const reply = await post(port, '/api/otel/v1/traces', body, JSON_CT);
+      const reply = await post(port, '/api/otel/v1/traces', body, auth);
       assert.equal(reply.status, 200, body);
       assert.equal(reply.json.inserted, 0);
+      assert.equal((await post(port, '/api/otel/v1/traces', body, JSON_CT)).status, 401, body);
     }
-    const logs = await post(port, '/api/otel/v1/logs', '{"resourceLogs":[]}', JSON_CT);
+    const logs = await post(port, '/api/otel/v1/logs', '{"resourceLogs":[]}', auth);
     assert.deepEqual(logs.json, { ok: true, mock: 'otel-default', inserted: 0 });
+  });
+
+  test('only OTLP content types (415 otherwise); OTEL_INGEST_ANY_CONTENT_TYPE reads the rest as JSON', async () => {
+    const token = collector.issueToken({ runCaseId: 212, experimentId: 1, dataItemId: 1 });
+    const body = encode.tracesJson(claimingTrace(212, 2));
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', '']) {
+      const headers: Record<string, string> = { [INGEST_TOKEN_HEADER]: token };
+      if (type !== '') headers['content-type'] = type;
+      const refused = await post(port, '/api/otel/v1/traces', body, headers);
+      assert.equal(refused.status, 415, type);
+      assert.match(String(refused.json.error), /application\/json or application\/x-protobuf/);
+    }
+    const charset = await post(port, '/api/otel/v1/traces', body, {
+      'content-type': 'Application/JSON; charset=utf-8',
+      [INGEST_TOKEN_HEADER]: token,
+    });
+    assert.equal(charset.status, 200);
+    assert.equal((await stored('run_case_id = 212')).length, 2);
+    const lenient = new OtelCollector({
+      pool: db.pool,
+      log,
+      host: '127.0.0.1',
+      port: 0,
+      maxBodyBytes: MAX_BODY,
+      allowUntokened: false,
+      anyContentType: true,
+    });
+    const { port: lenientPort } = await lenient.start();
+    try {
+      const other = lenient.issueToken({ runCaseId: 213, experimentId: 1, dataItemId: 1 });
+      const reply = await post(lenientPort, '/api/otel/v1/traces', encode.tracesJson(claimingTrace(213, 2)), {
+        'content-type': 'application/x-www-form-urlencoded',
+        [INGEST_TOKEN_HEADER]: other,
+      });
+      assert.equal(reply.status, 200);
+      assert.equal((await stored('run_case_id = 213')).length, 2);
+    } finally {
+      await lenient.stop();
+    }
+  });
+
+  test('ids must be hex of their exact length and not all zero: 400 naming the field, nothing stored', async () => {
+    const token = collector.issueToken({ runCaseId: 214, experimentId: 1, dataItemId: 1 });
+    const auth = { ...JSON_CT, [INGEST_TOKEN_HEADER]: token };
+    const span = (ids: Record<string, string>) =>
+      JSON.stringify({
+        resourceSpans: [
+          {
+            scopeSpans: [
+              { spans: [{ name: 's', traceId: 'ab'.repeat(16), spanId: 'cd'.repeat(8), ...ids }] },
+            ],
+          },
+        ],
+      });
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ traceId: 'zz'.repeat(16) }, /traceId must be 32 hex/],
+      [{ traceId: 'a'.repeat(31) }, /traceId/],
+      [{ traceId: '0'.repeat(32) }, /traceId/],
+      [{ spanId: 'f'.repeat(100_000) }, /spanId must be 16 hex .*100000 chars/],
+      [{ parentSpanId: 'xyz' }, /parentSpanId/],
+    ];
+    for (const [ids, message] of cases) {
+      const reply = await post(port, '/api/otel/v1/traces', span(ids), auth);
+      assert.equal(reply.status, 400, JSON.stringify(ids).slice(0, 80));
+      assert.match(String(reply.json.error), message);
+    }
+    assert.equal((await stored('run_case_id = 214')).length, 0);
+  });
+
+  test('refused before the body is read: a 401 arrives while the upload is still going, a slow upload gets 408', async () => {
+    const firstAnswer = (headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          { host: '127.0.0.1', port, path: '/v1/traces', method: 'POST', headers, agent: false },
+          (res) => {
+            resolve(res.statusCode ?? 0);
+            res.resume();
+            req.destroy();
+          },
+        );
+        req.on('error', reject);
+        // Headers and a first piece of a "16 MB" body, then nothing more.
+        req.write('['.repeat(1024));
+      });
+    assert.equal(await firstAnswer({ ...JSON_CT, 'content-length': String(16 << 20) }), 401);
+    const token = collector.issueToken({ runCaseId: 215, experimentId: 1, dataItemId: 1 });
+    const started = Date.now();
+    const slow = await firstAnswer({
+      ...JSON_CT,
+      'transfer-encoding': 'chunked',
+      [INGEST_TOKEN_HEADER]: token,
+    });
+    assert.equal(slow, 400, 'nested [ refused as it arrives');
+    const stalled = await new Promise<number>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/v1/traces',
+          method: 'POST',
+          agent: false,
+          headers: { ...JSON_CT, 'content-length': '100', [INGEST_TOKEN_HEADER]: token },
+        },
+        (res) => {
+          resolve(res.statusCode ?? 0);
+          res.resume();
+        },
+      );
+      req.on('error', reject);
+      req.write('{"resourceSpans":');
+    });
+    assert.equal(stalled, 408);
+    assert.ok(Date.now() - started >= BODY_READ_TIMEOUT_MS - 1000);
   });
 
   test('path, method, size and encoding errors have their own statuses', async () => {

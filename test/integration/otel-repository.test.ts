@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { flattenLogs, flattenSpans, type SpanRow } from '../../src/domain/otlp-flatten';
+import { flattenLogs, flattenSpans } from '../../src/domain/otlp-flatten';
+import type { SpanRow } from '../../src/domain/otlp-rows';
 import {
   COPY_CHUNK_ROWS,
   insertLogs,

@@ -1,52 +1,24 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
 import { createRunActivities } from '../../activities/run-activities';
-import { RunRequestCache, type ActivityDeps } from '../../activities';
+import { caseSpecDefaults, loadConfig } from '../../src/config';
+import { RunRequestCache } from '../../src/db/run-request-cache';
 import { CASE_STATUSES, PROGRESS_GUARDS } from '../../src/domain/case-status';
 import type { ExperimentRunResult } from '../../src/domain/experiment-run';
 import { parseExperimentMessage } from '../../src/domain/message';
 import { getCaseStatuses } from '../../src/db/run-case-repository';
 import { queueRunCases } from '../../src/db/run-control-repository';
-import { saveRunRequest } from '../../src/db/run-request-repository';
 import { createLogger } from '../../src/logger';
 import { startExperimentRun } from '../../src/temporal/run-starter';
-import {
-  createTestDatabase,
-  seedExperiment,
-  setCaseStatuses,
-  type SeededExperiment,
-  type TestDatabase,
-} from '../support/database';
-import { buildPlatformMessage } from '../support/platform';
-import { managedContainers, startStack, type Stack } from '../support/stack';
+import { createTestDatabase, seedExperiment, setCaseStatuses, type TestDatabase } from '../support/database';
+import { buildPlatformMessage, storeRunRequest } from '../support/platform';
+import { localTestEnv, managedContainers, startStack, type Stack } from '../support/stack';
 
 const log = createLogger({ level: 'silent' });
-
-/** Stores a message for the seeded rows as run-starter does; returns the run's workflow id. */
-async function storeRun(
-  pool: TestDatabase['pool'],
-  seeded: SeededExperiment,
-  runtimeSpec: Record<string, unknown> = { agent_image: 'bench/busybox:latest', case_exec_command: 'true' },
-  extraCaseIds: number[] = [],
-): Promise<string> {
-  const parsed = parseExperimentMessage(
-    JSON.stringify(buildPlatformMessage(seeded, { queue: 'direct', runtimeSpec })),
-  );
-  assert.ok(parsed.ok);
-  const { run_cases: cases, ...request } = parsed.message;
-  const workflowId = `run-preparation-${seeded.experimentId}-${parsed.message.message_id}`;
-  await saveRunRequest(pool, {
-    workflowId,
-    experimentId: seeded.experimentId,
-    messageId: parsed.message.message_id,
-    request,
-    cases: [
-      ...cases.map((c) => ({ runCaseId: c.run_case_id, caseInput: c })),
-      ...extraCaseIds.map((runCaseId) => ({ runCaseId, caseInput: { run_case_id: runCaseId } })),
-    ],
-  });
-  return workflowId;
-}
+/** The SDK logs every failed attempt; failing attempts are what the pull test is about. */
+const QUIET = { logger: new DefaultLogger('ERROR') };
 
 async function experimentRow(pool: TestDatabase['pool'], experimentId: number) {
   const { rows } = await pool.query<{ queue_status: string; started: boolean; finished: boolean }>(
@@ -74,7 +46,7 @@ describe('run preparation against Postgres', () => {
         await Promise.all(
           CASE_STATUSES.map((s, i) => setCaseStatuses(db.pool, [seeded.runCaseIds[i] as number], s)),
         );
-        const workflowId = await storeRun(db.pool, seeded);
+        const workflowId = await storeRunRequest(db.pool, seeded);
 
         const changed = await queueRunCases(db.pool, { workflowId, experimentId: seeded.experimentId });
 
@@ -102,7 +74,7 @@ describe('run preparation against Postgres', () => {
       const seeded = await seedExperiment(db.pool, { cases: 3 });
       const other = await seedExperiment(db.pool, { cases: 1 });
       const [a, b, notInRun] = seeded.runCaseIds as [number, number, number];
-      const workflowId = await storeRun(
+      const workflowId = await storeRunRequest(
         db.pool,
         { ...seeded, runCaseIds: [a, b], dataItemIds: seeded.dataItemIds.slice(0, 2) },
         undefined,
@@ -129,18 +101,18 @@ describe('run preparation against Postgres', () => {
       createRunActivities({
         pool: db.pool,
         log,
-        runRequests: new RunRequestCache(db.pool),
+        runRequests: new RunRequestCache(db.pool, caseSpecDefaults(loadConfig(localTestEnv()))),
         images: {
           ensureImage: async (image: string) => {
             pulled.push(image);
           },
         },
-        config: { consumer: { maxRetries: 3 } },
-      } as unknown as ActivityDeps);
+        pullAttempts: 3,
+      });
 
     test('with firstPageLimit returns the page listCasePage(afterPosition 0) would, after queueing every case', async () => {
       const seeded = await seedExperiment(db.pool, { cases: 5 });
-      const workflowId = await storeRun(db.pool, seeded);
+      const workflowId = await storeRunRequest(db.pool, seeded);
       const { prepareRun, listCasePage } = activities();
       const ref = { workflowId, experimentId: seeded.experimentId, messageId: 'unused' };
 
@@ -166,7 +138,7 @@ describe('run preparation against Postgres', () => {
 
     test('without firstPageLimit returns no page (workflows started before the marker)', async () => {
       const seeded = await seedExperiment(db.pool, { cases: 2 });
-      const workflowId = await storeRun(db.pool, seeded);
+      const workflowId = await storeRunRequest(db.pool, seeded);
       const prep = await activities().prepareRun({
         workflowId,
         experimentId: seeded.experimentId,
@@ -179,7 +151,7 @@ describe('run preparation against Postgres', () => {
 
     test('a run that cannot start returns its failure and no page', async () => {
       const seeded = await seedExperiment(db.pool, { cases: 2 });
-      const workflowId = await storeRun(db.pool, seeded, { case_exec_command: 'true' });
+      const workflowId = await storeRunRequest(db.pool, seeded, { case_exec_command: 'true' });
       const prep = await activities().prepareRun({
         workflowId,
         experimentId: seeded.experimentId,
@@ -189,6 +161,62 @@ describe('run preparation against Postgres', () => {
       assert.equal(prep.firstPage, undefined);
       assert.equal(prep.failedCases, 2);
       assert.ok(prep.failure);
+    });
+
+    test('an image pull that fails is retried by Temporal; at the last attempt (CONSUMER_MAX_RETRIES) every case fails with its reason', async () => {
+      const seeded = await seedExperiment(db.pool, { cases: 2 });
+      const workflowId = await storeRunRequest(db.pool, seeded);
+      const { prepareRun } = createRunActivities({
+        pool: db.pool,
+        log,
+        runRequests: new RunRequestCache(db.pool, caseSpecDefaults(loadConfig(localTestEnv()))),
+        images: {
+          ensureImage: async () => {
+            throw new Error('registry unreachable');
+          },
+        },
+        pullAttempts: 3,
+      });
+      const input = {
+        workflowId,
+        experimentId: seeded.experimentId,
+        messageId: 'unused',
+        firstPageLimit: 200,
+      };
+
+      for (const attempt of [1, 2]) {
+        await assert.rejects(
+          new MockActivityEnvironment({ attempt }, QUIET).run(prepareRun, input),
+          /registry unreachable/,
+          `attempt ${attempt} throws: Temporal retries it`,
+        );
+      }
+      const last = await new MockActivityEnvironment({ attempt: 3 }, QUIET).run(prepareRun, input);
+
+      assert.deepEqual(last, { failure: 'registry unreachable', failedCases: 2 });
+      const statuses = await getCaseStatuses(db.pool, seeded.experimentId);
+      assert.deepEqual([...statuses.values()], ['failed', 'failed']);
+    });
+
+    test("a spec the sandbox could not run (memory below Docker's floor) fails the run at start, not case by case", async () => {
+      const seeded = await seedExperiment(db.pool, { cases: 2 });
+      const workflowId = await storeRunRequest(db.pool, seeded, {
+        agent_image: 'bench/busybox:latest',
+        case_exec_command: 'true',
+        memory_mb: 4,
+      });
+      const before = pulled.length;
+      const prep = await activities().prepareRun({
+        workflowId,
+        experimentId: seeded.experimentId,
+        messageId: 'unused',
+      });
+      assert.equal(prep.failedCases, 2);
+      assert.match(
+        prep.failure ?? '',
+        /^E_SANDBOX_RUNTIME_SPEC_INVALID: agent\.runtime_spec_json\.memory_mb/,
+      );
+      assert.equal(pulled.length, before, 'no image pulled for a run that cannot start');
     });
   });
 });

@@ -15,11 +15,11 @@ import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SA } from '../../src/domain/search-attributes';
 import {
-  DevServerError,
   ensureTemporalDevServer,
   findTemporalBinary,
   isLoopbackAddress,
 } from '../../src/temporal/dev-server';
+import { DevServerError } from '../../src/temporal/errors';
 
 // A dev server of its own on a free port with a temp db: the shared one on 7233 is never touched.
 const SHARED_PORT = 7233;

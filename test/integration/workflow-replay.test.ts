@@ -19,7 +19,7 @@ const files = readdirSync(HISTORIES)
  * must replay through the current workflow code, or running workflows would break on deploy.
  */
 describe('workflow replay of recorded histories', () => {
-  test('there are recorded histories of every representative run, of the current, v3, v2 and v1 shapes', () => {
+  test('there are recorded histories of every representative run, of the current, v4, v3, v2 and v1 shapes', () => {
     for (const name of [
       'mixed-success-and-failure',
       'continued-as-new',
@@ -31,6 +31,12 @@ describe('workflow replay of recorded histories', () => {
       assert.ok(
         files.some((f) => f.startsWith(name)),
         `missing history ${name}`,
+      );
+      // v4: runs whose later-phase failures escaped the case and that continued as new only
+      // between pages (before patched 'case-phase-failures' and 'continue-as-new-any-point').
+      assert.ok(
+        files.some((f) => f.startsWith(`v4-${name}`)),
+        `missing history v4-${name}`,
       );
       // v3: fresh runs that read their first page with a listCasePage activity after prepareRun
       // (before patched 'first-page-in-prepare').
@@ -51,6 +57,7 @@ describe('workflow replay of recorded histories', () => {
     }
     assert.ok(files.includes('scored-concurrent.json'), 'missing history scored-concurrent');
     assert.ok(files.includes('v2-scored-concurrent.json'), 'missing history v2-scored-concurrent');
+    assert.ok(files.includes('v4-scored-concurrent.json'), 'missing history v4-scored-concurrent');
   });
 
   test("a fresh run's first case follows prepareRun directly; older and continued runs read a page first", () => {
@@ -70,11 +77,11 @@ describe('workflow replay of recorded histories', () => {
     const generation = (f: string) => /^(v\d+)-/.exec(f)?.[1] ?? 'current';
     // Runs that never reached the case loop have only prepareRun, whatever their generation.
     const fresh = files.filter(
-      (f) => !/(failed-before-start|skipped-stale)\.json$/.test(f) && !/\.run[2-9]\.json$/.test(f),
+      (f) => !/(failed-before-start|skipped-stale)\.json$/.test(f) && !/\.run([2-9]|\d\d+)\.json$/.test(f),
     );
     for (const f of fresh) {
       const before = activitiesBeforeFirstCase(f);
-      if (generation(f) === 'current') {
+      if (generation(f) === 'current' || generation(f) === 'v4') {
         assert.deepEqual(before, ['prepareRun'], `${f}: the first page came with prepareRun`);
       } else {
         assert.deepEqual(
@@ -90,7 +97,7 @@ describe('workflow replay of recorded histories', () => {
       'v3 fresh-run histories',
     );
     // A continued run (continue-as-new, no prepareRun) starts with a listCasePage activity.
-    for (const f of files.filter((f) => /\.run[2-9]\.json$/.test(f))) {
+    for (const f of files.filter((f) => /\.run([2-9]|\d\d+)\.json$/.test(f))) {
       assert.equal(
         activitiesBeforeFirstCase(f)[0],
         'listCasePage',

@@ -12,8 +12,11 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-async function withAdmin<T>(fn: (admin: pg.Client) => Promise<T>): Promise<T> {
-  const admin = new pg.Client({ connectionString: process.env.TEST_DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL });
+const adminUrlOf = (adminUrl?: string) =>
+  adminUrl ?? process.env.TEST_DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL;
+
+async function withAdmin<T>(fn: (admin: pg.Client) => Promise<T>, adminUrl?: string): Promise<T> {
+  const admin = new pg.Client({ connectionString: adminUrlOf(adminUrl) });
   await admin.connect();
   try {
     return await fn(admin);
@@ -23,13 +26,17 @@ async function withAdmin<T>(fn: (admin: pg.Client) => Promise<T>): Promise<T> {
 }
 
 /**
- * A fresh database `agentbench_t_<random>` on the local server, migrated unless `migrate: false`
- * (for tests of the migrations themselves); drop() ends the pool and removes the database.
+ * A fresh database `agentbench_t_<random>` on the local server (or the one `adminUrl` names, e.g. a
+ * private server of a fault test), migrated unless `migrate: false` (for tests of the migrations
+ * themselves); drop() ends the pool and removes the database.
  */
-export async function createTestDatabase(opts: { migrate?: boolean } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(
+  opts: { migrate?: boolean; adminUrl?: string } = {},
+): Promise<TestDatabase> {
   const name = `agentbench_t_${randomBytes(6).toString('hex')}`;
-  await withAdmin((admin) => admin.query(`CREATE DATABASE ${name}`));
-  const url = new URL(process.env.TEST_DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL);
+  const { adminUrl } = opts;
+  await withAdmin((admin) => admin.query(`CREATE DATABASE ${name}`), adminUrl);
+  const url = new URL(adminUrlOf(adminUrl));
   url.pathname = `/${name}`;
   const pool = createPool(url.toString(), 10, createLogger({ level: 'silent' }));
   try {
@@ -39,7 +46,7 @@ export async function createTestDatabase(opts: { migrate?: boolean } = {}): Prom
     }
   } catch (err) {
     await pool.end();
-    await withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    await withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`), adminUrl);
     throw err;
   }
   return {
@@ -47,7 +54,7 @@ export async function createTestDatabase(opts: { migrate?: boolean } = {}): Prom
     pool,
     async drop() {
       await pool.end();
-      await withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+      await withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`), adminUrl);
     },
   };
 }

@@ -2,8 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import amqp from 'amqplib';
+import assert from 'node:assert/strict';
 import type pg from 'pg';
-import type { SeededExperiment } from './database';
+import { parseExperimentMessage } from '../../src/domain/message';
+import { saveRunRequest } from '../../src/db/run-request-repository';
+import { seedExperiment, type SeededExperiment } from './database';
 
 /** The message exactly as the platform's own publisher produced it (ids as strings). */
 export function platformMessageExample(): Record<string, unknown> {
@@ -107,4 +110,44 @@ export async function publishRaw(amqpUrl: string, queue: string, body: string): 
   } finally {
     await conn.close();
   }
+}
+
+/**
+ * Stores the platform's message for the seeded rows as run-starter does (request and case inputs,
+ * no workflow started); `extraCaseIds` adds cases of other experiments to the run. Returns the
+ * run's workflow id.
+ */
+export async function storeRunRequest(
+  pool: pg.Pool,
+  seeded: SeededExperiment,
+  runtimeSpec: Record<string, unknown> = { agent_image: 'bench/busybox:latest', case_exec_command: 'true' },
+  extraCaseIds: number[] = [],
+): Promise<string> {
+  const parsed = parseExperimentMessage(
+    JSON.stringify(buildPlatformMessage(seeded, { queue: 'direct', runtimeSpec })),
+  );
+  assert.ok(parsed.ok);
+  const { run_cases: cases, ...request } = parsed.message;
+  const workflowId = `stored-run-${seeded.experimentId}-${parsed.message.message_id}`;
+  await saveRunRequest(pool, {
+    workflowId,
+    experimentId: seeded.experimentId,
+    messageId: parsed.message.message_id,
+    request,
+    cases: [
+      ...cases.map((c) => ({ runCaseId: c.run_case_id, caseInput: c })),
+      ...extraCaseIds.map((runCaseId) => ({ runCaseId, caseInput: { run_case_id: runCaseId } })),
+    ],
+  });
+  return workflowId;
+}
+
+/** Seeds platform rows for `cases` cases and stores their run (no workflow started): for tests of a run's rows. */
+export async function seedStoredRun(
+  pool: pg.Pool,
+  cases: number,
+  runtimeSpec?: Record<string, unknown>,
+): Promise<{ seeded: SeededExperiment; workflowId: string }> {
+  const seeded = await seedExperiment(pool, { cases });
+  return { seeded, workflowId: await storeRunRequest(pool, seeded, runtimeSpec) };
 }

@@ -57,10 +57,16 @@ export interface Stack {
  * other's tasks) against the real Temporal dev server and Docker engine.
  */
 export async function startStack(
-  opts: { env?: Record<string, string>; log?: Logger; worker?: boolean } = {},
+  opts: {
+    env?: Record<string, string>;
+    log?: Logger;
+    worker?: boolean;
+    /** A private Postgres server's admin URL (test/support/private-postgres.ts); default the shared one. */
+    databaseAdminUrl?: string;
+  } = {},
 ): Promise<Stack> {
   const taskQueue = `agentbench-test-${randomBytes(4).toString('hex')}`;
-  const db = await createTestDatabase();
+  const db = await createTestDatabase({ adminUrl: opts.databaseAdminUrl });
   const env = localTestEnv({ DATABASE_URL: db.url, TEMPORAL_TASK_QUEUE: taskQueue, ...opts.env });
   const config = loadConfig(env);
   const log = opts.log ?? createLogger({ level: config.logLevel });
@@ -125,7 +131,9 @@ export function spawnWorker(env: Record<string, string>): {
     process.execPath,
     ['--import', 'tsx', path.resolve(__dirname, '../../src/cli/benchctl.ts'), 'worker'],
     {
-      env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+      // No metrics endpoint unless a test asks for one: the default port may be held by another
+      // worker on this host, and a worker that cannot bind it exits at once.
+      env: { ...process.env, METRICS_PORT: '0', ...env, LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );

@@ -35,7 +35,6 @@ const judge = (overrides: Partial<JudgeConfig> = {}): JudgeConfig => ({
   ...overrides,
 });
 
-
 describe('decideScoring (§7.2 steps 1–2)', () => {
   for (const status of ['failed', 'timeout', 'canceled', 'running']) {
     test(`case status ${status} → −1 E_SCORE_DEFAULT_RUN_CASE_FAILED without a call`, () => {

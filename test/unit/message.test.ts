@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import {
+  jsonDepthAbove,
   parseExperimentMessage,
   parseMockConfig,
   resolveScorerKey,
@@ -182,6 +183,22 @@ describe('parseExperimentMessage: defaults and permissiveness', () => {
 describe('parseExperimentMessage: error codes', () => {
   test('not JSON → E_MESSAGE_INVALID_JSON', () => {
     assert.equal(parseErr('{not json').code, 'E_MESSAGE_INVALID_JSON');
+  });
+
+  test('JSON nested deeper than 200 levels → E_MESSAGE_TOO_DEEP, before it is parsed', () => {
+    const deep = (n: number) => ({
+      ...minimalMessage(),
+      extra: JSON.parse('['.repeat(n) + ']'.repeat(n)) as unknown,
+    });
+    assert.equal(parseErr(deep(250)).code, 'E_MESSAGE_TOO_DEEP');
+    // A million levels would overflow any recursive walk; the check is one linear pass.
+    const hostile = `{"message_type":"experiment.run.requested","x":${'['.repeat(1_000_000)}`;
+    assert.equal(parseErr(hostile).code, 'E_MESSAGE_TOO_DEEP');
+    // Brackets inside strings (escaped quotes included) do not count; 150 levels are fine.
+    assert.equal(jsonDepthAbove(JSON.stringify({ s: '[[[[\\"{{{{' }), 2), null);
+    // A string ending in a backslash closes where JSON says: the [[ after it counts.
+    assert.equal(jsonDepthAbove(JSON.stringify({ a: 'x\\', b: [[1]] }), 2), 3);
+    assert.equal(parseExperimentMessage(JSON.stringify(deep(150))).ok, true);
   });
 
   test('invalid UTF-8 bytes → E_MESSAGE_INVALID_JSON', () => {

@@ -21,7 +21,10 @@ async function exposition(metrics: { registry: { metrics(): Promise<string> } })
 }
 
 /** Just what the interceptor reads of an activity's Context. */
-function fakeContext(activityType: string, opts: { aborted?: boolean; scheduledAgoMs?: number } = {}): Context {
+function fakeContext(
+  activityType: string,
+  opts: { aborted?: boolean; scheduledAgoMs?: number } = {},
+): Context {
   const controller = new AbortController();
   if (opts.aborted) controller.abort();
   const info = { activityType, currentAttemptScheduledTimestampMs: Date.now() - (opts.scheduledAgoMs ?? 0) };
@@ -41,56 +44,111 @@ async function execute(metrics: WorkerMetrics, ctx: Context, run: () => Promise<
 describe('label guards', () => {
   test('final case statuses pass, anything else is "other"', () => {
     for (const s of ['success', 'failed', 'timeout', 'canceled']) assert.equal(caseStatusLabel(s), s);
-    for (const s of ['running', 'pending', '', 42, null, 'case-901']) assert.equal(caseStatusLabel(s), 'other');
+    for (const s of ['running', 'pending', '', 42, null, 'case-901'])
+      assert.equal(caseStatusLabel(s), 'other');
   });
 
   test('error codes pass only as E_ constants', () => {
     assert.equal(errorCodeLabel('E_MESSAGE_INVALID_JSON'), 'E_MESSAGE_INVALID_JSON');
-    for (const c of ['E_', 'bad', 'E_lower', `E_${'X'.repeat(80)}`, 'E_MESSAGE_PROCESS: detail']) assert.equal(errorCodeLabel(c), 'E_OTHER');
+    for (const c of ['E_', 'bad', 'E_lower', `E_${'X'.repeat(80)}`, 'E_MESSAGE_PROCESS: detail'])
+      assert.equal(errorCodeLabel(c), 'E_OTHER');
   });
 });
 
 describe('activity metrics interceptor', () => {
   test('a completed finalizeCase counts one attempt and one finished case by its status', async () => {
     const metrics = new WorkerMetrics(bare());
-    const result = await execute(metrics, fakeContext('finalizeCase', { scheduledAgoMs: 1500 }), async () => ({
-      status: 'timeout',
-      errorMessage: 'E_CASE_TIMEOUT',
-      persisted: true,
-    }));
-    assert.deepEqual(result, { status: 'timeout', errorMessage: 'E_CASE_TIMEOUT', persisted: true }, 'the result passes through unchanged');
+    const result = await execute(
+      metrics,
+      fakeContext('finalizeCase', { scheduledAgoMs: 1500 }),
+      async () => ({
+        status: 'timeout',
+        errorMessage: 'E_CASE_TIMEOUT',
+        persisted: true,
+      }),
+    );
+    assert.deepEqual(
+      result,
+      { status: 'timeout', errorMessage: 'E_CASE_TIMEOUT', persisted: true },
+      'the result passes through unchanged',
+    );
     const m = await exposition(metrics);
-    assert.equal(m.value('agentbench_activity_executions_total', { activity: 'finalizeCase', outcome: 'completed' }), 1);
-    assert.equal(m.value('agentbench_activity_duration_seconds_count', { activity: 'finalizeCase', outcome: 'completed' }), 1);
+    assert.equal(
+      m.value('agentbench_activity_executions_total', { activity: 'finalizeCase', outcome: 'completed' }),
+      1,
+    );
+    assert.equal(
+      m.value('agentbench_activity_duration_seconds_count', {
+        activity: 'finalizeCase',
+        outcome: 'completed',
+      }),
+      1,
+    );
     assert.equal(m.value('agentbench_activities_in_flight', { activity: 'finalizeCase' }), 0);
     assert.equal(m.value('agentbench_cases_finished_total', { status: 'timeout' }), 1);
     // Scheduled 1.5 s before it started: lands above the 1 s bucket, within 2.5 s.
-    assert.equal(m.value('agentbench_activity_schedule_to_start_seconds_bucket', { activity: 'finalizeCase', le: '1' }), 0);
-    assert.equal(m.value('agentbench_activity_schedule_to_start_seconds_bucket', { activity: 'finalizeCase', le: '2.5' }), 1);
+    assert.equal(
+      m.value('agentbench_activity_schedule_to_start_seconds_bucket', { activity: 'finalizeCase', le: '1' }),
+      0,
+    );
+    assert.equal(
+      m.value('agentbench_activity_schedule_to_start_seconds_bucket', {
+        activity: 'finalizeCase',
+        le: '2.5',
+      }),
+      1,
+    );
   });
 
   test('cancelRun and a failed-before-start prepareRun count their cases; a normal prepareRun counts none', async () => {
     const metrics = new WorkerMetrics(bare());
     await execute(metrics, fakeContext('cancelRun'), async () => 3);
-    await execute(metrics, fakeContext('prepareRun'), async () => ({ failure: 'E_SANDBOX_RUNTIME_SPEC_INVALID', failedCases: 4 }));
+    await execute(metrics, fakeContext('prepareRun'), async () => ({
+      failure: 'E_SANDBOX_RUNTIME_SPEC_INVALID',
+      failedCases: 4,
+    }));
     await execute(metrics, fakeContext('prepareRun'), async () => ({}));
     const m = await exposition(metrics);
     assert.equal(m.value('agentbench_cases_finished_total', { status: 'canceled' }), 3);
     assert.equal(m.value('agentbench_cases_finished_total', { status: 'failed' }), 4);
-    assert.equal(m.value('agentbench_activity_executions_total', { activity: 'prepareRun', outcome: 'completed' }), 2);
+    assert.equal(
+      m.value('agentbench_activity_executions_total', { activity: 'prepareRun', outcome: 'completed' }),
+      2,
+    );
   });
 
   test('a throwing activity is "failed", a cancelled one "canceled"; the error still reaches Temporal', async () => {
     const metrics = new WorkerMetrics(bare());
     const boom = new Error('E_DOCKER_CREATE: daemon gone');
-    await assert.rejects(execute(metrics, fakeContext('executeCase'), async () => Promise.reject(boom)), (err) => err === boom);
-    await assert.rejects(execute(metrics, fakeContext('executeCase'), async () => Promise.reject(new CancelledFailure('cancelled'))));
-    await assert.rejects(execute(metrics, fakeContext('executeCase', { aborted: true }), async () => Promise.reject(new Error('aborted'))));
+    await assert.rejects(
+      execute(metrics, fakeContext('executeCase'), async () => Promise.reject(boom)),
+      (err) => err === boom,
+    );
+    await assert.rejects(
+      execute(metrics, fakeContext('executeCase'), async () =>
+        Promise.reject(new CancelledFailure('cancelled')),
+      ),
+    );
+    await assert.rejects(
+      execute(metrics, fakeContext('executeCase', { aborted: true }), async () =>
+        Promise.reject(new Error('aborted')),
+      ),
+    );
     const m = await exposition(metrics);
-    assert.equal(m.value('agentbench_activity_executions_total', { activity: 'executeCase', outcome: 'failed' }), 1);
-    assert.equal(m.value('agentbench_activity_executions_total', { activity: 'executeCase', outcome: 'canceled' }), 2);
+    assert.equal(
+      m.value('agentbench_activity_executions_total', { activity: 'executeCase', outcome: 'failed' }),
+      1,
+    );
+    assert.equal(
+      m.value('agentbench_activity_executions_total', { activity: 'executeCase', outcome: 'canceled' }),
+      2,
+    );
     assert.equal(m.value('agentbench_activities_in_flight', { activity: 'executeCase' }), 0);
-    assert.equal(m.series('agentbench_cases_finished_total').length, 0, 'no case finished by a failed attempt');
+    assert.equal(
+      m.series('agentbench_cases_finished_total').length,
+      0,
+      'no case finished by a failed attempt',
+    );
   });
 
   test('an unregistered activity type is labelled "other"; a malformed result counts no case', async () => {
@@ -98,7 +156,10 @@ describe('activity metrics interceptor', () => {
     await execute(metrics, fakeContext('somethingNew'), async () => 1);
     await execute(metrics, fakeContext('finalizeCase'), async () => ({ unexpected: true }));
     const m = await exposition(metrics);
-    assert.equal(m.value('agentbench_activity_executions_total', { activity: 'other', outcome: 'completed' }), 1);
+    assert.equal(
+      m.value('agentbench_activity_executions_total', { activity: 'other', outcome: 'completed' }),
+      1,
+    );
     assert.equal(m.series('agentbench_cases_finished_total').length, 0);
   });
 });
@@ -133,7 +194,11 @@ describe('gauges read their sources at scrape time', () => {
   test('bridge state gauges follow the bridge; counters carry only bounded labels', async () => {
     const metrics = new BridgeMetrics(bare());
     const state = { connected: false, degraded: true, inFlight: 2 };
-    metrics.observeBridge({ connected: () => state.connected, redisDegraded: () => state.degraded, deliveriesInFlight: () => state.inFlight });
+    metrics.observeBridge({
+      connected: () => state.connected,
+      redisDegraded: () => state.degraded,
+      deliveriesInFlight: () => state.inFlight,
+    });
     let m = await exposition(metrics);
     assert.equal(m.value('agentbench_bridge_connected'), 0);
     assert.equal(m.value('agentbench_bridge_redis_degraded'), 1);
@@ -165,18 +230,31 @@ describe('metrics configuration', () => {
     assert.deepEqual([metricsPortFor(unset, 'worker'), metricsPortFor(unset, 'bridge')], [9464, 9465]);
     assert.equal(unset.metrics.host, '0.0.0.0');
     assert.equal(unset.metrics.temporalPort, 0, 'the Temporal core exporter is off unless asked for');
-    const set = loadConfig({ METRICS_PORT: '9100', METRICS_HOST: '127.0.0.1', TEMPORAL_METRICS_PORT: '9466' });
+    const set = loadConfig({
+      METRICS_PORT: '9100',
+      METRICS_HOST: '127.0.0.1',
+      TEMPORAL_METRICS_PORT: '9466',
+    });
     assert.deepEqual([metricsPortFor(set, 'worker'), metricsPortFor(set, 'bridge')], [9100, 9100]);
     assert.deepEqual(set.metrics, { port: 9100, host: '127.0.0.1', temporalPort: 9466 });
     assert.equal(metricsPortFor(loadConfig({ METRICS_PORT: '0' }), 'worker'), 0);
-    assert.equal(metricsPortFor(loadConfig({ METRICS_PORT: ' ' }), 'bridge'), 9465, 'blank is unset, as everywhere');
+    assert.equal(
+      metricsPortFor(loadConfig({ METRICS_PORT: ' ' }), 'bridge'),
+      9465,
+      'blank is unset, as everywhere',
+    );
   });
 
   test('a malformed port stops start-up naming the variable', () => {
-    for (const [variable, value] of [['METRICS_PORT', '65536'], ['METRICS_PORT', 'http'], ['TEMPORAL_METRICS_PORT', '-1']] as const) {
+    for (const [variable, value] of [
+      ['METRICS_PORT', '65536'],
+      ['METRICS_PORT', 'http'],
+      ['TEMPORAL_METRICS_PORT', '-1'],
+    ] as const) {
       assert.throws(
         () => loadConfig({ [variable]: value }),
-        (err: unknown) => err instanceof ConfigError && err.variable === variable && err.message.includes(variable),
+        (err: unknown) =>
+          err instanceof ConfigError && err.variable === variable && err.message.includes(variable),
       );
     }
   });

@@ -1,24 +1,18 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { attributeToCase, correlationFromHeaders, decodeAttributes } from '../../src/domain/otlp-attributes';
+import { sanitizeDocument } from '../../src/domain/otlp-document';
+import { flattenLogs, flattenSpans } from '../../src/domain/otlp-flatten';
+import { OtlpPayloadError, signalForPath } from '../../src/domain/otlp-rows';
+import { isoFromUnixNanos, normalizeId, normalizeIsoTimestamp } from '../../src/domain/otlp-scalars';
 import {
-  attributeToCase,
-  correlationFromHeaders,
-  decodeAttributes,
-  flattenLogs,
-  flattenSpans,
-  isoFromUnixNanos,
   logsToTrajectory,
-  normalizeId,
-  normalizeIsoTimestamp,
-  OtlpPayloadError,
-  sanitizeDocument,
-  signalForPath,
   spansToTrajectory,
   toEpochMs,
   type StoredLog,
   type StoredSpan,
-} from '../../src/domain/otlp-flatten';
-import { REDACTED } from '../../src/domain/runtime-snapshot';
+} from '../../src/domain/otlp-trajectory';
+import { REDACTED } from '../../src/domain/secret-redaction';
 
 const str = (key: string, value: string) => ({ key, value: { stringValue: value } });
 
@@ -167,12 +161,42 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
     assert.doesNotMatch(JSON.stringify(row?.raw), /sk-123/);
   });
 
+  test('a __proto__ attribute hides nothing; URL query secrets and nested secrets are redacted, in raw too', () => {
+    const nested = { kvlistValue: { values: [str('password', 'pw-nested-1'), str('user', 'u')] } };
+    const [row] = flattenSpans(
+      traces(
+        [],
+        [
+          {
+            ...SPAN,
+            attributes: [
+              { key: '__proto__', value: nested },
+              str('password', 'pw-top-2'),
+              str('http.url', 'https://api.test/v1?api_key=sk-url-3&q=tokyo'),
+              { key: 'gen_ai.usage.input_tokens', value: { intValue: '12' } },
+            ],
+          },
+        ],
+      ),
+    );
+    assert.ok(row);
+    assert.deepEqual(Object.getOwnPropertyDescriptor(row.attributes, '__proto__')?.value, {
+      password: REDACTED,
+      user: 'u',
+    });
+    assert.equal(row.attributes.password, REDACTED);
+    assert.equal(row.attributes['http.url'], `https://api.test/v1?api_key=${REDACTED}&q=tokyo`);
+    assert.equal(row.attributes['gen_ai.usage.input_tokens'], 12);
+    const stored = JSON.stringify(row);
+    assert.doesNotMatch(stored, /pw-nested-1|pw-top-2|sk-url-3/);
+  });
+
   test('simplified {"spans": [...]} form, used only when the OTLP walk found nothing', () => {
     const rows = flattenSpans({
       spans: [
         {
-          traceId: 'T1',
-          span_id: 'S1',
+          traceId: '5b8efff798038103d269b633813fc60c',
+          span_id: 'eee19b7ec3c1b174',
           name: 'step',
           service_name: 'demo',
           startTime: '2026-01-01T10:00:01.5',
@@ -186,7 +210,7 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
     });
     assert.equal(rows.length, 1);
     const [row] = rows;
-    assert.equal(row?.trace_id, 'T1');
+    assert.equal(row?.trace_id, '5b8efff798038103d269b633813fc60c');
     assert.equal(row?.service_name, 'demo');
     assert.equal(row?.start_time, '2026-01-01T10:00:01.500000Z');
     assert.equal(row?.end_time, '2026-01-01T10:00:02.000000Z');
@@ -371,13 +395,39 @@ describe('correlation and attribution', () => {
 });
 
 describe('scalars', () => {
-  test('ids: hex lowercased, base64 of the right length converted, other text kept, blank → null', () => {
-    assert.equal(normalizeId('CgsMDQ4PEBESExQVFhcYGQ==', 16), '0a0b0c0d0e0f10111213141516171819');
-    assert.equal(normalizeId('AAECAwQFBgc=', 8), '0001020304050607');
-    assert.equal(normalizeId('B7AD6B7169203331', 8), 'b7ad6b7169203331');
-    assert.equal(normalizeId('custom-id', 8), 'custom-id');
-    assert.equal(normalizeId('', 8), null);
-    assert.equal(normalizeId(42, 8), null);
+  test('ids: hex lowercased, base64 of the right length converted, blank → null, anything else refused', () => {
+    assert.equal(normalizeId('CgsMDQ4PEBESExQVFhcYGQ==', 16, 'traceId'), '0a0b0c0d0e0f10111213141516171819');
+    assert.equal(normalizeId('AAECAwQFBgc=', 8, 'spanId'), '0001020304050607');
+    assert.equal(normalizeId('B7AD6B7169203331', 8, 'spanId'), 'b7ad6b7169203331');
+    assert.equal(normalizeId('', 8, 'spanId'), null);
+    assert.equal(normalizeId(42, 8, 'spanId'), null);
+    assert.equal(normalizeId('0000000000000000', 8, 'parentSpanId', 'absent'), null);
+    for (const bad of [
+      'custom-id',
+      'zz'.repeat(8),
+      'a'.repeat(15),
+      'a'.repeat(17),
+      '0'.repeat(16),
+      'f'.repeat(100_000),
+    ]) {
+      assert.throws(
+        () => normalizeId(bad, 8, 'spanId'),
+        (err: unknown) =>
+          err instanceof OtlpPayloadError &&
+          /^spanId must be 16 hex characters/.test(err.message) &&
+          err.message.length < 200,
+        bad.slice(0, 20),
+      );
+    }
+    assert.throws(() => normalizeId('0'.repeat(32), 16, 'traceId'), /traceId must be 32 hex characters/);
+  });
+
+  test('flattening refuses a document with one bad id as a whole', () => {
+    assert.throws(() => flattenSpans(traces([], [{ ...SPAN, traceId: 'zz'.repeat(16) }])), OtlpPayloadError);
+    assert.throws(() => flattenSpans(traces([], [{ ...SPAN, spanId: '0'.repeat(16) }])), /spanId/);
+    assert.throws(() => flattenSpans({ spans: [{ trace_id: 'abc', name: 'x' }] }), /trace_id/);
+    const root = flattenSpans(traces([], [{ ...SPAN, parentSpanId: '0'.repeat(16) }]));
+    assert.equal(root[0]?.parent_span_id, null);
   });
 
   test('epoch nanoseconds → ISO; ≤0, junk and years past 9999 → null', () => {

@@ -1,7 +1,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import protobuf from 'protobufjs';
-import { flattenLogs, flattenSpans, OtlpPayloadError, sanitizeDocument } from '../../src/domain/otlp-flatten';
+import { sanitizeDocument } from '../../src/domain/otlp-document';
+import { flattenLogs, flattenSpans } from '../../src/domain/otlp-flatten';
+import { OtlpPayloadError } from '../../src/domain/otlp-rows';
 import { decodeOtlpProtobuf, MAX_ANY_VALUE_DEPTH } from '../../src/otel/otlp-protobuf';
 import { encode, fakeTrace, hexId, sdkLogRecords, sdkSpans } from '../support/otel-fixtures';
 

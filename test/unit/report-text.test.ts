@@ -1,7 +1,13 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SecretRedactor } from '../../src/report/report-redaction';
-import { clipExcerpt, countCodePoints, excerptOf, firstCodePoints, lastCodePoints } from '../../src/report/text-excerpt';
+import {
+  clipExcerpt,
+  countCodePoints,
+  excerptOf,
+  firstCodePoints,
+  lastCodePoints,
+} from '../../src/report/text-excerpt';
 
 describe('text excerpts', () => {
   test('count and cut by code points, never inside a surrogate pair', () => {
@@ -24,8 +30,16 @@ describe('text excerpts', () => {
   });
 
   test('an excerpt cut by the loader keeps its gap', () => {
-    assert.deepEqual(clipExcerpt({ head: 'abc', tail: 'xyz', totalChars: 100 }, 10, 10), { head: 'abc', tail: 'xyz', omitted: 94 });
-    assert.deepEqual(clipExcerpt({ head: 'abcdef', tail: '', totalChars: 100 }, 2), { head: 'ab', tail: '', omitted: 98 });
+    assert.deepEqual(clipExcerpt({ head: 'abc', tail: 'xyz', totalChars: 100 }, 10, 10), {
+      head: 'abc',
+      tail: 'xyz',
+      omitted: 94,
+    });
+    assert.deepEqual(clipExcerpt({ head: 'abcdef', tail: '', totalChars: 100 }, 2), {
+      head: 'ab',
+      tail: '',
+      omitted: 98,
+    });
   });
 });
 
@@ -35,7 +49,10 @@ describe('SecretRedactor', () => {
 
   test('replaces known keys anywhere, and values of secret-named fields', () => {
     assert.equal(r.text(`calling judge with ${key}!`), 'calling judge with [REDACTED]!');
-    assert.equal(r.text('{"api_key": "other-key-value", "model": "m"}'), '{"api_key": "[REDACTED]", "model": "m"}');
+    assert.equal(
+      r.text('{"api_key": "other-key-value", "model": "m"}'),
+      '{"api_key": "[REDACTED]", "model": "m"}',
+    );
     assert.equal(r.text('{"Authorization":"Bearer abc\\"def"}'), '{"Authorization":"[REDACTED]"}');
     assert.equal(r.text('password=hunter22 next'), 'password=[REDACTED] next');
     assert.equal(r.text('Authorization: Bearer abc.def'), 'Authorization: [REDACTED]');
@@ -44,7 +61,11 @@ describe('SecretRedactor', () => {
   });
 
   test('a key cut at an excerpt boundary leaves none of its characters', () => {
-    const cut = r.excerpt({ head: `start ${key.slice(0, 10)}`, tail: `${key.slice(14)} end`, totalChars: 1000 });
+    const cut = r.excerpt({
+      head: `start ${key.slice(0, 10)}`,
+      tail: `${key.slice(14)} end`,
+      totalChars: 1000,
+    });
     assert.equal(cut.head, 'start [REDACTED]');
     assert.equal(cut.tail, '[REDACTED] end');
     assert.equal(cut.totalChars, 1000);

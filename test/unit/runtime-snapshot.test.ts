@@ -3,12 +3,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import {
-  buildRuntimeSnapshot,
-  pythonCanonicalJson,
-  redactSecrets,
-  REDACTED,
-} from '../../src/domain/runtime-snapshot';
+import { buildRuntimeSnapshot, pythonCanonicalJson } from '../../src/domain/runtime-snapshot';
+import { redactSecrets, REDACTED } from '../../src/domain/secret-redaction';
 
 const sha256Hex = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
 
@@ -81,7 +77,7 @@ describe('redactSecrets', () => {
       api_key: 'sk-1',
       nested: [{ apiKey: 'sk-2', headers: { Authorization: 'Bearer x', 'X-API-KEY': 'k', other: 'keep' } }],
       PASSWORD: 'p',
-      token: 'not in the list',
+      token: 'by pattern now',
     };
     assert.deepEqual(redactSecrets(input), {
       api_key: REDACTED,
@@ -89,7 +85,7 @@ describe('redactSecrets', () => {
         { apiKey: REDACTED, headers: { Authorization: REDACTED, 'X-API-KEY': REDACTED, other: 'keep' } },
       ],
       PASSWORD: REDACTED,
-      token: 'not in the list',
+      token: REDACTED,
     });
   });
 

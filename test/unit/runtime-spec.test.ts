@@ -1,6 +1,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseRuntimeSpec, RuntimeSpecError } from '../../src/domain/runtime-spec';
+import {
+  parseRuntimeSpec,
+  resolveCaseSpec,
+  RuntimeSpecError,
+  type CaseSpecDefaults,
+} from '../../src/domain/runtime-spec';
 
 const BASE = { agent_image: 'bench/agent-base:bookworm', case_exec_command: 'python3 run.py' };
 
@@ -71,6 +76,7 @@ describe('parseRuntimeSpec: defaults (§2.3)', () => {
       startupTimeoutSeconds: 30,
       startupPollIntervalSeconds: 1,
       dockerNetwork: undefined,
+      allowHostPorts: [],
       runtimeType: 'agno_docker',
       services: [],
       sandbox: {},
@@ -102,6 +108,7 @@ describe('parseRuntimeSpec: defaults (§2.3)', () => {
       startup_timeout_seconds: '45',
       startup_poll_interval_seconds: '0.25',
       docker_network: 'bench-net',
+      allow_host_ports: [11434, 8080, 11434],
       runtime_type: 'custom',
       services: [{ name: 'db' }],
       sandbox: { timeout_seconds: 180 },
@@ -116,6 +123,7 @@ describe('parseRuntimeSpec: defaults (§2.3)', () => {
     assert.equal(spec.startupTimeoutSeconds, 45);
     assert.equal(spec.startupPollIntervalSeconds, 0.25);
     assert.equal(spec.dockerNetwork, 'bench-net');
+    assert.deepEqual(spec.allowHostPorts, [11434, 8080]);
     assert.equal(spec.runtimeType, 'custom');
     assert.deepEqual(spec.services, [{ name: 'db' }]);
     assert.deepEqual(spec.sandbox, { timeout_seconds: 180 });
@@ -174,6 +182,10 @@ describe('parseRuntimeSpec: type errors', () => {
     [{ inspect_timeout_seconds: true }, 'agent.runtime_spec_json.inspect_timeout_seconds:'],
     [{ after_exec_command: 5 }, 'agent.runtime_spec_json.after_exec_command: expected a string'],
     [{ docker_network: ['a'] }, 'agent.runtime_spec_json.docker_network: expected a string'],
+    [{ allow_host_ports: [0] }, 'agent.runtime_spec_json.allow_host_ports.0:'],
+    [{ allow_host_ports: [65536] }, 'agent.runtime_spec_json.allow_host_ports.0:'],
+    [{ allow_host_ports: ['5432'] }, 'agent.runtime_spec_json.allow_host_ports.0:'],
+    [{ allow_host_ports: 5432 }, 'agent.runtime_spec_json.allow_host_ports:'],
     [{ services: 'db' }, 'agent.runtime_spec_json.services:'],
     [{ sandbox: [] }, 'agent.runtime_spec_json.sandbox:'],
     [{ memory_mb: 'lots' }, 'agent.runtime_spec_json.memory_mb:'],
@@ -219,5 +231,66 @@ describe('parseRuntimeSpec: our overrides', () => {
     assert.equal(spec.memoryMb, undefined);
     assert.equal(spec.cpus, undefined);
     assert.equal(spec.pidsLimit, undefined);
+  });
+});
+
+describe('resolveCaseSpec: the spec with the worker defaults', () => {
+  const defaults: CaseSpecDefaults = {
+    caseTimeoutSeconds: 180,
+    limits: { memoryMb: 2048, cpus: 1, pidsLimit: 512 },
+    hardening: { noNewPrivileges: true, dropAllCapabilities: false },
+  };
+
+  test("the worker defaults fill what the spec leaves out; hardening is always the worker's", () => {
+    const spec = resolveCaseSpec({ ...BASE, cpus: 2 }, defaults);
+    assert.equal(spec.caseTimeoutSeconds, 180);
+    assert.deepEqual(spec.limits, { memoryMb: 2048, cpus: 2, pidsLimit: 512 });
+    assert.deepEqual(spec.hardening, defaults.hardening);
+    assert.deepEqual(spec.startup, {
+      timeoutSeconds: 30,
+      pollIntervalSeconds: 1,
+      runTimeoutSeconds: 60,
+      inspectTimeoutSeconds: 10,
+    });
+    assert.equal(spec.agentImage, BASE.agent_image);
+  });
+
+  test('the spec wins where it says something', () => {
+    const spec = resolveCaseSpec(
+      {
+        ...BASE,
+        memory_mb: 256,
+        pids_limit: 64,
+        case_timeout_seconds: 20,
+        startup_timeout_seconds: 5,
+        startup_poll_interval_seconds: 0.5,
+        run_timeout_seconds: 90,
+        inspect_timeout_seconds: 0,
+      },
+      defaults,
+    );
+    assert.equal(spec.caseTimeoutSeconds, 20);
+    assert.deepEqual(spec.limits, { memoryMb: 256, cpus: 1, pidsLimit: 64 });
+    // inspect_timeout_seconds 0 would be a deadline nothing meets: the default applies.
+    assert.deepEqual(spec.startup, {
+      timeoutSeconds: 5,
+      pollIntervalSeconds: 0.5,
+      runTimeoutSeconds: 90,
+      inspectTimeoutSeconds: 10,
+    });
+  });
+
+  test("a memory limit below Docker's floor fails the spec, not each case", () => {
+    assert.throws(
+      () => resolveCaseSpec({ ...BASE, memory_mb: 4 }, defaults),
+      (err: unknown) =>
+        err instanceof RuntimeSpecError &&
+        err.code === 'E_SANDBOX_RUNTIME_SPEC_INVALID' &&
+        /memory_mb/.test(err.message),
+    );
+  });
+
+  test('parse errors pass through', () => {
+    assert.throws(() => resolveCaseSpec({ case_exec_command: 'x' }, defaults), RuntimeSpecError);
   });
 });

@@ -16,12 +16,16 @@ const reportOptions = z.object({ out: z.string().min(1).optional() });
  */
 export async function reportCommand(experimentId: string, rawOpts: { out?: string }): Promise<void> {
   const id = experimentIdArg.safeParse(experimentId);
-  if (!id.success) throw new CliError(`experimentId must be a positive integer, got ${JSON.stringify(experimentId)}`, 2);
+  if (!id.success)
+    throw new CliError(`experimentId must be a positive integer, got ${JSON.stringify(experimentId)}`, 2);
   const opts = reportOptions.safeParse(rawOpts);
   if (!opts.success) throw new CliError('--out needs a file name (or - for standard output)', 2);
 
   const config = loadConfigOrExit();
-  const log = processLogger({ ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel }, 'report');
+  const log = processLogger(
+    { ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel },
+    'report',
+  );
   const pool = await openDatabase(config, log, { localDefault: true });
   try {
     const written = await writeExperimentReport(pool, config, id.data, opts.data.out);

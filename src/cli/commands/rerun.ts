@@ -1,5 +1,4 @@
-import { supersedeFailedCases } from '../../db/run-case-repository';
-import { buildMessageFromRows } from '../../local-run/platform-message';
+import { DispatchRefusedError, dispatchRetryFailed } from '../../local-run/platform-dispatch';
 import { CliError } from '../process-context';
 import { superviseRun } from '../run-supervisor';
 import { openRunDeps } from './run';
@@ -9,17 +8,25 @@ import { openRunDeps } from './run';
  * status is exactly `failed` is superseded by a new attempt (is_latest switched) — then a run of
  * just those new rows. Successful cases are never touched.
  */
-export async function rerunCommand(experimentId: number, opts: { failed: boolean; worker: boolean }): Promise<void> {
+export async function rerunCommand(
+  experimentId: number,
+  opts: { failed: boolean; worker: boolean },
+): Promise<void> {
   if (!opts.failed) throw new CliError('only --failed is supported: say which cases to rerun', 2);
   const deps = await openRunDeps(opts);
   try {
-    const superseded = await supersedeFailedCases(deps.pool, experimentId);
-    if (superseded.length === 0) {
-      process.stdout.write(`experiment ${experimentId} has no failed cases\n`);
-      return;
+    let message;
+    try {
+      ({ message } = await dispatchRetryFailed(deps.pool, experimentId, 'benchctl rerun'));
+    } catch (err) {
+      if (err instanceof DispatchRefusedError && err.code === 'E_NO_FAILED_CASES') {
+        process.stdout.write(`experiment ${experimentId} has no failed cases\n`);
+        return;
+      }
+      if (err instanceof DispatchRefusedError) throw new CliError(err.message);
+      throw err;
     }
-    const message = await buildMessageFromRows(deps.pool, experimentId, superseded.map((s) => s.newRunCaseId), 'benchctl rerun');
-    await superviseRun(deps, message, { worker: opts.worker });
+    await superviseRun(deps, message, {});
   } finally {
     await deps.close();
   }

@@ -1,31 +1,41 @@
 import type pg from 'pg';
-import { ApplicationFailure } from '@temporalio/common';
 import {
   experimentRunRequestedSchema,
   type ExperimentRunRequested,
   type RunCaseInput,
-} from '../src/domain/message';
-import { parseRuntimeSpec, type RuntimeSpec } from '../src/domain/runtime-spec';
-import { loadCaseInput, loadRunRequest } from '../src/db/run-request-repository';
+} from '../domain/message';
+import {
+  resolveCaseSpec,
+  RuntimeSpecError,
+  type CaseSpecDefaults,
+  type ResolvedCaseSpec,
+} from '../domain/runtime-spec';
+import { MissingRunRequestError } from './errors';
+import { loadCaseInput, loadRunRequest } from './run-request-repository';
 
-export interface LoadedRunRequest {
+export type LoadedRunRequest = {
   request: ExperimentRunRequested;
   messageId: string;
-  /** null with the reason when the runtime spec is unusable (the run then fails as a whole). */
-  spec: RuntimeSpec | null;
-  specError: string | null;
-}
+} & (
+  | { spec: ResolvedCaseSpec; specError: null }
+  /** The runtime spec is unusable: the run then fails as a whole, with this error. */
+  | { spec: null; specError: RuntimeSpecError }
+);
 
 const MAX_CACHED_RUNS = 64;
 
 /**
- * What a run's message said, read from agentbench_run_requests once per worker and run: every case
- * activity of a run needs the agent's runtime spec, and re-reading it per case would be wasted work.
+ * What a run's message said, read from agentbench_run_requests once per worker and run, its
+ * runtime spec resolved with this worker's defaults: every case activity of a run needs it, and
+ * re-reading it per case would be wasted work.
  */
 export class RunRequestCache {
   private readonly runs = new Map<string, Promise<LoadedRunRequest>>();
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly defaults: CaseSpecDefaults,
+  ) {}
 
   get(workflowId: string): Promise<LoadedRunRequest> {
     let entry = this.runs.get(workflowId);
@@ -51,36 +61,26 @@ export class RunRequestCache {
 
   private async load(workflowId: string): Promise<LoadedRunRequest> {
     const stored = await loadRunRequest(this.pool, workflowId);
-    if (!stored) {
-      throw ApplicationFailure.nonRetryable(`no stored run request for ${workflowId}`, 'MissingRunRequest');
-    }
+    if (!stored) throw new MissingRunRequestError(`no stored run request for ${workflowId}`);
     const request = experimentRunRequestedSchema.parse({ ...stored.request, run_cases: [] });
+    const { messageId } = stored;
     try {
       return {
         request,
-        messageId: stored.messageId,
-        spec: parseRuntimeSpec(request.agent.runtime_spec_json),
+        messageId,
+        spec: resolveCaseSpec(request.agent.runtime_spec_json, this.defaults),
         specError: null,
       };
     } catch (err) {
-      return {
-        request,
-        messageId: stored.messageId,
-        spec: null,
-        specError: err instanceof Error ? err.message : String(err),
-      };
+      if (!(err instanceof RuntimeSpecError)) throw err;
+      return { request, messageId, spec: null, specError: err };
     }
   }
 }
 
 /** A stored case input (agentbench_case_inputs.case_input), validated as the message's run case. */
 export function parseCaseInput(workflowId: string, runCaseId: number, raw: object | null): RunCaseInput {
-  if (!raw) {
-    throw ApplicationFailure.nonRetryable(
-      `no stored input for run case ${runCaseId} of ${workflowId}`,
-      'MissingRunRequest',
-    );
-  }
+  if (!raw) throw new MissingRunRequestError(`no stored input for run case ${runCaseId} of ${workflowId}`);
   const [parsed] = experimentRunRequestedSchema.shape.run_cases.parse([raw]);
   if (!parsed) throw new Error('case input parse returned nothing');
   return parsed;

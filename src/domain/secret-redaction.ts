@@ -1,0 +1,241 @@
+/**
+ * The project's one secret-redaction module: which names are secret, and redaction of structures
+ * (DB rows, payloads), URLs (query values, userinfo passwords) and free text (reports, logs).
+ *
+ * A name is secret-named by pattern, not by a fixed list: it is split into lower-case words
+ * (snake_case, kebab-case, dotted, camelCase), and it is secret when a word is one of SECRET_WORDS,
+ * or it is `key`/`keys` alone, or the words run together contain one of SECRET_COMPOUNDS (api_key,
+ * x-api-key, secretKey, private_key, accessToken; not `scorer_key` or `cache_key`) — unless a word says the value is a
+ * count, limit, kind or location rather than the secret itself (EXEMPT_WORDS: `max_tokens`,
+ * `token_count`, `token_type`, `auth_url`, `password_file`). Plural `tokens` is a count in LLM
+ * usage, never a credential. Only non-empty strings are replaced (a number under `token` stays), so
+ * usage figures are never redacted.
+ */
+
+export const REDACTED = '[REDACTED]';
+
+const SECRET_WORDS: ReadonlySet<string> = new Set([
+  'password',
+  'passwd',
+  'pwd',
+  'passphrase',
+  'secret',
+  'secrets',
+  'token',
+  'credential',
+  'credentials',
+  'auth',
+  'authorization',
+  'cookie',
+  'bearer',
+  'apikey',
+  'signature',
+]);
+/** Run together, a name containing one of these is secret (`x-api-key`, `AWS_ACCESS_KEY_ID`, `signingKey`). */
+const SECRET_COMPOUNDS = [
+  'apikey',
+  'accesskey',
+  'privatekey',
+  'secretkey',
+  'signingkey',
+  'encryptionkey',
+  'masterkey',
+  'accesstoken',
+  'refreshtoken',
+];
+const EXEMPT_WORDS: ReadonlySet<string> = new Set([
+  'count',
+  'counts',
+  'max',
+  'min',
+  'num',
+  'number',
+  'limit',
+  'limits',
+  'total',
+  'usage',
+  'length',
+  'len',
+  'size',
+  'budget',
+  'type',
+  'kind',
+  'mode',
+  'method',
+  'scheme',
+  'url',
+  'uri',
+  'endpoint',
+  'name',
+  'file',
+  'path',
+  'env',
+  'enabled',
+  'required',
+  'ttl',
+  'expires',
+  'expiry',
+  'timeout',
+]);
+
+/** Lower-case words of a name: `OPENAI_API_KEY`, `x-api-key`, `accessToken`, `APIKey`, `http.auth`. */
+export function nameWords(name: string): string[] {
+  return name
+    .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1 $2')
+    .toLowerCase()
+    .split(/[^a-z0-9]+/)
+    .filter((w) => w !== '');
+}
+
+export function isSecretName(name: string): boolean {
+  const words = nameWords(name);
+  if (words.length === 0 || words.some((w) => EXEMPT_WORDS.has(w))) return false;
+  if (words.some((w) => SECRET_WORDS.has(w))) return true;
+  // `key` alone is a credential; `scorer_key`, `agent_key`, `cache_key` are identifiers.
+  if (words.length === 1 && (words[0] === 'key' || words[0] === 'keys')) return true;
+  const compact = words.join('');
+  return SECRET_COMPOUNDS.some((c) => compact.includes(c));
+}
+
+/** `scheme://user:password@host` */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#:@]*):([^\s/?#@]+)@/gi;
+/** One `name=value` of a query (or a form body): separator, name, value. */
+const QUERY_PARAM = /([?&;])([^=&#;\s?]+)=([^&#;\s]*)/g;
+
+function decodedName(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '));
+  } catch {
+    return raw;
+  }
+}
+
+/**
+ * Query values of secret-named parameters (`?api_key=…&q=tokyo` → `?api_key=[REDACTED]&q=tokyo`)
+ * and the password of a URL's userinfo. Anything else of the URL is kept as it was.
+ */
+export function redactUrl(url: string): string {
+  let out = url.replace(URL_USERINFO, `$1:${REDACTED}@`);
+  const query = out.indexOf('?');
+  if (query >= 0) {
+    const redactedQuery = out
+      .slice(query)
+      .replace(QUERY_PARAM, (whole, sep: string, name: string, value: string) =>
+        value !== '' && isSecretName(decodedName(name)) ? `${sep}${name}=${REDACTED}` : whole,
+      );
+    out = out.slice(0, query) + redactedQuery;
+  }
+  return out;
+}
+
+/** A string that may hold a URL with a secret: a query with a value, or a userinfo. */
+function mayBeSecretUrl(s: string): boolean {
+  return (s.includes('?') && s.includes('=')) || (s.includes('://') && s.includes('@'));
+}
+
+function redactString(s: string): string {
+  if (!mayBeSecretUrl(s) || /\s/.test(s)) return s;
+  return redactUrl(s);
+}
+
+/** Every non-empty string becomes REDACTED: the value of a secret-named key (a string or a list of them). */
+function redactSecretValue(value: unknown): unknown {
+  if (typeof value === 'string') return value === '' ? value : REDACTED;
+  if (Array.isArray(value)) return value.map((item: unknown) => redactSecretValue(item));
+  return redactSecrets(value);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    !ArrayBuffer.isView(value) &&
+    !(value instanceof Date)
+  );
+}
+
+/**
+ * Deep copy in which every non-empty string under a secret-named key becomes "[REDACTED]", and URLs
+ * in other strings lose their secret query values. Own enumerable properties only, whatever the
+ * object's prototype (a decoded map whose `__proto__` key replaced its prototype is still walked),
+ * and a `__proto__` key is copied as an own property. Use it on anything that leaves the process as
+ * a record: DB rows, logs, reports.
+ */
+export function redactSecrets<T>(value: T): T;
+export function redactSecrets(value: unknown): unknown {
+  if (typeof value === 'string') return redactString(value);
+  if (Array.isArray(value)) return value.map((item: unknown) => redactSecrets(item));
+  if (!isRecord(value)) return value;
+  const copy: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    const item = value[key];
+    Object.defineProperty(copy, key, {
+      value: isSecretName(key) ? redactSecretValue(item) : redactSecrets(item),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return copy;
+}
+
+/**
+ * The keys a run request keeps redacted when it is stored as the input the workers run from
+ * (agentbench_run_requests): only these are restored (evaluator api_keys, from `evaluators`) or
+ * never needed at run time. Pattern redaction there would hand agents "[REDACTED]" for the
+ * credentials of their runtime_spec `env`.
+ */
+const RUN_INPUT_SECRET_KEYS: ReadonlySet<string> = new Set([
+  'api_key',
+  'apikey',
+  'password',
+  'authorization',
+  'x-api-key',
+]);
+
+/** redactSecrets for the stored run input: the fixed RUN_INPUT_SECRET_KEYS, own properties only. */
+export function redactRunInputSecrets<T>(value: T): T;
+export function redactRunInputSecrets(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map((item: unknown) => redactRunInputSecrets(item));
+  if (!isRecord(value)) return value;
+  const copy: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    const item = value[key];
+    const secret = RUN_INPUT_SECRET_KEYS.has(key.toLowerCase()) && typeof item === 'string' && item !== '';
+    Object.defineProperty(copy, key, {
+      value: secret ? REDACTED : redactRunInputSecrets(item),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return copy;
+}
+
+const NAME = String.raw`[A-Za-z_][A-Za-z0-9_.-]*`;
+/** `"api_key": "…"` (JSON, also with escaped quotes inside the value). */
+const QUOTED_VALUE = new RegExp(String.raw`"(${NAME})"(\s*:\s*)"((?:[^"\\]|\\.)*)"`, 'g');
+/** `api_key=…`, `password: …`, `Authorization: Bearer …` in logs, error texts and URLs. */
+const PLAIN_VALUE = new RegExp(
+  String.raw`(?<![A-Za-z0-9_.-])(${NAME})(\s*[=:]\s*)((?:Bearer|Basic|Token)\s+)?([^\s"',;&]+)`,
+  'g',
+);
+
+/** Values of secret-named keys in JSON-ish and `key=value` text, and URL userinfo passwords. */
+export function redactSecretText(text: string): string {
+  return text
+    .replace(URL_USERINFO, `$1:${REDACTED}@`)
+    .replace(QUERY_PARAM, (whole, sep: string, name: string, value: string) =>
+      value !== '' && isSecretName(decodedName(name)) ? `${sep}${name}=${REDACTED}` : whole,
+    )
+    .replace(QUOTED_VALUE, (whole, name: string, colon: string, value: string) =>
+      value !== '' && isSecretName(name) ? `"${name}"${colon}"${REDACTED}"` : whole,
+    )
+    .replace(PLAIN_VALUE, (whole, name: string, sep: string, _scheme: string | undefined, value: string) =>
+      isSecretName(name) && value !== REDACTED && !/^\d+$/.test(value) && !value.startsWith(`"${REDACTED}`)
+        ? `${name}${sep}${REDACTED}`
+        : whole,
+    );
+}

@@ -1,0 +1,165 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseExperimentMessage } from '../../src/domain/message';
+import type { ExperimentRunResult, RunSettings } from '../../src/domain/experiment-run';
+import { createLogger } from '../../src/logger';
+import { startExperimentRun } from '../../src/temporal/run-starter';
+import { seedExperiment, type SeededExperiment } from '../support/database';
+import { buildPlatformMessage } from '../support/platform';
+import { startPrivatePostgres, type PrivatePostgres } from '../support/private-postgres';
+import { eventually, managedContainers, startStack, type Stack } from '../support/stack';
+
+/**
+ * Faults while cases run, against the real services (issue 13 items 2 and 3): agent executions
+ * are counted from outside the worker — each case's command calls a host HTTP counter once.
+ */
+
+const log = createLogger({ level: 'silent' });
+
+function startHitCounter(): Promise<{ server: Server; port: number; hits: Map<string, number> }> {
+  const hits = new Map<string, number>();
+  const server = createServer((req, res) => {
+    const id = (req.url ?? '').split('/').pop() ?? '';
+    hits.set(id, (hits.get(id) ?? 0) + 1);
+    res.end('ok');
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '0.0.0.0', () =>
+      resolve({ server, port: (server.address() as AddressInfo).port, hits }),
+    ),
+  );
+}
+
+async function startRun(
+  stack: Stack,
+  seeded: SeededExperiment,
+  caseCommand: string,
+  opts: { overrides?: Partial<RunSettings>; allowHostPorts?: number[] } = {},
+) {
+  const raw = buildPlatformMessage(seeded, {
+    queue: 'direct',
+    runtimeSpec: {
+      agent_image: 'bench/busybox:latest',
+      sandbox_start_command: 'sleep 3600',
+      case_exec_command: caseCommand,
+      // Case networks are isolated: the host's counter is reachable only when the spec opens it.
+      ...(opts.allowHostPorts ? { allow_host_ports: opts.allowHostPorts } : {}),
+    },
+  });
+  const parsed = parseExperimentMessage(JSON.stringify(raw));
+  assert.ok(parsed.ok);
+  await stack.db.pool.query('UPDATE experiments SET queue_message_id = $2 WHERE id = $1', [
+    seeded.experimentId,
+    parsed.message.message_id,
+  ]);
+  const r = await startExperimentRun(
+    { client: stack.client, pool: stack.db.pool, config: stack.config, log },
+    parsed.message,
+    parsed.message.message_id,
+    opts.overrides ?? {},
+  );
+  return stack.client.workflow.getHandle(r.workflowId);
+}
+
+async function rows(stack: Stack, experimentId: number) {
+  const { rows: r } = await stack.db.pool.query<{
+    id: number;
+    status: string;
+    agent_output: unknown;
+    error_message: string | null;
+  }>('SELECT id, status, agent_output, error_message FROM run_cases WHERE experiment_id = $1 ORDER BY id', [
+    experimentId,
+  ]);
+  return r;
+}
+
+describe('case durability under faults (real Docker, Temporal dev server, a private Postgres)', () => {
+  let counter: Awaited<ReturnType<typeof startHitCounter>> | undefined;
+  after(() => counter?.server.close());
+
+  test('Postgres stopped while cases finish and back ~20 s later: every case ends with its real output, each agent ran once', async () => {
+    counter = await startHitCounter();
+    const pg: PrivatePostgres = await startPrivatePostgres();
+    let stack: Stack | undefined;
+    const workflowIds: string[] = [];
+    try {
+      stack = await startStack({ databaseAdminUrl: pg.adminUrl, env: { CONSUMER_CONCURRENT_CASES: '6' } });
+      const seeded = await seedExperiment(stack.db.pool, { cases: 6 });
+      const handle = await startRun(
+        stack,
+        seeded,
+        `sleep 10; wget -q -O /dev/null http://host.docker.internal:${counter.port}/hit/{{run_case.run_case_id}}; echo '{"output":"answer-{{run_case.run_case_id}}"}'`,
+        { allowHostPorts: [counter.port] },
+      );
+      workflowIds.push(handle.workflowId);
+      await eventually(
+        async () =>
+          (await rows(stack as Stack, seeded.experimentId)).every((r) => r.status === 'running')
+            ? true
+            : undefined,
+        120_000,
+        'every case running',
+      );
+      // The agents are in their `sleep`: they finish while the database is down.
+      await pg.stop();
+      assert.equal(counter.hits.size, 0, 'no agent had finished before the outage');
+      const hits = counter.hits;
+      await eventually(
+        async () => (seeded.runCaseIds.every((id) => (hits.get(String(id)) ?? 0) >= 1) ? true : undefined),
+        60_000,
+        'every agent finished',
+      );
+      // ~20 s of outage in all, most of it after the agents finished.
+      await new Promise((r) => setTimeout(r, 12_000));
+      await pg.start();
+
+      const result = (await handle.result()) as ExperimentRunResult;
+      assert.equal(result.outcome, 'completed');
+      const final = await rows(stack, seeded.experimentId);
+      assert.deepEqual(
+        final.map((r) => ({ status: r.status, output: r.agent_output })),
+        seeded.runCaseIds.map((id) => ({ status: 'success', output: `answer-${id}` })),
+        JSON.stringify(final.map((r) => r.error_message)),
+      );
+      for (const id of seeded.runCaseIds)
+        assert.equal(hits.get(String(id)), 1, `the agent of case ${id} ran once`);
+    } finally {
+      // A failure during the outage must not leave the database down for the clean-up.
+      await pg.start().catch(() => undefined);
+      if (stack) {
+        assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
+        await stack.stop();
+      }
+      await pg.destroy();
+    }
+  });
+
+  test('live-container limit 1 and 4 cases of ~35 s: waiting for the slot is heartbeated, every case succeeds', async () => {
+    const stack = await startStack({
+      env: { CONSUMER_CONCURRENT_CASES: '4', DOCKER_MAX_LIVE_CONTAINERS: '1' },
+    });
+    const workflowIds: string[] = [];
+    try {
+      const seeded = await seedExperiment(stack.db.pool, { cases: 4 });
+      const handle = await startRun(stack, seeded, `sleep 35; echo '{"output":"ok"}'`);
+      workflowIds.push(handle.workflowId);
+      const result = (await handle.result()) as ExperimentRunResult;
+      assert.equal(result.outcome, 'completed');
+      const final = await rows(stack, seeded.experimentId);
+      assert.deepEqual(
+        final.map((r) => r.status),
+        ['success', 'success', 'success', 'success'],
+        JSON.stringify(final.map((r) => r.error_message)),
+      );
+      // Each case's container phase ran once: none timed out waiting (heartbeat timeout 30 s).
+      const events = (await handle.fetchHistory()).events ?? [];
+      const retried = events.filter((e) => (e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1).length;
+      assert.equal(retried, 0, 'no activity attempt was retried');
+    } finally {
+      assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
+      await stack.stop();
+    }
+  });
+});

@@ -1,0 +1,346 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import type { Info } from '@temporalio/activity';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { FileCaseResultSpool } from '../../activities/case-result-spool';
+import { createCaseFinalization } from '../../activities/case-finalization';
+import {
+  createCaseExecution,
+  type ContainerSlots,
+  type CaseExecutionDeps,
+  type CaseSandbox,
+} from '../../activities/case-execution';
+import { caseSpecDefaults, loadConfig } from '../../src/config';
+import { loadCasePhases } from '../../src/db/case-result-repository';
+import { RunRequestCache } from '../../src/db/run-request-cache';
+import { getCaseStatuses } from '../../src/db/run-case-repository';
+import { queueRunCases } from '../../src/db/run-control-repository';
+import type {
+  CaseExecutionSummary,
+  CaseFinalSummary,
+  ExecuteCaseInput,
+} from '../../src/domain/activity-contract';
+import type { CaseContainerSpec, ExecParams, ExecResult } from '../../src/docker/docker-sandbox';
+import { caseContainerName, LABELS } from '../../src/docker/labels';
+import { createLogger } from '../../src/logger';
+import { createTestDatabase, seedExperiment, setCaseStatuses, type TestDatabase } from '../support/database';
+import { storeRunRequest } from '../support/platform';
+import { localTestEnv } from '../support/stack';
+
+/**
+ * The container phase as an activity (MockActivityEnvironment: attempt, heartbeat details and
+ * cancellation as Temporal hands them over) against the real Postgres, with a recording sandbox in
+ * place of Docker: the branches a retry or a cancel takes, which otherwise only a killed worker or
+ * `benchctl cancel` in an end-to-end run reaches. The Docker side is docker-sandbox.test.ts's.
+ */
+
+const log = createLogger({ level: 'silent' });
+/** The SDK logs a cancelled attempt; that is what one test is about. */
+const QUIET = { logger: new DefaultLogger('ERROR') };
+
+const AGENT_DONE: ExecResult = {
+  exitCode: 0,
+  stdout: '{"output": "done"}',
+  stderr: '',
+  timedOut: false,
+  durationMs: 1,
+};
+
+/** A sandbox that records what the activity asks of Docker; the case command runs `agent`. */
+class RecordingSandbox implements CaseSandbox {
+  readonly events: string[] = [];
+  readonly created: CaseContainerSpec[] = [];
+  /** What listManagedContainers finds of earlier attempts. */
+  leftovers: Array<{ id: string }> = [];
+
+  constructor(private readonly agent: (p: ExecParams) => Promise<ExecResult> = async () => AGENT_DONE) {}
+
+  async createAndStart(spec: CaseContainerSpec) {
+    this.created.push(spec);
+    const containerId = `container-${this.created.length}`;
+    this.events.push(`create ${containerId}`);
+    return { containerId, name: spec.name, addresses: ['10.9.0.2'], startup: spec.startup };
+  }
+  async execUntilAgentReady(_container: unknown, p: ExecParams) {
+    this.events.push('exec');
+    return this.agent(p);
+  }
+  async exec(_containerId: string, p: ExecParams) {
+    this.events.push('after_exec');
+    return this.agent(p);
+  }
+  async logs() {
+    return '';
+  }
+  async remove(containerIdOrName: string) {
+    this.events.push(`remove ${containerIdOrName}`);
+  }
+  async listManagedContainers() {
+    return this.leftovers;
+  }
+}
+
+describe('executeCase (container phase) under MockActivityEnvironment', () => {
+  let db: TestDatabase;
+  let spoolDir: string;
+  let spool: FileCaseResultSpool;
+  before(async () => {
+    db = await createTestDatabase();
+    spoolDir = await mkdtemp(path.join(tmpdir(), 'case-spool-test-'));
+    spool = new FileCaseResultSpool(spoolDir);
+  });
+  after(async () => {
+    await db?.drop();
+    if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
+  });
+
+  /** A queued one-case run and the container phase's dependencies around `sandbox`. */
+  async function oneCaseRun(sandbox: CaseSandbox, liveContainers: ContainerSlots = { run: (fn) => fn() }) {
+    const seeded = await seedExperiment(db.pool, { cases: 1 });
+    const workflowId = await storeRunRequest(db.pool, seeded);
+    await queueRunCases(db.pool, { workflowId, experimentId: seeded.experimentId });
+    const revokedTokens: string[] = [];
+    const config = loadConfig(localTestEnv());
+    const deps: CaseExecutionDeps = {
+      pool: db.pool,
+      log,
+      config: { resultCache: config.resultCache },
+      llm: config.llm,
+      specDefaults: caseSpecDefaults(config),
+      images: { imageId: async () => null },
+      runRequests: new RunRequestCache(db.pool, caseSpecDefaults(config)),
+      telemetry: {
+        query: async () => ({ steps: [], source: 'none', usage: null }),
+        flushGrace: async () => {},
+      },
+      collector: {
+        issueToken: () => 'case-token',
+        revokeToken: (token) => revokedTokens.push(token),
+        bindSource: () => {},
+        drain: async () => true,
+      },
+      collectorUrl: 'http://127.0.0.1:9',
+      gateways: {
+        start: async () => {
+          throw new Error('these cases have no mock_config');
+        },
+      },
+      networks: {
+        isolate: false,
+        collectorPort: 9,
+        hostPorts: [],
+        create: async () => {
+          throw new Error('these cases run without a network of their own');
+        },
+      },
+      sealPassthroughFalse: false,
+      flushGraceMs: 0,
+      sandbox,
+      liveContainers,
+      spool,
+    };
+    const runCaseId = seeded.runCaseIds[0] as number;
+    const ref: ExecuteCaseInput = { workflowId, experimentId: seeded.experimentId, runCaseId };
+    const { executeCase } = createCaseExecution(deps);
+    const { finalizeCase } = createCaseFinalization(deps);
+    return { ref, executeCase, finalizeCase, revokedTokens };
+  }
+
+  const attempt = (info: Partial<Info>) => new MockActivityEnvironment(info, QUIET);
+  /** `executeCase(input)` in `env`'s activity context (its `run` cannot infer the result type). */
+  const runIn = (
+    env: MockActivityEnvironment,
+    executeCase: (input: ExecuteCaseInput) => Promise<CaseExecutionSummary>,
+    input: ExecuteCaseInput,
+  ) => env.run<[ExecuteCaseInput], CaseExecutionSummary, typeof executeCase>(executeCase, input);
+
+  test('a first attempt looks for no predecessor; it stores the record before it returns', async () => {
+    const sandbox = new RecordingSandbox();
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+
+    const summary = await runIn(attempt({ attempt: 1 }), executeCase, ref);
+
+    assert.equal(summary.status, 'success');
+    assert.deepEqual(sandbox.events, ['create container-1', 'exec', 'remove container-1']);
+    assert.equal(sandbox.created[0]?.name, caseContainerName(ref.workflowId, ref.runCaseId, 1));
+    const stored = await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId);
+    assert.equal(stored?.result.status, 'success');
+    assert.equal(stored?.result.attempt, 1);
+  });
+
+  test("a retried attempt removes the previous attempt's container (heartbeat details) and labelled leftovers before creating its own", async () => {
+    const sandbox = new RecordingSandbox();
+    sandbox.leftovers = [{ id: 'leftover-of-attempt-1' }];
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+
+    const summary = await runIn(
+      attempt({
+        attempt: 2,
+        heartbeatDetails: { containerId: 'container-of-attempt-1', phase: 'case_exec' },
+      }),
+      executeCase,
+      ref,
+    );
+
+    assert.equal(summary.status, 'success');
+    assert.deepEqual(sandbox.events.slice(0, 3), [
+      'remove container-of-attempt-1',
+      'remove leftover-of-attempt-1',
+      'create container-1',
+    ]);
+    assert.equal(sandbox.created[0]?.labels[LABELS.attempt], '2');
+    assert.equal(sandbox.created[0]?.name, caseContainerName(ref.workflowId, ref.runCaseId, 2));
+    assert.equal((await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId))?.result.attempt, 2);
+  });
+
+  test('a retry that finds its predecessor stored the record does not run the agent again, and finishes the case inline when asked', async () => {
+    const sandbox = new RecordingSandbox();
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+    // The first attempt stored its record, then its result was lost (worker gone before it reported).
+    await runIn(attempt({ attempt: 1 }), executeCase, ref);
+
+    const retried = await runIn(attempt({ attempt: 2 }), executeCase, { ...ref, finishInline: true });
+
+    assert.equal(sandbox.created.length, 1, 'one container for the case');
+    assert.equal(sandbox.events.filter((e) => e === 'exec').length, 1, 'the agent ran once');
+    assert.deepEqual(retried.finalized, { status: 'success', errorMessage: null, persisted: true });
+    assert.equal((await getCaseStatuses(db.pool, ref.experimentId)).get(ref.runCaseId), 'success');
+  });
+
+  test('a case no longer active (canceled meanwhile) is not executed', async () => {
+    const sandbox = new RecordingSandbox();
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+    await setCaseStatuses(db.pool, [ref.runCaseId], 'canceled');
+
+    const summary = await runIn(attempt({ attempt: 1 }), executeCase, ref);
+
+    assert.deepEqual(summary, { status: 'not_active', errorMessage: null, exitCode: null });
+    assert.deepEqual(sandbox.events, []);
+  });
+
+  test('cancelled while the agent runs: heartbeats name the container, which is removed; nothing is stored; the OTel token is revoked', async () => {
+    const sandbox = new RecordingSandbox(
+      (p) =>
+        new Promise((_resolve, reject) =>
+          p.signal?.addEventListener('abort', () => reject(new Error('exec aborted')), { once: true }),
+        ),
+    );
+    const { ref, executeCase, revokedTokens } = await oneCaseRun(sandbox);
+    const env = attempt({ attempt: 1 });
+    const heartbeats: unknown[] = [];
+    // Temporal delivers a cancellation in a heartbeat's response: cancel on the first one.
+    env.on('heartbeat', (details: unknown) => {
+      heartbeats.push(details);
+      env.cancel();
+    });
+
+    await assert.rejects(runIn(env, executeCase, ref), CancelledFailure);
+
+    assert.deepEqual(heartbeats, [{ containerId: 'container-1', phase: 'case_exec' }]);
+    assert.deepEqual(sandbox.events, ['create container-1', 'exec', 'remove container-1']);
+    assert.equal(await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId), null);
+    assert.deepEqual(revokedTokens, ['case-token']);
+  });
+
+  test('a Docker error removing the finished container loses nothing: the record is stored, the agent ran once', async () => {
+    const sandbox = new RecordingSandbox();
+    sandbox.remove = async (id: string) => {
+      sandbox.events.push(`remove ${id}`);
+      throw new Error('E_DOCKER_REMOVE: (HTTP code 500) server error - driver failed removing container');
+    };
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+
+    const summary = await runIn(attempt({ attempt: 1 }), executeCase, ref);
+
+    assert.equal(summary.status, 'success');
+    assert.equal(sandbox.events.filter((e) => e === 'exec').length, 1);
+    const stored = await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId);
+    assert.deepEqual(stored?.result.agentOutput, 'done');
+    assert.equal(
+      await spool.read(ref.workflowId, ref.runCaseId),
+      null,
+      'the spooled copy is gone once stored',
+    );
+  });
+
+  test('a retry finds the record its predecessor spooled but could not store: it stores that one and runs no agent', async () => {
+    const sandbox = new RecordingSandbox();
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+    // Attempt 1 ran the agent and spooled its record; Postgres was down until its end.
+    const now = new Date().toISOString();
+    await spool.write(ref.workflowId, ref.runCaseId, {
+      status: 'success',
+      errorMessage: null,
+      exitCode: 0,
+      agentOutput: 'the real output',
+      logs: 'agent logs',
+      stdoutTrajectory: null,
+      agentUsage: null,
+      timings: { sandboxConnectMs: 1, caseExecMs: 2, totalMs: 3 },
+      startedAt: now,
+      finishedAt: now,
+      image: 'bench/busybox:latest',
+      containerName: caseContainerName(ref.workflowId, ref.runCaseId, 1),
+      attempt: 1,
+    });
+
+    const summary = await runIn(
+      attempt({ attempt: 2, heartbeatDetails: { containerId: 'container-of-attempt-1', phase: 'exited' } }),
+      executeCase,
+      ref,
+    );
+
+    assert.equal(summary.status, 'success');
+    assert.equal(sandbox.created.length, 0, 'no container started');
+    assert.ok(!sandbox.events.includes('exec'), 'the agent did not run again');
+    assert.deepEqual(sandbox.events, ['remove container-of-attempt-1']);
+    const stored = await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId);
+    assert.equal(stored?.result.agentOutput, 'the real output');
+    assert.equal(stored?.result.attempt, 1);
+    assert.equal(await spool.read(ref.workflowId, ref.runCaseId), null);
+  });
+
+  test('waiting for a live-container slot is heartbeated (phase waiting_for_container_slot)', async () => {
+    const sandbox = new RecordingSandbox();
+    let release = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    const { ref, executeCase } = await oneCaseRun(sandbox, {
+      run: async (fn) => {
+        await released;
+        return fn();
+      },
+    });
+    const env = attempt({ attempt: 1 });
+    const heartbeats: unknown[] = [];
+    env.on('heartbeat', (details: unknown) => {
+      heartbeats.push(details);
+      release();
+    });
+
+    const summary = await runIn(env, executeCase, ref);
+
+    assert.equal(summary.status, 'success');
+    assert.deepEqual(heartbeats[0], { containerId: undefined, phase: 'waiting_for_container_slot' });
+    assert.deepEqual(sandbox.events, ['create container-1', 'exec', 'remove container-1']);
+  });
+
+  test('a case whose retries ran out is persisted not executed, and what its dead attempts left running is removed by its labels', async () => {
+    const sandbox = new RecordingSandbox();
+    sandbox.leftovers = [{ id: 'still-running-of-a-dead-attempt' }];
+    const { ref, finalizeCase } = await oneCaseRun(sandbox);
+
+    const fin: CaseFinalSummary = await new MockActivityEnvironment({ attempt: 1 }, QUIET).run(finalizeCase, {
+      ...ref,
+      notExecutedError: 'E_CASE_NOT_EXECUTED: activity Heartbeat timeout',
+    });
+
+    assert.equal(fin.status, 'failed');
+    assert.deepEqual(sandbox.events, ['remove still-running-of-a-dead-attempt']);
+    assert.equal((await getCaseStatuses(db.pool, ref.experimentId)).get(ref.runCaseId), 'failed');
+  });
+});
