@@ -4,6 +4,7 @@ import {
   condition,
   continueAsNew,
   defineQuery,
+  deprecatePatch,
   isCancellation,
   log,
   patched,
@@ -47,31 +48,27 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   const { experimentId, settings } = input;
   const progress = input.carry?.progress ?? emptyProgress(input.totalCases);
   setHandler(progressQuery, () => progress);
-  // Runs started before v2 keep their old shape on replay: the container slot was held until the
-  // final persist, and there were no trajectory and scoring phases.
-  const phasesV2 = patched('case-phases-v2');
-  // Runs started before the fast path (or replayed by a worker that predates it) always schedule
-  // trajectory and finalize as activities; only runs that recorded this marker let the container
-  // phase finish a case itself.
-  const fastPath = phasesV2 && patched('case-fast-path');
+  // Retired patches (their old paths are gone, see docs/architecture.md "Determinism"): histories
+  // recorded with `patched(...)` carry these markers, so the calls stay, in the same order, until
+  // no open run can have been recorded by a worker that called `patched`.
+  deprecatePatch('case-phases-v2');
+  deprecatePatch('case-fast-path');
   // Runs started before these markers replay as recorded: a later phase's failure escaped the case
   // (it could not happen then: every later phase retried without limit), and continue-as-new was
   // only considered between pages.
-  const phaseFailuresHandled = fastPath && patched('case-phase-failures');
+  const phaseFailuresHandled = patched('case-phase-failures');
   const continueAnyPoint = phaseFailuresHandled && patched('continue-as-new-any-point');
 
   /** The first page of cases when prepareRun returned it (fresh runs that recorded the marker). */
   let firstPage: Awaited<ReturnType<Activities['listCasePage']>> | undefined;
   if (!input.carry) {
-    // Runs started before this marker read their first page with a separate listCasePage activity
-    // after prepareRun; they keep doing so on replay. Continued runs (carry) have no prepareRun and
-    // always page with listCasePage.
-    const firstPageInPrepare = patched('first-page-in-prepare');
+    // Continued runs (carry) have no prepareRun and always page with listCasePage.
+    deprecatePatch('first-page-in-prepare');
     const prep = await bookkeeping.prepareRun({
       workflowId,
       experimentId,
       messageId: input.messageId,
-      ...(firstPageInPrepare ? { firstPageLimit: CASE_PAGE_SIZE } : {}),
+      firstPageLimit: CASE_PAGE_SIZE,
     });
     if (prep.skip) {
       return { outcome: prep.skip, progress, detail: prep.detail };
@@ -84,7 +81,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
       return { outcome: 'failed_before_start', progress, detail: prep.failure };
     }
     // A worker whose prepareRun predates firstPageLimit returns no page: then listCasePage reads it.
-    if (firstPageInPrepare) firstPage = prep.firstPage;
+    firstPage = prep.firstPage;
   }
 
   const caseActivities = (runCaseId: number) =>
@@ -132,7 +129,6 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   let cursor = input.carry?.cursor ?? 0;
   let startedInThisRun = 0;
   let terminatedBy: string | null = null;
-  let lastPublishedDone = -1;
   /** Workflow time (deterministic: the workflow task's start) of the last progress upsert. */
   let lastPublishedAt = Date.now();
 
@@ -148,11 +144,9 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
       let notExecuted: string | null = null;
       let needsJudge = true;
       try {
-        const exec = await caseActivities(runCaseId).executeCase(
-          fastPath ? { ...ref, finishInline: true } : ref,
-        );
+        const exec = await caseActivities(runCaseId).executeCase({ ...ref, finishInline: true });
         needsJudge = exec.needsJudge ?? true;
-        if (fastPath && exec.finalized) {
+        if (exec.finalized) {
           // The container phase finished the case itself (nothing to judge): no further phase.
           releaseSlot();
           recordCaseOutcome(progress, runCaseId, exec.finalized.status, exec.finalized.errorMessage);
@@ -163,7 +157,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
         if (exec.status === 'not_active') {
           // The row left the active set under us (terminated by the platform): nothing to persist.
           recordCaseOutcome(progress, runCaseId, 'canceled', 'case no longer active');
-          if (phasesV2) maybePublish();
+          maybePublish();
           await recheckTerminationAfter('canceled');
           return;
         }
@@ -173,30 +167,27 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
         // recorded as not executed.
         notExecuted = `E_CASE_NOT_EXECUTED: ${rootCauseText(err)}`;
       }
-      if (phasesV2 && phaseFailuresHandled) {
-        releaseSlot();
+      // The container is gone: the next case may start while this one is judged and persisted.
+      releaseSlot();
+      if (phaseFailuresHandled) {
         await laterPhases(ref, runCaseId, notExecuted, needsJudge);
         return;
       }
-      if (phasesV2) {
-        // The container is gone: the next case may start while this one is judged and persisted.
-        releaseSlot();
-        if (notExecuted === null) {
-          await trajectoryActivities(runCaseId).collectTrajectory(ref);
-          // A failed case or unconfigured scorers get the §7.2 sentinels from finalize: no judge call.
-          if (needsJudge) {
-            await takeScoringSlot();
-            try {
-              await scoringActivities(runCaseId).scoreCase(ref);
-            } finally {
-              scoringInUse--;
-            }
+      if (notExecuted === null) {
+        await trajectoryActivities(runCaseId).collectTrajectory(ref);
+        // A failed case or unconfigured scorers get the §7.2 sentinels from finalize: no judge call.
+        if (needsJudge) {
+          await takeScoringSlot();
+          try {
+            await scoringActivities(runCaseId).scoreCase(ref);
+          } finally {
+            scoringInUse--;
           }
         }
       }
       const fin = await finalizeActivities(runCaseId).finalizeCase({ ...ref, notExecutedError: notExecuted });
       recordCaseOutcome(progress, runCaseId, fin.status, fin.errorMessage);
-      if (phasesV2) maybePublish();
+      maybePublish();
       await recheckTerminationAfter(fin.status);
     } finally {
       releaseSlot();
@@ -340,7 +331,6 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
             })
             .finally(() => {
               inFlight--;
-              if (!phasesV2) legacyMaybePublish();
             });
         }
         if (shouldContinueAsNew()) await drainAndContinue();
@@ -382,23 +372,10 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
     const step = Math.max(1, Math.floor(progress.total / 20));
     if (done === progress.total) {
       publishProgress(progress);
-    } else if (
-      done % step === 0 &&
-      (!fastPath || Date.now() - lastPublishedAt >= PROGRESS_UPSERT_MIN_INTERVAL_MS)
-    ) {
+    } else if (done % step === 0 && Date.now() - lastPublishedAt >= PROGRESS_UPSERT_MIN_INTERVAL_MS) {
       // Each upsert is a visibility write on the server: on fast runs 20 of them cost ~5% of the
       // throughput (bench/sandbox-overhead). The `progress` query is always exact.
       lastPublishedAt = Date.now();
-      publishProgress(progress);
-    }
-  }
-
-  /** How runs started before v2 published (after every case end, cancellations included): kept for their replay. */
-  function legacyMaybePublish(): void {
-    const done = finishedCount(progress);
-    const step = Math.max(1, Math.floor(progress.total / 20));
-    if (done === progress.total || done - lastPublishedDone >= step) {
-      lastPublishedDone = done;
       publishProgress(progress);
     }
   }
@@ -419,7 +396,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
   }
 }
 
-/** Fast-path runs upsert progress at most this often (plus once at the end). */
+/** Runs upsert progress at most this often (plus once at the end). */
 const PROGRESS_UPSERT_MIN_INTERVAL_MS = 5_000;
 
 function publishProgress(p: RunProgress): void {

@@ -19,7 +19,7 @@ const files = readdirSync(HISTORIES)
  * must replay through the current workflow code, or running workflows would break on deploy.
  */
 describe('workflow replay of recorded histories', () => {
-  test('there are recorded histories of every representative run, of the current, v4, v3, v2 and v1 shapes', () => {
+  test('there are recorded histories of every representative run, of the current, v4 and v3 shapes', () => {
     for (const name of [
       'mixed-success-and-failure',
       'continued-as-new',
@@ -39,24 +39,15 @@ describe('workflow replay of recorded histories', () => {
         `missing history v4-${name}`,
       );
       // v3: fresh runs that read their first page with a listCasePage activity after prepareRun
-      // (before patched 'first-page-in-prepare').
+      // (before patched 'first-page-in-prepare', now deprecated: its prepareRun result has no
+      // page, so the workflow reads it with listCasePage, as a worker whose prepareRun predates
+      // firstPageLimit would make it do).
       assert.ok(
         files.some((f) => f.startsWith(`v3-${name}`)),
         `missing history v3-${name}`,
       );
-      // v2: runs whose container phase never finished a case itself (trajectory and finalize always activities).
-      assert.ok(
-        files.some((f) => f.startsWith(`v2-${name}`)),
-        `missing history v2-${name}`,
-      );
-      // v1: runs started before the trajectory/scoring phases (patched 'case-phases-v2').
-      assert.ok(
-        files.some((f) => f.startsWith(`v1-${name}`)),
-        `missing history v1-${name}`,
-      );
     }
     assert.ok(files.includes('scored-concurrent.json'), 'missing history scored-concurrent');
-    assert.ok(files.includes('v2-scored-concurrent.json'), 'missing history v2-scored-concurrent');
     assert.ok(files.includes('v4-scored-concurrent.json'), 'missing history v4-scored-concurrent');
   });
 
