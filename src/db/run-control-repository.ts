@@ -38,20 +38,7 @@ export async function failRunCases(
 ): Promise<number> {
   return withTransaction(pool, async (client) => {
     await lockExperiment(client, p.experimentId);
-    const r = await client.query<{ id: number }>(
-      `UPDATE run_cases SET status = 'failed', error_message = $3, finished_at = now(), updated_at = now()
-        WHERE experiment_id = $2 AND status = ANY($4::text[])
-          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)
-       RETURNING id`,
-      [p.workflowId, p.experimentId, p.errorMessage, ACTIVE],
-    );
-    await refreshExperiment(client, p.experimentId);
-    await recordTerminalTransitions(client, {
-      experimentId: p.experimentId,
-      runCaseIds: r.rows.map((row) => row.id),
-      options: { workflowId: p.workflowId, resultEvents: p.resultEvents },
-    });
-    return r.rowCount ?? 0;
+    return endActiveCases(client, { ...p, status: 'failed', reason: p.errorMessage });
   });
 }
 
@@ -83,20 +70,7 @@ export async function cancelRunCases(
         [p.experimentId],
       );
     }
-    const r = await client.query<{ id: number }>(
-      `UPDATE run_cases SET status = 'canceled', error_message = $3, finished_at = now(), updated_at = now()
-        WHERE experiment_id = $2 AND status = ANY($4::text[])
-          AND id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $1)
-       RETURNING id`,
-      [p.workflowId, p.experimentId, p.reason, ACTIVE],
-    );
-    await refreshExperiment(client, p.experimentId);
-    await recordTerminalTransitions(client, {
-      experimentId: p.experimentId,
-      runCaseIds: r.rows.map((row) => row.id),
-      options: { workflowId: p.workflowId, resultEvents: p.resultEvents },
-    });
-    return r.rowCount ?? 0;
+    return endActiveCases(client, { ...p, status: 'canceled' });
   });
 }
 
@@ -150,18 +124,43 @@ export async function closeOrphanedCases(
 ): Promise<number> {
   return withTransaction(pool, async (client) => {
     await lockExperiment(client, p.experimentId);
-    const r = await client.query<{ id: number }>(
-      `UPDATE run_cases SET status = $3, error_message = $4, finished_at = now(), updated_at = now()
-        WHERE experiment_id = $1 AND id = ANY($2::bigint[]) AND status = ANY($5::text[])
-       RETURNING id`,
-      [p.experimentId, p.runCaseIds, p.status, p.reason, ACTIVE],
-    );
-    await refreshExperiment(client, p.experimentId);
-    await recordTerminalTransitions(client, {
-      experimentId: p.experimentId,
-      runCaseIds: r.rows.map((row) => row.id),
-      options: { workflowId: p.workflowId, resultEvents: p.resultEvents },
-    });
-    return r.rowCount ?? 0;
+    return endActiveCases(client, p);
   });
+}
+
+/**
+ * Ends still-active cases of one run — all of them, or only `runCaseIds` — with `status` and the
+ * reason, then the §3.4 refresh and their result events; in the caller's transaction, which holds
+ * the experiment lock. Guarded by the status: a row that finished meanwhile is left alone.
+ */
+async function endActiveCases(
+  client: pg.PoolClient,
+  p: {
+    workflowId: string;
+    experimentId: number;
+    status: 'canceled' | 'failed';
+    reason: string;
+    runCaseIds?: number[];
+    resultEvents?: boolean;
+  },
+): Promise<number> {
+  const which = p.runCaseIds
+    ? { sql: 'id = ANY($5::bigint[])', param: p.runCaseIds }
+    : {
+        sql: 'id IN (SELECT run_case_id FROM agentbench_case_inputs WHERE workflow_id = $5)',
+        param: p.workflowId,
+      };
+  const r = await client.query<{ id: number }>(
+    `UPDATE run_cases SET status = $2, error_message = $3, finished_at = now(), updated_at = now()
+      WHERE experiment_id = $1 AND status = ANY($4::text[]) AND ${which.sql}
+     RETURNING id`,
+    [p.experimentId, p.status, p.reason, ACTIVE, which.param],
+  );
+  await refreshExperiment(client, p.experimentId);
+  await recordTerminalTransitions(client, {
+    experimentId: p.experimentId,
+    runCaseIds: r.rows.map((row) => row.id),
+    options: { workflowId: p.workflowId, resultEvents: p.resultEvents },
+  });
+  return r.rowCount ?? 0;
 }
