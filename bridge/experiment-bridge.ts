@@ -85,6 +85,24 @@ const DEFAULT_START_MAX_ATTEMPTS = 5;
 const CHANNEL_CLOSE_GRACE_MS = 100;
 const CONNECT_TIMEOUT_MS = 10_000;
 
+/** How a delivery the Redis lock reports as a duplicate is counted and logged (then acked). */
+const LOCKED_DUPLICATE = {
+  processed: {
+    reason: 'processed',
+    outcome: 'duplicate_processed',
+    code: 'E_DUPLICATE_MESSAGE_PROCESSED',
+    key: processedKey,
+    message: 'already processed; acked',
+  },
+  'held-by-other': {
+    reason: 'processing',
+    outcome: 'duplicate_processing',
+    code: 'E_DUPLICATE_MESSAGE_PROCESSING',
+    key: processingKey,
+    message: 'being processed by another consumer; acked',
+  },
+} as const;
+
 interface Session {
   model: ChannelModel;
   channel: Channel;
@@ -400,25 +418,12 @@ class ExperimentBridge implements BridgeHandle {
     );
 
     const lock: AcquireResult | 'unlocked' = this.locks ? await this.locks.acquire(suffix) : 'unlocked';
-    if (lock === 'processed') {
+    if (lock === 'processed' || lock === 'held-by-other') {
+      const d = LOCKED_DUPLICATE[lock];
       this.counters.duplicates += 1;
-      this.metrics?.duplicate('processed');
-      noteDeliveryOutcome('duplicate_processed');
-      this.log.info(
-        { code: 'E_DUPLICATE_MESSAGE_PROCESSED', key: processedKey(suffix), ...ctx },
-        'already processed; acked',
-      );
-      this.settle(session, msg, 'ack');
-      return;
-    }
-    if (lock === 'held-by-other') {
-      this.counters.duplicates += 1;
-      this.metrics?.duplicate('processing');
-      noteDeliveryOutcome('duplicate_processing');
-      this.log.info(
-        { code: 'E_DUPLICATE_MESSAGE_PROCESSING', key: processingKey(suffix), ...ctx },
-        'being processed by another consumer; acked',
-      );
+      this.metrics?.duplicate(d.reason);
+      noteDeliveryOutcome(d.outcome);
+      this.log.info({ code: d.code, key: d.key(suffix), ...ctx }, d.message);
       this.settle(session, msg, 'ack');
       return;
     }

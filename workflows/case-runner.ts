@@ -95,6 +95,9 @@ export class CaseRunner {
         return;
       }
       // v4 runs: a later phase's failure escaped the case (every later phase retried without limit).
+      // Its trajectory/score steps repeat laterPhases' on purpose: this path only replays recorded
+      // histories, and folding the two into one async helper would add await steps, which can
+      // reorder the commands of concurrent cases within one activation.
       if (notExecuted === null) {
         await this.deps.phases.trajectory(runCaseId).collectTrajectory(ref);
         // A failed case or unconfigured scorers get the §7.2 sentinels from finalize: no judge call.

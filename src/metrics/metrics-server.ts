@@ -1,8 +1,7 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../logger';
-import { closeHttpServer } from '../http-server-shutdown';
+import { closeHttpServer, listenHttpServer } from '../http-server-lifecycle';
 import { MetricsPortInUseError } from './errors';
 import type { Readiness } from './readiness';
 
@@ -43,14 +42,9 @@ export class MetricsServer {
     // Scrapes are short; a slow or idle client must not hold a socket for long.
     server.requestTimeout = 10_000;
     server.keepAliveTimeout = 5_000;
+    let port: number;
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(this.p.port, this.p.host, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      port = await listenHttpServer(server, this.p.port, this.p.host);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         throw new MetricsPortInUseError(this.p.portVariable ?? 'METRICS_PORT', this.p.host, this.p.port);
@@ -59,7 +53,6 @@ export class MetricsServer {
     }
     server.on('error', (err) => this.p.log.error({ code: 'E_METRICS_SERVER', err }, 'metrics server error'));
     this.server = server;
-    const { port } = server.address() as AddressInfo;
     this.p.log.info(
       { code: 'METRICS_SERVER_STARTED', host: this.p.host, port },
       'metrics endpoint listening',

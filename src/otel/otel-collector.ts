@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type pg from 'pg';
 import { z } from 'zod';
 import { correlationFromHeaders } from '../domain/otlp-attributes';
@@ -13,7 +13,7 @@ import {
   type SpanRow,
 } from '../domain/otlp-rows';
 import type { Logger } from '../logger';
-import { closeHttpServer } from '../http-server-shutdown';
+import { closeHttpServer, listenHttpServer } from '../http-server-lifecycle';
 import { JsonShapeError, JsonShapeGuard } from './json-shape-guard';
 import { MAX_DOCUMENT_CONTAINERS, type OtlpBodyFormat } from './otlp-body';
 import { OtlpDecodePool } from './otlp-decode-pool';
@@ -218,18 +218,11 @@ export class OtelCollector {
         socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       else socket.destroy();
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.requestedPort, this.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    const port = await listenHttpServer(server, this.requestedPort, this.host);
     server.on('error', (err) =>
       this.log.error({ code: 'E_OTEL_COLLECTOR_SERVER', err }, 'otel collector server error'),
     );
     this.server = server;
-    const { port } = server.address() as AddressInfo;
     this.log.info({ code: 'OTEL_COLLECTOR_STARTED', host: this.host, port }, 'otel collector listening');
     return { port };
   }
