@@ -7,7 +7,7 @@ import { PermanentError } from '../src/domain/errors';
  * non-retryable ApplicationFailure whose type is its CONTRACT code: Temporal fails the activity
  * at once instead of retrying what cannot change. Everything else is left to the retry policy.
  */
-export function toActivityFailure(err: unknown): unknown {
+function toActivityFailure(err: unknown): unknown {
   if (!(err instanceof PermanentError)) return err;
   return ApplicationFailure.create({ message: err.message, type: err.code, nonRetryable: true, cause: err });
 }

@@ -8,7 +8,7 @@ import { createRunActivities, type RunActivityDeps } from './run-activities';
 export type { Activities } from '../src/domain/activity-contract';
 
 /** The union of what the activity families use; src/temporal/case-worker.ts builds it from real clients. */
-export type ActivityDeps = RunActivityDeps & CaseExecutionDeps & CaseScoringDeps;
+type ActivityDeps = RunActivityDeps & CaseExecutionDeps & CaseScoringDeps;
 
 /** All activities of the task queue, bound to injected clients. */
 export function createActivities(deps: ActivityDeps): Activities {

@@ -18,7 +18,7 @@ import { errorText } from '../src/domain/errors';
  * conventions. A W3C `traceparent` header on the message, if the publisher set one, is the parent.
  */
 
-export type DeliveryOutcome =
+type DeliveryOutcome =
   | 'started'
   | 'workflow_exists'
   | 'duplicate_processed'

@@ -20,7 +20,7 @@ import { errorText } from '../src/domain/errors';
 
 export type AcquireResult = 'acquired' | 'processed' | 'held-by-other' | 'degraded';
 
-export interface LockTtl {
+interface LockTtl {
   processingSeconds: number;
   processedSeconds: number;
 }

@@ -473,7 +473,7 @@ function parseTracing(endpointRaw: string | undefined, headersRaw: string | unde
 const TOKEN_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const SHA256_HEX = /^sha256:([0-9a-f]{64})$/;
 /** Shorter secrets are refused: a bearer token is all that stands between the network and a run start. */
-export const MIN_API_TOKEN_LENGTH = 16;
+const MIN_API_TOKEN_LENGTH = 16;
 
 /**
  * API_TOKENS / API_READ_TOKENS: comma-separated `name:secret` entries, where the secret is the token

@@ -7,7 +7,7 @@ import pino from 'pino';
  */
 export type Logger = pino.Logger;
 
-export const REDACTED_PATHS = [
+const REDACTED_PATHS = [
   'api_key',
   '*.api_key',
   '*.*.api_key',

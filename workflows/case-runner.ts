@@ -6,7 +6,7 @@ import type { CasePhaseActivities } from './activity-proxies';
 import type { ProgressPublisher } from './progress-publisher';
 import type { TerminationWatch } from './termination-watch';
 
-export interface CaseRunnerDeps {
+interface CaseRunnerDeps {
   workflowId: string;
   experimentId: number;
   progress: RunProgress;

@@ -8,7 +8,7 @@ import { publishProgress } from './progress-publisher';
 export const CASE_PAGE_SIZE = 200;
 
 /** How a fresh run's start ended: the run is over already, or its cases may start. */
-export type RunStart = { ended: ExperimentRunResult } | { firstPage: CaseCursorEntry[] | undefined };
+type RunStart = { ended: ExperimentRunResult } | { firstPage: CaseCursorEntry[] | undefined };
 
 /**
  * The start of a fresh run (continued runs have none): the platform's skip rules, the runtime

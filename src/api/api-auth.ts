@@ -14,7 +14,7 @@ export interface Principal {
   canWrite: boolean;
 }
 
-export interface AuthSettings {
+interface AuthSettings {
   tokens: readonly ApiToken[];
   readTokens: readonly ApiToken[];
   allowAnonymous: boolean;

@@ -8,7 +8,7 @@ import { experimentFileSchema } from '../local-run/experiment-file';
  * otherwise) and are what /openapi.json is generated from, so the document cannot drift.
  */
 
-export const existingExperimentBody = z
+const existingExperimentBody = z
   .object({
     experiment_id: z
       .number()
@@ -24,7 +24,7 @@ export const existingExperimentBody = z
   });
 
 /** `triggered_by` optional here: without it the token's name is recorded (`api:<name>`). */
-export const experimentFileBody = experimentFileSchema
+const experimentFileBody = experimentFileSchema
   .extend({ triggered_by: z.string().min(1).max(200).optional() })
   .meta({
     id: 'ExperimentFile',
@@ -79,7 +79,7 @@ const caseCounts = z.object({
   canceled: z.number().int(),
 });
 
-export const runStatusSchema = z.enum(RUN_STATUSES).meta({
+const runStatusSchema = z.enum(RUN_STATUSES).meta({
   description:
     'queued: no case started yet; running; done: finished (some cases may have failed); failed: no case succeeded, or the run could not start; canceled.',
 });
@@ -135,7 +135,7 @@ export const caseListQuery = z.object({
     .optional(),
 });
 
-export const caseSchema = z
+const caseSchema = z
   .object({
     run_case_id: z.number().int(),
     data_item_id: z.number().int(),

@@ -14,7 +14,7 @@ import type { RunSummary } from '../runs/run-summary';
  * again (no Last-Event-ID replay is needed). Comment lines keep idle proxies from closing the stream.
  */
 
-export interface RunEventStreamDeps {
+interface RunEventStreamDeps {
   pool: pg.Pool;
   /** The run's summary; `open` false once its workflow closed (or never existed and all cases ended). */
   summary: () => Promise<{ summary: RunSummary; open: boolean }>;
@@ -29,7 +29,7 @@ const DEFAULT_KEEP_ALIVE_MS = 15_000;
 /** Rows written in one transaction carry its start time: read back this far to miss no late commit. */
 const COMMIT_SKEW_MS = 5_000;
 
-export interface RunEventStreamResult {
+interface RunEventStreamResult {
   events: number;
   /** The client went away before the run ended. */
   clientClosed: boolean;

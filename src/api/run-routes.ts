@@ -72,7 +72,7 @@ function links(config: ApiServerDeps['config'], runId: string) {
   };
 }
 
-export function renderRun(config: ApiServerDeps['config'], s: RunSummary): z.input<typeof runSchema> {
+function renderRun(config: ApiServerDeps['config'], s: RunSummary): z.input<typeof runSchema> {
   const { startedAt: _startedAt, ...cases } = s.cases;
   return {
     run_id: s.runId,

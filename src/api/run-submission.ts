@@ -19,7 +19,7 @@ import { ApiError } from './api-errors';
  * request whose start failed (Temporal away) is finished by a retry with the same key.
  */
 
-export interface Submission {
+interface Submission {
   /** Token name: idempotency keys are scoped by it. */
   principal: string;
   idempotencyKey: string | undefined;

@@ -8,8 +8,6 @@ import type { BatchTask } from '../domain/batch-task';
  * arrived) and `run_cases.agent_output` (the runtime's output line). Pure.
  */
 
-export const ACTION_TYPES = ['code_execution', 'browser_action', 'tool_call'] as const;
-
 export interface TrajectoryStep {
   step_id: number;
   action_type: string;
@@ -117,7 +115,7 @@ function stepFromStdout(s: Json): TrajectoryStep | null {
   };
 }
 
-export function trajectorySteps(agentTrajectory: unknown): TrajectoryStep[] {
+function trajectorySteps(agentTrajectory: unknown): TrajectoryStep[] {
   if (!Array.isArray(agentTrajectory)) return [];
   const steps: TrajectoryStep[] = [];
   for (const s of agentTrajectory) {

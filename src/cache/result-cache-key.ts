@@ -23,7 +23,7 @@ export interface ResultCacheKeyInput {
 }
 
 /** Bump when what a cached result holds changes shape, so old entries are never read as new. */
-export const RESULT_CACHE_FORMAT = 1;
+const RESULT_CACHE_FORMAT = 1;
 
 /** Unicode NFC, line breaks unified, runs of blanks collapsed, ends trimmed. */
 export function normalizeDescription(text: string): string {

@@ -11,7 +11,7 @@ function cell(value: unknown, width: number): string {
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
 }
 
-export interface CaseRow {
+interface CaseRow {
   id: number;
   data_item_id: number;
   attempt_no: number;

@@ -11,7 +11,7 @@ const DESCRIBE_TIMEOUT_MS = 5_000;
  * Temporal lists a poller for minutes after its last poll, so a worker that died a minute ago still
  * appears. A live one polls again at least once per long-poll (about a minute, 70 s at most).
  */
-export const LIVE_POLLER_SECONDS = 75;
+const LIVE_POLLER_SECONDS = 75;
 
 /** Identities of the workers that polled the task queue for workflow tasks lately (Temporal's view). */
 export async function queuePollers(client: Client, config: Config, now = Date.now()): Promise<string[]> {

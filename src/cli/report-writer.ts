@@ -11,7 +11,7 @@ import { errorText } from '../domain/errors';
 /** `--out -` means standard output. */
 export const STDOUT = '-';
 
-export function defaultReportPath(experimentId: number): string {
+function defaultReportPath(experimentId: number): string {
   return `agentbench-report-${experimentId}.html`;
 }
 

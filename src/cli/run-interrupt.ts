@@ -1,6 +1,6 @@
 import readline from 'node:readline';
 
-export interface InterruptTarget {
+interface InterruptTarget {
   workflowId: string;
   cancel(): Promise<unknown>;
   /** Stops the progress bar before anything is written to the terminal. */

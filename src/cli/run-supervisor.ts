@@ -36,7 +36,7 @@ export interface SuperviseDeps {
   worker: CaseWorker | null;
 }
 
-export interface SuperviseOptions {
+interface SuperviseOptions {
   report?: boolean;
   overrides?: Partial<RunSettings>;
   /** One JSON object on stdout at the end instead of the bar, the table and the links. */

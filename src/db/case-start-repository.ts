@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { StoredCaseResult } from './case-result-repository';
 
 /** Everything the container phase reads before it may start a case. */
-export interface CaseStart {
+interface CaseStart {
   /** The container phase's stored record when an earlier attempt already finished the case. */
   stored: StoredCaseResult | null;
   /** The run_cases status; undefined when the row is gone (or belongs to another experiment). */

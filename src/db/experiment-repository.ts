@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { experimentRunStatus, type CaseStatusCounts } from '../domain/case-status';
 
-export interface ExperimentQueueState {
+interface ExperimentQueueState {
   queueStatus: string | null;
   queueMessageId: string | null;
 }

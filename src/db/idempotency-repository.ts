@@ -6,13 +6,13 @@ import type pg from 'pg';
  * waits there, then sees what the first one recorded (its run), never dispatching a second run.
  */
 
-export type IdempotencyClaim =
+type IdempotencyClaim =
   | { kind: 'new' }
   | { kind: 'replay'; workflowId: string }
   /** The key was used for another body (or another operation). */
   | { kind: 'conflict' };
 
-export interface IdempotencyKey {
+interface IdempotencyKey {
   principal: string;
   key: string;
   operation: string;

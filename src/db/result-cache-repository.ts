@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { CaseRawResult, CaseTrajectory } from './case-result-repository';
 import { toJsonbParam } from './postgres-text';
 
-export interface CachedResult {
+interface CachedResult {
   result: CaseRawResult;
   trajectory: CaseTrajectory;
   sourceWorkflowId: string;
@@ -35,7 +35,7 @@ export async function takeCachedResult(pool: pg.Pool, cacheKey: string): Promise
   };
 }
 
-export interface CacheEntry {
+interface CacheEntry {
   cacheKey: string;
   taskType: string;
   imageId: string;

@@ -75,7 +75,7 @@ export async function cancelRunCases(
 }
 
 /** An active case of a run, as the run reconciler sees it. */
-export interface ActiveRunCase {
+interface ActiveRunCase {
   workflowId: string;
   experimentId: number;
   runCaseId: number;

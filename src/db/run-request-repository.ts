@@ -23,7 +23,7 @@ const saveInput = z.object({
   cases: z.array(z.object({ runCaseId: bigintId, caseInput: jsonObject })),
 });
 
-export interface RunRequestToSave {
+interface RunRequestToSave {
   workflowId: string;
   experimentId: number;
   messageId: string;
@@ -32,7 +32,7 @@ export interface RunRequestToSave {
   cases: Array<{ runCaseId: number; caseInput: object }>;
 }
 
-export interface StoredRunRequest {
+interface StoredRunRequest {
   experimentId: number;
   messageId: string;
   request: object;

@@ -138,7 +138,7 @@ export async function listRunRecords(
   return rows.map(toRunRecord);
 }
 
-export interface RunCaseView {
+interface RunCaseView {
   /** Order of the case in its run (1-based): the page cursor. */
   position: number;
   runCaseId: number;

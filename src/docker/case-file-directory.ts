@@ -17,7 +17,7 @@ function narrowedByUmask(mode: number): boolean {
   return (mode & ~umask) !== mode;
 }
 
-export interface CaseFile {
+interface CaseFile {
   /** Absolute path inside the container. */
   path: string;
   content: string;

@@ -72,14 +72,14 @@ export interface AgentReadyParams extends ExecParams {
   onRetry?: (attempt: number, retryInMs: number) => void;
 }
 
-export interface ContainerState {
+interface ContainerState {
   running: boolean;
   /** null while running or never started. */
   exitCode: number | null;
   oomKilled: boolean;
 }
 
-export interface ManagedContainer {
+interface ManagedContainer {
   id: string;
   name: string;
   labels: Record<string, string>;
@@ -215,7 +215,7 @@ function checkContainerSpec(spec: CaseContainerSpec): void {
  */
 export type CaseFileDelivery = 'auto' | 'bind' | 'copy';
 
-export interface DockerSandboxOptions {
+interface DockerSandboxOptions {
   caseFileDelivery?: CaseFileDelivery;
   /** Host directory holding one subdirectory per case container (bind delivery). */
   caseFilesDir?: string;

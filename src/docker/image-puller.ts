@@ -5,7 +5,7 @@ import { DEFAULT_INSPECT_TIMEOUT_SECONDS } from '../domain/runtime-spec';
 import { DockerInfraError, errorDetail, statusCode, withDockerDeadline } from './errors';
 import type { Semaphore } from './semaphore';
 
-export type EnsureImageAction = 'present' | 'pulled' | 'used-local' | 'skipped';
+type EnsureImageAction = 'present' | 'pulled' | 'used-local' | 'skipped';
 
 /**
  * CONTRACT §6.2 step 1: makes the case image available per the runtime spec's pull policy.

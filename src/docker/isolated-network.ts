@@ -53,7 +53,7 @@ export interface IsolatedNetwork {
 }
 
 /** On every network made here; the value says whether it is sealed. */
-export const CASE_NETWORK_LABEL = 'io.agentbench.case-network';
+const CASE_NETWORK_LABEL = 'io.agentbench.case-network';
 const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 /** Linux interface names are at most 15 characters: `abm` + 12 hex. */
 const BRIDGE_PREFIX = 'abm';
@@ -206,7 +206,7 @@ function plainIPv4(ip: string): string {
   return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
 }
 
-export interface IsolatedNetworkParams {
+interface IsolatedNetworkParams {
   name: string;
   /** Ours (managed, deployment, case-network) are added and win. */
   labels: Record<string, string>;

@@ -2,7 +2,7 @@
  * Minimal in-memory ustar writer for `putArchive`: regular files plus their parent directories.
  * Hand-written because the Engine API wants a tar stream and no tar library is a declared dependency.
  */
-export interface TarFile {
+interface TarFile {
   /** Absolute path inside the container, e.g. /benchmark/case.json. */
   path: string;
   content: string | Buffer;

@@ -2,7 +2,7 @@
  * Reads the agent's answer out of the case command's stdout/stderr (CONTRACT §4.5). Pure.
  */
 
-export interface AgentStdout {
+interface AgentStdout {
   /** Becomes run_cases.agent_output. */
   output: unknown;
   /** Replaces the exec logs in run_cases.logs when the agent printed a truthy `logs` (§6.5). */

@@ -16,7 +16,7 @@ const TASK_ID = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 export const DEFAULT_MAX_STEPS = 10;
 export const DEFAULT_TASK_TIMEOUT_SECONDS = 60;
 /** A task's own timeout may not exceed this (the container phase's budget is derived from it). */
-export const MAX_TASK_TIMEOUT_SECONDS = 3600;
+const MAX_TASK_TIMEOUT_SECONDS = 3600;
 
 export const batchTaskSchema = z.object({
   task_id: z
@@ -41,7 +41,7 @@ export interface TaskLineError {
   message: string;
 }
 
-export interface ParsedTaskFile {
+interface ParsedTaskFile {
   tasks: Array<BatchTask & { line: number }>;
   errors: TaskLineError[];
 }

@@ -25,7 +25,7 @@ export function tailChars(s: string, n: number): string {
   return s.slice(start);
 }
 
-export interface CaseLogParts {
+interface CaseLogParts {
   execStdout: string;
   execStderr: string;
   /** Output of after_exec_command; null when none ran. */
@@ -48,7 +48,7 @@ export function assembleCaseLogs(p: CaseLogParts): string {
   return `${logs}\n${p.footer}`.trim();
 }
 
-export interface CaseOutcome {
+interface CaseOutcome {
   status: 'success' | 'failed';
   exitCode: number;
   errorMessage: string | null;

@@ -20,7 +20,7 @@ export type CaseStatus = (typeof CASE_STATUSES)[number];
 export const ACTIVE_CASE_STATUSES = ['pending', 'queued', 'running', 'trajectory', 'scoring'] as const;
 
 export const TERMINAL_CASE_STATUSES = ['success', 'failed', 'timeout', 'canceled'] as const;
-export type TerminalCaseStatus = (typeof TERMINAL_CASE_STATUSES)[number];
+type TerminalCaseStatus = (typeof TERMINAL_CASE_STATUSES)[number];
 
 /** Progress transitions written while a case runs, with the previous statuses each allows (§3.2). */
 export const PROGRESS_GUARDS = {

@@ -9,7 +9,7 @@ import { renderEvaluatorPrompt } from './template';
 /** The score of "no verdict" (§7.2); persisted, but left out of final_score by the repository. */
 export const SENTINEL_SCORE = -1;
 
-export type ScoreReasonCode =
+type ScoreReasonCode =
   | 'E_SCORE_DEFAULT_RUN_CASE_FAILED'
   | 'E_SCORE_DEFAULT_EVALUATOR_CONFIG_MISSING'
   | 'E_SCORE_DEFAULT_EVALUATOR_CALL_FAILED'
@@ -29,7 +29,7 @@ export interface JudgeConfig {
   apiStyle: JudgeApiStyle;
 }
 
-export type ScoringDecision =
+type ScoringDecision =
   | { kind: 'default'; score: number; reason: ScoreReasonCode; rawResult: { source: 'default' } }
   | { kind: 'call'; judge: JudgeConfig };
 
@@ -199,7 +199,7 @@ export function judgeResponseContent(style: JudgeApiStyle, body: unknown): strin
 // ---------------------------------------------------------------------------------------------
 // Verdict → score (§7.3)
 
-export interface JudgeVerdict {
+interface JudgeVerdict {
   score: number;
   reason: string;
 }

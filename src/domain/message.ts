@@ -285,7 +285,7 @@ function decodeBody(body: string | Uint8Array): string {
  * before JSON.parse: a deep value parses, but every later recursive walk over it (validation, the
  * Temporal payload converter, logging) can overflow the stack, and such a start fails on every delivery.
  */
-export const MAX_MESSAGE_JSON_DEPTH = 200;
+const MAX_MESSAGE_JSON_DEPTH = 200;
 
 /** The first nesting depth above `max` of JSON text, or null; one pass, no allocation, ignores strings. */
 export function jsonDepthAbove(text: string, max: number): number | null {

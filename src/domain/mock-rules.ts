@@ -13,14 +13,14 @@ import type { MockConfig, MockResponse, MockRule } from './message';
  * raised an error and dropped the connection).
  */
 
-export interface MockRequest {
+interface MockRequest {
   method: string;
   /** Absolute URL; origin-form requests are rebuilt as `<scheme>://<Host header><target>`. */
   url: string;
 }
 
 /** Python `urllib.parse.urlsplit` of an absolute URL: `netloc` keeps an explicit port, even a default one. */
-export interface SplitUrl {
+interface SplitUrl {
   scheme: string;
   netloc: string;
   /** `/` when the URL has no path, as the original's request dict has it. */
@@ -109,7 +109,7 @@ export function ruleLabel(rule: MockRule, index: number): string {
 export const JSON_CONTENT_TYPE = 'application/json';
 const TEXT_CONTENT_TYPE = 'text/plain; charset=utf-8';
 
-export interface RenderedResponse {
+interface RenderedResponse {
   status: number;
   headers: Record<string, string>;
   body: string;

@@ -5,7 +5,7 @@ import type { AttributeMap } from './otlp-rows';
 // ---------------------------------------------------------------------------------------------
 // Trajectory (CONTRACT §4.4)
 
-export const PICKED_ATTRIBUTE_KEYS = [
+const PICKED_ATTRIBUTE_KEYS = [
   'tool.name',
   'tool',
   'model',

@@ -6,10 +6,10 @@
 import type { CaseStatus } from './case-status';
 import type { RunCaseCounts, RunStatus } from './run-status';
 
-export const RESULT_EVENT_SCHEMA_VERSION = 'v1';
+const RESULT_EVENT_SCHEMA_VERSION = 'v1';
 export const RESULT_EVENT_TYPES = ['run_case.finished', 'experiment_run.finished'] as const;
 export type ResultEventType = (typeof RESULT_EVENT_TYPES)[number];
-export const RESULT_EVENT_SERVICE = 'agentbench-orchestrator';
+const RESULT_EVENT_SERVICE = 'agentbench-orchestrator';
 
 /** The run a case event belongs to: its id is the workflow id (the API's run_id). */
 export interface ResultEventRun {

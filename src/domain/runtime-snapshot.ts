@@ -101,7 +101,7 @@ export function pythonCanonicalJson(value: unknown): string {
 
 // ---------------------------------------------------------------------------------------------
 
-export interface RuntimeSnapshot {
+interface RuntimeSnapshot {
   runtime_spec_hash: string;
   runtime_type: unknown;
   agent_image: unknown;

@@ -46,7 +46,7 @@ export function scorerFromEvaluator(e: EvaluatorRow): ScorerDefinition {
  * The data item fields of a case as a message carries them (§2.2). The platform's data_items has
  * no trace_id or reference_trajectory column (§12.15): a case read from its rows has neither.
  */
-export interface CaseDataItem {
+interface CaseDataItem {
   data_item_id: number;
   user_input: string;
   session_jsonl: string;

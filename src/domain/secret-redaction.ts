@@ -79,7 +79,7 @@ const EXEMPT_WORDS: ReadonlySet<string> = new Set([
 ]);
 
 /** Lower-case words of a name: `OPENAI_API_KEY`, `x-api-key`, `accessToken`, `APIKey`, `http.auth`. */
-export function nameWords(name: string): string[] {
+function nameWords(name: string): string[] {
   return name
     .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
     .replace(/([A-Z]+)([A-Z][a-z])/g, '$1 $2')

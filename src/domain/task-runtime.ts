@@ -6,7 +6,7 @@ import type { TaskType } from './batch-task';
  * entry per task type, merged over the spec's top level for each case by its task's type. Pure.
  */
 
-export interface BuiltInRuntime {
+interface BuiltInRuntime {
   image: string;
   command: string;
   memoryMb: number;
@@ -15,7 +15,7 @@ export interface BuiltInRuntime {
   user?: string;
 }
 
-export const BUILT_IN_RUNTIMES: Record<TaskType, BuiltInRuntime> = {
+const BUILT_IN_RUNTIMES: Record<TaskType, BuiltInRuntime> = {
   code: {
     image: 'bench/runtime-code:latest',
     command: 'python3 /runtime/code_agent.py',
@@ -38,9 +38,9 @@ export const BUILT_IN_RUNTIMES: Record<TaskType, BuiltInRuntime> = {
 };
 
 /** On top of a task's own timeout (which the runtime enforces itself): browser start, span export. */
-export const TASK_TIMEOUT_SLACK_SECONDS = 30;
+const TASK_TIMEOUT_SLACK_SECONDS = 30;
 
-export const BATCH_RUNTIME_TYPE = 'agentbench_tasks';
+const BATCH_RUNTIME_TYPE = 'agentbench_tasks';
 
 /**
  * `runtime_spec_json.cache`: `true` = reuse a stored result of the same inputs and store new

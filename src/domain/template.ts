@@ -26,23 +26,23 @@ export class TemplateError extends Error {
   }
 }
 
-export interface TemplateVariable {
+interface TemplateVariable {
   path: string;
   description: string;
   example: string | undefined;
 }
 
-export interface TemplateGroup {
+interface TemplateGroup {
   title: string;
   variables: readonly TemplateVariable[];
 }
 
-export interface TemplateRegistry {
+interface TemplateRegistry {
   version: number;
   groups: Readonly<Record<string, TemplateGroup>>;
 }
 
-export type TemplateGroupName = 'agent_runtime_commands' | 'evaluator_prompt';
+type TemplateGroupName = 'agent_runtime_commands' | 'evaluator_prompt';
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -173,7 +173,7 @@ export interface CommandContextInput {
   mockBaseUrl: string;
 }
 
-export type CommandContext = {
+type CommandContext = {
   experiment: { id: number };
   dataset: { id: number; name: string };
   agent: { id: number; name: string; agent_key: string; version: string };

@@ -4,14 +4,14 @@
  * summed from its OTel spans are the fallback. Pure.
  */
 
-export interface TokenCounts {
+interface TokenCounts {
   inputTokens: number;
   outputTokens: number;
 }
 
-export type UsageSource = 'agent_stdout' | 'otel';
+type UsageSource = 'agent_stdout' | 'otel';
 
-export interface CaseUsage {
+interface CaseUsage {
   /** run_cases.input_tokens; null (column left NULL) when no source reported tokens. */
   inputTokens: number | null;
   outputTokens: number | null;

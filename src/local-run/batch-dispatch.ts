@@ -7,7 +7,7 @@ import { batchRuntimeSpec } from '../domain/task-runtime';
 import { insertBatchTasks } from '../db/batch-task-repository';
 import { dispatchExperimentFile } from './platform-dispatch';
 
-export const BATCH_AGENT_KEY = 'agentbench-tasks';
+const BATCH_AGENT_KEY = 'agentbench-tasks';
 
 /**
  * A batch of tasks as the platform's rows, the way an experiment file is: one dataset item per task

@@ -5,7 +5,7 @@ import { closeHttpServer, listenHttpServer } from '../http-server-lifecycle';
 import { MetricsPortInUseError } from './errors';
 import type { Readiness } from './readiness';
 
-export interface MetricsServerParams {
+interface MetricsServerParams {
   registry: Registry;
   log: Logger;
   host: string;

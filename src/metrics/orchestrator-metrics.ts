@@ -21,21 +21,21 @@ export function createMetricsRegistry(opts: { defaultMetrics?: boolean } = {}): 
 export type ActivityOutcome = 'completed' | 'failed' | 'canceled';
 
 /** Slots of a limit (a Semaphore fits): in use, and callers queued for one. */
-export interface SlotCounts {
+interface SlotCounts {
   readonly inUse: number;
   readonly waiting: number;
 }
 
-export interface WorkerGaugeSources {
+interface WorkerGaugeSources {
   dockerOperations: SlotCounts;
   dockerOperationsLimit: number;
   liveContainers: SlotCounts;
   liveContainersLimit: number;
 }
 
-export type OtelSignalLabel = 'traces' | 'logs' | 'unknown';
+type OtelSignalLabel = 'traces' | 'logs' | 'unknown';
 
-export interface OtelIngestEvent {
+interface OtelIngestEvent {
   signal: OtelSignalLabel;
   /** The HTTP status the request was answered with. */
   status: number;
@@ -235,9 +235,9 @@ export class WorkerMetrics {
   }
 }
 
-export type DuplicateReason = 'processed' | 'processing' | 'workflow_exists';
+type DuplicateReason = 'processed' | 'processing' | 'workflow_exists';
 
-export interface BridgeGaugeSource {
+interface BridgeGaugeSource {
   connected(): boolean;
   /** True while deduplication is down to Temporal's workflow ids (Redis unreachable or not configured). */
   redisDegraded(): boolean;
@@ -347,7 +347,7 @@ export class BridgeMetrics {
   }
 }
 
-export interface ResultEventRelaySource {
+interface ResultEventRelaySource {
   connected(): boolean;
   /** Events in the outbox not yet confirmed by the broker (read at scrape time). */
   pending(): Promise<number>;

@@ -47,7 +47,7 @@ export interface OtelForwardRequest {
   sourceIp: string;
 }
 
-export interface OtelForwardResponse {
+interface OtelForwardResponse {
   status: number;
   headers?: Record<string, string>;
   body: Buffer;
@@ -104,14 +104,14 @@ export interface MockGatewayManagerParams {
 }
 
 /** Where the container finds our CA alone (NODE_EXTRA_CA_CERTS adds it to Node's roots). */
-export const CA_CERT_CONTAINER_PATH = '/benchmark/mock-gateway-ca.pem';
+const CA_CERT_CONTAINER_PATH = '/benchmark/mock-gateway-ca.pem';
 /**
  * Public roots plus our CA, for the variables that replace a client's trust store (SSL_CERT_FILE,
  * REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE): tunnels that are not decrypted must still verify. The public
  * roots are Node's bundled Mozilla set, so the file can be written at container creation without
  * reading the image; roots an image adds to its own store are not in it.
  */
-export const CA_BUNDLE_CONTAINER_PATH = '/benchmark/mock-gateway-ca-bundle.pem';
+const CA_BUNDLE_CONTAINER_PATH = '/benchmark/mock-gateway-ca-bundle.pem';
 
 const OTEL_PATHS: ReadonlySet<string> = new Set(['/api/otel/v1/traces', '/api/otel/v1/logs']);
 const FORWARD_TIMEOUT_MS = 30_000;

@@ -34,7 +34,7 @@ export interface PythonHandlerRequest {
   body: Buffer;
 }
 
-export interface PythonHandlerResult extends HandlerResultHead {
+interface PythonHandlerResult extends HandlerResultHead {
   body: Buffer;
 }
 
@@ -76,8 +76,8 @@ export interface PythonHandlerPoolOptions {
   ensureImage?: (image: string) => Promise<void>;
 }
 
-export const DEFAULT_PYTHON_TIMEOUT_MS = 5_000;
-export const DEFAULT_PYTHON_MEMORY_MB = 256;
+const DEFAULT_PYTHON_TIMEOUT_MS = 5_000;
+const DEFAULT_PYTHON_MEMORY_MB = 256;
 /** Marks handler sandboxes (they are not case containers: the orphan reaper leaves them alone). */
 export const PYTHON_HANDLER_LABEL = 'io.agentbench.mock-python-handler';
 

@@ -3,7 +3,7 @@ import type { Logger } from '../logger';
 import { queryCaseTelemetry, type CaseTelemetry } from './otel-repository';
 
 /** A case's OTel data as the activities read it (activities/case-trajectory's CaseTelemetry). */
-export interface CaseTelemetryReader {
+interface CaseTelemetryReader {
   /** null when the query failed (logged as E_OTEL_QUERY_FAILED). */
   query(runCaseId: number): Promise<CaseTelemetry | null>;
   /** Waits out what remains of the grace period, after the case finished, for late spans. */

@@ -47,9 +47,9 @@ const GATEWAY_NAME = 'otel-default';
 /** Requests decoded and stored at once; beyond it clients get 503 and retry (OTLP clients do). */
 const MAX_CONCURRENT_INGESTS = 64;
 /** Ingests one source address may have in progress; a flooding case cannot take the others' share. */
-export const MAX_INGESTS_PER_SOURCE = 4;
+const MAX_INGESTS_PER_SOURCE = 4;
 /** Open connections one source address may hold (idle keep-alive ones included). */
-export const MAX_CONNECTIONS_PER_SOURCE = 32;
+const MAX_CONNECTIONS_PER_SOURCE = 32;
 /** A body must have arrived this long after its headers (slow uploads hold nothing for long). */
 export const BODY_READ_TIMEOUT_MS = 10_000;
 /** Headers must have arrived this long after the connection opened or the last request. */
@@ -60,7 +60,7 @@ const REFUSED_BODY_LINGER_MS = 1_000;
 const STORAGE_UNAVAILABLE = 'telemetry storage unavailable, retry';
 const STOP_GRACE_MS = 5_000;
 
-export interface OtelCollectorParams {
+interface OtelCollectorParams {
   pool: pg.Pool;
   log: Logger;
   host: string;
@@ -79,7 +79,7 @@ export interface OtelCollectorParams {
   onIngest?: (event: { signal: OtelSignal | 'unknown'; status: number; records: number }) => void;
 }
 
-export interface OtelIngestRequest {
+interface OtelIngestRequest {
   /** The request path (an absolute URL, as a proxy sees it, is accepted too). */
   path: string;
   headers: http.IncomingHttpHeaders | Record<string, string | string[] | undefined>;
@@ -87,7 +87,7 @@ export interface OtelIngestRequest {
   body: Uint8Array;
 }
 
-export interface OtelIngestResponse {
+interface OtelIngestResponse {
   status: number;
   headers: Record<string, string>;
   /** JSON text. */

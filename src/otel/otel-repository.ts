@@ -148,9 +148,9 @@ export function insertLogs(pool: pg.Pool, rows: readonly LogRow[]): Promise<numb
 // After a case (CONTRACT §4.4)
 
 /** The window around "now": from 15 min + 60 s before to 60 s + 60 s after. */
-export const QUERY_WINDOW_BEFORE_MS = 15 * 60_000 + 60_000;
-export const QUERY_WINDOW_AFTER_MS = 60_000 + 60_000;
-export const LOG_QUERY_LIMIT = 4000;
+const QUERY_WINDOW_BEFORE_MS = 15 * 60_000 + 60_000;
+const QUERY_WINDOW_AFTER_MS = 60_000 + 60_000;
+const LOG_QUERY_LIMIT = 4000;
 export const SPAN_QUERY_LIMIT = 2000;
 
 /** A timestamptz as ISO text with its microseconds (a JS Date would keep milliseconds only). */

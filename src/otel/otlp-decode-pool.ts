@@ -12,9 +12,9 @@ import { decodeOtlpBody, type OtlpBodyRequest, type OtlpBodyResult } from './otl
  */
 
 /** Below this a body decodes in well under a millisecond: not worth a thread hop. */
-export const INLINE_DECODE_BYTES = 64 * 1024;
+const INLINE_DECODE_BYTES = 64 * 1024;
 /** Heap of one decode thread; a 16 MB body of real spans needs about 200 MB. */
-export const DECODE_WORKER_HEAP_MB = 384;
+const DECODE_WORKER_HEAP_MB = 384;
 
 export class OtlpDecodePool {
   private readonly pool: Piscina;

@@ -114,7 +114,7 @@ const OUTPUT_TEXT = `CROSS JOIN LATERAL (
               WHEN jsonb_typeof(rc.agent_output) = 'string' THEN rc.agent_output #>> '{}'
               ELSE jsonb_pretty(rc.agent_output) END AS text) o`;
 
-export interface LoadReportOptions {
+interface LoadReportOptions {
   limits?: ReportLimits;
   /** The report's "generated at" (tests pin it). */
   now?: Date;

@@ -14,7 +14,7 @@ import { renderCharts } from './report-charts';
  * the charts are inline SVG (report-charts.ts).
  */
 
-export interface RenderOptions {
+interface RenderOptions {
   /** Link of a workflow in the Temporal Web UI; without it workflow ids are plain text. */
   workflowUrl?: (workflowId: string) => string;
   limits?: ReportLimits;
@@ -320,7 +320,7 @@ function renderFooter(limits: ReportLimits): string {
   );
 }
 
-export function fmtDate(d: Date | null): string {
+function fmtDate(d: Date | null): string {
   if (!d || Number.isNaN(d.getTime())) return '–';
   return d
     .toISOString()
@@ -340,7 +340,7 @@ export function fmtDuration(ms: number): string {
   return hours > 0 ? `${hours} h ${minutes} min` : `${minutes} min ${seconds} s`;
 }
 
-export function fmtScore(n: number | null): string {
+function fmtScore(n: number | null): string {
   if (n === null || !Number.isFinite(n)) return '–';
   return String(Math.round(n * 1000) / 1000);
 }

@@ -9,7 +9,7 @@ import type { LatencyBin, ScorerSummary } from './experiment-report-model';
 export const SENTINEL_SCORE = -1;
 const PASS_SCORE = 1;
 
-export interface ScoreSample {
+interface ScoreSample {
   scorerKey: string;
   score: number;
 }

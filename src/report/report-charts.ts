@@ -51,7 +51,7 @@ function statusColour(status: string): string {
 }
 
 /** One stacked bar of the latest cases by status, with a legend. */
-export function statusChart(counts: Record<string, number>): string {
+function statusChart(counts: Record<string, number>): string {
   const known: string[] = CASE_STATUSES.filter((s) => (counts[s] ?? 0) > 0);
   const statuses = [
     ...known,
@@ -84,7 +84,7 @@ export function statusChart(counts: Record<string, number>): string {
 }
 
 /** Vertical bars over equal-width latency bins. */
-export function latencyChart(bins: LatencyBin[], fmtMs: (ms: number) => string): string {
+function latencyChart(bins: LatencyBin[], fmtMs: (ms: number) => string): string {
   if (bins.length === 0) return '';
   const top = Math.max(...bins.map((b) => b.count), 1);
   const h = 150;
@@ -111,7 +111,7 @@ export function latencyChart(bins: LatencyBin[], fmtMs: (ms: number) => string):
 }
 
 /** Bars per score value of one scorer; the no-verdict sentinel in its own colour. */
-export function scoreChart(scorer: ScorerSummary, fmtScore: (n: number) => string): string {
+function scoreChart(scorer: ScorerSummary, fmtScore: (n: number) => string): string {
   if (scorer.distribution.length === 0) return '';
   const top = Math.max(...scorer.distribution.map((d) => d.count), 1);
   const h = 110;
@@ -146,7 +146,7 @@ function changeColour(c: AttemptChange): string {
 }
 
 /** For a rerun: horizontal bars, one per (previous attempt's status → latest attempt's status). */
-export function attemptChangeChart(changes: AttemptChange[]): string {
+function attemptChangeChart(changes: AttemptChange[]): string {
   if (changes.length === 0) return '';
   const top = Math.max(...changes.map((c) => c.count), 1);
   const labelW = 190;

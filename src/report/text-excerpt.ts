@@ -41,7 +41,7 @@ export function excerptOf(text: string): TextExcerpt {
   return { head: text, tail: '', totalChars: countCodePoints(text) };
 }
 
-export interface ClippedText {
+interface ClippedText {
   head: string;
   tail: string;
   /** Code points of the original text that are in neither part. */

@@ -23,7 +23,7 @@ import type { ResultEventMetrics } from '../metrics/orchestrator-metrics';
  * with the same `event_id` (at least once).
  */
 
-export interface ResultEventRelayParams {
+interface ResultEventRelayParams {
   pool: pg.Pool;
   amqpUrl: string;
   exchange: string;

@@ -9,7 +9,7 @@ import { findExperimentRuns } from '../temporal/run-lookup';
  * run kills its in-flight containers, marks its remaining cases canceled and leaves the experiment
  * manual_terminated, as the platform's own terminate does (workflows/experiment-run.ts).
  */
-export type CancelRequest = 'requested' | 'not_running' | 'not_found';
+type CancelRequest = 'requested' | 'not_running' | 'not_found';
 
 export async function requestRunCancel(client: Client, workflowId: string): Promise<CancelRequest> {
   const handle = client.workflow.getHandle(workflowId);

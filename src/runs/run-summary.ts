@@ -34,7 +34,7 @@ export interface RunSummary {
   temporalUiUrl: string;
 }
 
-export interface RunReadDeps {
+interface RunReadDeps {
   client: Client;
   pool: pg.Pool;
   config: Config;

@@ -19,7 +19,7 @@ import { RescoreTargetError } from './errors';
 /** Cases that ran to the end; active ones are still being scored by their run, canceled ones never were. */
 export const RESCORABLE_STATUSES: readonly string[] = ['success', 'failed', 'timeout'];
 
-export interface RescoreDeps {
+interface RescoreDeps {
   pool: pg.Pool;
   log: Logger;
   evaluator: EvaluatorSettings;
@@ -27,14 +27,14 @@ export interface RescoreDeps {
   concurrentCases: number;
 }
 
-export interface RescoredCase {
+interface RescoredCase {
   runCaseId: number;
   status: string;
   results: ScorerResult[];
   finalScore: number | null;
 }
 
-export interface ExperimentRescore {
+interface ExperimentRescore {
   /** The scorers asked, in the experiment's order. */
   scorerKeys: string[];
   /** In run case id order. */

@@ -6,7 +6,7 @@ import { errorText } from '../domain/errors';
 import { LABELS } from '../docker/labels';
 import type { OwnershipVerdict } from '../docker/orphan-reaper';
 
-export interface CaseContainerOwnershipDeps {
+interface CaseContainerOwnershipDeps {
   pool: pg.Pool;
   client: Client;
   /** How long one Temporal describe may take; past it the answer is "unknown", never "orphan". */

@@ -37,7 +37,7 @@ const PYTHON_IMAGE_PULL_TIMEOUT_SECONDS = 300;
 /** How long a starting worker waits for an unreachable Docker daemon before it gives up. */
 const WORKER_START_DOCKER_WAIT_MS = 10 * 60_000;
 
-export interface CaseWorkerDeps {
+interface CaseWorkerDeps {
   config: Config;
   log: Logger;
   pool: pg.Pool;

@@ -16,7 +16,7 @@ import { registerSearchAttributes, type IndexedValueType } from './search-attrib
  * `benchctl run`/`rerun` both call `ensureTemporalDevServer`, so the command line exists once.
  */
 
-export interface EnsureDevServerOptions {
+interface EnsureDevServerOptions {
   /** host:port of the frontend; the server is only ever started for 127.0.0.1 or localhost. */
   address: string;
   namespace: string;
@@ -30,7 +30,7 @@ export interface EnsureDevServerOptions {
   say?: (line: string) => void;
 }
 
-export interface DevServerOutcome {
+interface DevServerOutcome {
   /** Null when a server already answered (or another process won the race to start one). */
   started: { pid: number; logFile: string } | null;
   uiUrl: string | null;

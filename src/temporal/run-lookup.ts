@@ -32,7 +32,7 @@ export function experimentRunsUiLink(config: Config, experimentId: number): stri
 }
 
 /** The deployment a run was started by; null for a run started before the attribute existed. */
-export function runDeployment(run: WorkflowExecutionInfo): string | null {
+function runDeployment(run: WorkflowExecutionInfo): string | null {
   const value = run.typedSearchAttributes.get(SA.deploymentId);
   return value ?? null;
 }

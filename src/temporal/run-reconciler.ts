@@ -4,7 +4,7 @@ import { closeOrphanedCases, listIdleActiveRunCases } from '../db/run-control-re
 import { errorText } from '../domain/errors';
 import type { Logger } from '../logger';
 
-export interface RunReconcilerParams {
+interface RunReconcilerParams {
   pool: pg.Pool;
   client: Client;
   log: Logger;

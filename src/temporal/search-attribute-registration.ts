@@ -29,7 +29,7 @@ export const INDEXED_VALUE_TYPES: Record<SearchAttributeType, IndexedValueType> 
 // gRPC status code; @grpc/grpc-js is not a direct dependency, so no import for one number.
 const GRPC_ALREADY_EXISTS = 6;
 
-export interface Registration {
+interface Registration {
   /** Names this call added. */
   added: string[];
   /** Names that were already there with the right type. */

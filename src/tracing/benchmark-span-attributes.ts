@@ -9,8 +9,8 @@ import type { Attributes, AttributeValue } from '@opentelemetry/api';
  */
 
 export const EXPERIMENT_ID_ATTR = 'benchmark.experiment_id';
-export const RUN_CASE_ID_ATTR = 'benchmark.run_case_id';
-export const CASE_PHASE_ATTR = 'benchmark.case_phase';
+const RUN_CASE_ID_ATTR = 'benchmark.run_case_id';
+const CASE_PHASE_ATTR = 'benchmark.case_phase';
 /** The key @temporalio/interceptors-opentelemetry uses on activity spans; added to workflow spans too. */
 export const WORKFLOW_ID_ATTR = 'temporalWorkflowId';
 

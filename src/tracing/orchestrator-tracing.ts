@@ -66,7 +66,7 @@ const LIMITS = {
 /** At most one SDK diagnostic line per interval (an unreachable collector fails every batch). */
 const DIAG_LOG_INTERVAL_MS = 60_000;
 
-export interface StartTracingOptions {
+interface StartTracingOptions {
   service: TracedService;
   log: Logger;
   /** Tests replace the OTLP exporter; it is only ever created when an endpoint is configured. */

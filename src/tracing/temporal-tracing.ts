@@ -127,7 +127,7 @@ const DISCARD_WORKFLOW_SPANS: InjectedSinks<OpenTelemetrySinks> = {
   exporter: { export: { fn: () => undefined } },
 };
 
-export interface WorkerTracingOptions {
+interface WorkerTracingOptions {
   activity: ActivityInterceptorsFactory[];
   /** For Worker.create when it bundles itself; a prebuilt bundle carries its own. */
   workflowModules: string[];

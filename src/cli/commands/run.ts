@@ -50,7 +50,7 @@ async function ensureLocalTemporal(config: Config): Promise<void> {
  * The in-process worker's collector port: a free one unless OTEL_COLLECTOR_PORT says otherwise. The
  * default (14318) is meant for a long-running `benchctl worker`, which may hold it on this host.
  */
-export function inProcessWorkerConfig(config: Config, env: NodeJS.ProcessEnv = process.env): Config {
+function inProcessWorkerConfig(config: Config, env: NodeJS.ProcessEnv = process.env): Config {
   if ((env.OTEL_COLLECTOR_PORT ?? '').trim() !== '') return config;
   return { ...config, otel: { ...config.otel, collectorPort: 0 } };
 }
