@@ -27,6 +27,7 @@ import { summarizeRun, WorkflowViews } from '../src/runs/run-summary';
 import { runSettings, storeRunRequest } from '../src/temporal/run-starter';
 import { startTestApi, WRITE_TOKEN } from '../test/support/api';
 import { startStack } from '../test/support/stack';
+import { createLogger } from '../src/logger';
 
 const { values } = parseArgs({
   options: {
@@ -157,7 +158,10 @@ async function main(): Promise<void> {
         // The baseline's rows and run request are ready before its clock starts.
         const message = await dispatchExperimentFile(pool, oneCaseFile(`bench bare ${round}`));
         const workflowId = workflowIdForRun(message.experiment.id, message.message_id);
-        await storeRunRequest(pool, message, workflowId);
+        await storeRunRequest(pool, message, workflowId, {
+          config: stack.config,
+          log: createLogger({ level: 'silent' }),
+        });
         const input: ExperimentRunInput = {
           experimentId: message.experiment.id,
           messageId: message.message_id,

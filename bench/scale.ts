@@ -113,7 +113,7 @@ async function main(): Promise<void> {
       pool: db.pool,
       // RESULT_EVENTS_ENABLED=false measures the run without the outbox writes.
       resultEvents: config.resultEvents.enabled,
-      runRequests: new RunRequestCache(db.pool, caseSpecDefaults(config)),
+      runRequests: new RunRequestCache(db.pool, caseSpecDefaults(config), config.secretsKey),
       images: { ensureImage: async () => ({ action: 'present' }), imageId: async () => null },
       pullAttempts: config.consumer.maxRetries,
       config: { resultCache: config.resultCache },

@@ -225,6 +225,8 @@ const envSchema = z.object({
   API_PORT: intVar(8080, 0),
   // Checked in parseApiTokens, whose errors never echo the value (they are credentials).
   API_TOKENS: optStr(),
+  // Checked in parseSecretsKey, whose errors never echo the value.
+  AGENTBENCH_SECRETS_KEY: optStr(),
   API_READ_TOKENS: optStr(),
   API_ALLOW_ANONYMOUS: boolVar(false),
   API_MAX_BODY_BYTES: intVar(5 * 1024 * 1024, 1024),
@@ -379,6 +381,12 @@ export interface Config {
     maxBodyBytes: number;
     maxEventStreams: number;
   };
+  /**
+   * AGENTBENCH_SECRETS_KEY: the AES-256 key that seals the secret-named values of a stored run input
+   * (src/db/run-input-secrets.ts) so the workers can run agents with their credentials while no row
+   * holds them in clear. Unset = such values are stored redacted and never reach the agent.
+   */
+  secretsKey: Buffer | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -502,6 +510,23 @@ export function parseApiTokens(variable: string, raw: string | undefined): ApiTo
     tokens.push({ name, sha256: createHash('sha256').update(secret).digest() });
   });
   return tokens;
+}
+
+/**
+ * AGENTBENCH_SECRETS_KEY: 32 bytes, as 64 hex digits or base64 (`openssl rand -base64 32`). Errors
+ * name the variable, never the value.
+ */
+export function parseSecretsKey(raw: string | undefined): Buffer | undefined {
+  if (raw === undefined) return undefined;
+  const v = raw.trim();
+  const key = /^[0-9a-fA-F]{64}$/.test(v) ? Buffer.from(v, 'hex') : Buffer.from(v, 'base64');
+  if (key.length !== 32 || (!/^[0-9a-fA-F]{64}$/.test(v) && key.toString('base64') !== v)) {
+    throw new ConfigError(
+      'AGENTBENCH_SECRETS_KEY',
+      'Invalid env var AGENTBENCH_SECRETS_KEY: expected 32 bytes as 64 hex digits or base64 (value not shown)',
+    );
+  }
+  return key;
 }
 
 /** Addresses that only this machine can reach: anonymous API access is allowed on these alone. */
@@ -648,6 +673,7 @@ export function loadConfig(env: Env = process.env): Config {
       retentionDays: e.RESULT_EVENTS_RETENTION_DAYS,
     },
     api: parseApi(e),
+    secretsKey: parseSecretsKey(e.AGENTBENCH_SECRETS_KEY),
     logLevel: e.LOG_LEVEL,
   };
 }

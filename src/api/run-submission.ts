@@ -90,7 +90,7 @@ export async function submitRun(deps: RunStarterDeps, s: Submission): Promise<Su
     const message = await s.dispatch(client);
     // Our own dispatches are fresh messages: the message id is the workflow id's suffix.
     const workflowId = workflowIdForRun(message.experiment.id, message.message_id);
-    await storeRunRequest(client, message, workflowId);
+    await storeRunRequest(client, message, workflowId, deps);
     if (key) await recordIdempotentRun(client, key, workflowId);
     return { workflowId, message };
   });

@@ -11,6 +11,7 @@ import {
   type ResolvedCaseSpec,
 } from '../domain/runtime-spec';
 import { MissingRunRequestError } from './errors';
+import { revealRunInput } from './run-input-secrets';
 import { loadCaseInput, loadRunRequest } from './run-request-repository';
 
 export type LoadedRunRequest = {
@@ -27,7 +28,8 @@ const MAX_CACHED_RUNS = 64;
 /**
  * What a run's message said, read from agentbench_run_requests once per worker and run, its
  * runtime spec resolved with this worker's defaults: every case activity of a run needs it, and
- * re-reading it per case would be wasted work.
+ * re-reading it per case would be wasted work. Its sealed secrets are opened here, with this
+ * worker's AGENTBENCH_SECRETS_KEY, and live only in this process's memory.
  */
 export class RunRequestCache {
   private readonly runs = new Map<string, Promise<LoadedRunRequest>>();
@@ -35,6 +37,7 @@ export class RunRequestCache {
   constructor(
     private readonly pool: pg.Pool,
     private readonly defaults: CaseSpecDefaults,
+    private readonly secretsKey: Buffer | undefined,
   ) {}
 
   get(workflowId: string): Promise<LoadedRunRequest> {
@@ -62,7 +65,10 @@ export class RunRequestCache {
   private async load(workflowId: string): Promise<LoadedRunRequest> {
     const stored = await loadRunRequest(this.pool, workflowId);
     if (!stored) throw new MissingRunRequestError(`no stored run request for ${workflowId}`);
-    const request = experimentRunRequestedSchema.parse({ ...stored.request, run_cases: [] });
+    const request = experimentRunRequestedSchema.parse({
+      ...revealRunInput(stored.request, this.secretsKey),
+      run_cases: [],
+    });
     const { messageId } = stored;
     try {
       return {

@@ -181,39 +181,6 @@ export function redactSecrets(value: unknown): unknown {
   return copy;
 }
 
-/**
- * The keys a run request keeps redacted when it is stored as the input the workers run from
- * (agentbench_run_requests): only these are restored (evaluator api_keys, from `evaluators`) or
- * never needed at run time. Pattern redaction there would hand agents "[REDACTED]" for the
- * credentials of their runtime_spec `env`.
- */
-const RUN_INPUT_SECRET_KEYS: ReadonlySet<string> = new Set([
-  'api_key',
-  'apikey',
-  'password',
-  'authorization',
-  'x-api-key',
-]);
-
-/** redactSecrets for the stored run input: the fixed RUN_INPUT_SECRET_KEYS, own properties only. */
-export function redactRunInputSecrets<T>(value: T): T;
-export function redactRunInputSecrets(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map((item: unknown) => redactRunInputSecrets(item));
-  if (!isRecord(value)) return value;
-  const copy: Record<string, unknown> = {};
-  for (const key of Object.keys(value)) {
-    const item = value[key];
-    const secret = RUN_INPUT_SECRET_KEYS.has(key.toLowerCase()) && typeof item === 'string' && item !== '';
-    Object.defineProperty(copy, key, {
-      value: secret ? REDACTED : redactRunInputSecrets(item),
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  }
-  return copy;
-}
-
 const NAME = String.raw`[A-Za-z_][A-Za-z0-9_.-]*`;
 /** `"api_key": "…"` (JSON, also with escaped quotes inside the value). */
 const QUOTED_VALUE = new RegExp(String.raw`"(${NAME})"(\s*:\s*)"((?:[^"\\]|\\.)*)"`, 'g');

@@ -146,7 +146,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     log,
     pool,
     resultEvents: config.resultEvents.enabled,
-    runRequests: new RunRequestCache(pool, caseSpecDefaults(config)),
+    runRequests: new RunRequestCache(pool, caseSpecDefaults(config), config.secretsKey),
     images,
     pullAttempts: config.consumer.maxRetries,
     sandbox,

@@ -4,10 +4,10 @@ import { caseSpecDefaults, type Config } from '../config';
 import type { Logger } from '../logger';
 import type { ExperimentRunRequested } from '../domain/message';
 import { DEFAULT_STARTUP_TIMEOUT_SECONDS, resolveCaseSpec } from '../domain/runtime-spec';
-import { redactRunInputSecrets } from '../domain/secret-redaction';
 import { workflowIdForRun, type ExperimentRunInput, type RunSettings } from '../domain/experiment-run';
 import { SA } from '../domain/search-attributes';
 import { saveRunRequest } from '../db/run-request-repository';
+import { protectRunInput } from '../db/run-input-secrets';
 import { findMessageRows, type Database } from '../db/experiment-repository';
 import { MessageRowsMissingError } from '../db/errors';
 
@@ -45,20 +45,29 @@ export function runSettings(config: Config, message: ExperimentRunRequested): Ru
 }
 
 /**
- * Stores what the message says (Postgres, secrets redacted), in the caller's transaction when given
- * a client in one. Idempotent: a second store for the same workflow id changes nothing.
+ * Stores what the message says (Postgres; secrets redacted, or sealed with AGENTBENCH_SECRETS_KEY
+ * where the agent needs them: src/db/run-input-secrets.ts), in the caller's transaction when given a
+ * client in one. Idempotent: a second store for the same workflow id changes nothing.
  */
 export async function storeRunRequest(
   db: Database,
   message: ExperimentRunRequested,
   workflowId: string,
+  deps: Pick<RunStarterDeps, 'config' | 'log'>,
 ): Promise<void> {
   const { run_cases: cases, ...request } = message;
+  const stored = protectRunInput(request, deps.config.secretsKey);
+  if (stored.unsealed.length > 0) {
+    deps.log.warn(
+      { code: 'W_RUN_INPUT_SECRET_DROPPED', workflow_id: workflowId, paths: stored.unsealed },
+      'secret-named values of the run input are stored redacted: set AGENTBENCH_SECRETS_KEY to hand them to the agent',
+    );
+  }
   await saveRunRequest(db, {
     workflowId,
     experimentId: message.experiment.id,
     messageId: message.message_id,
-    request: redactRunInputSecrets(request) as object,
+    request: stored.request,
     cases: cases.map((c) => ({ runCaseId: c.run_case_id, caseInput: c })),
   });
 }
@@ -75,7 +84,7 @@ export async function startExperimentRun(
   overrides: Partial<RunSettings> = {},
 ): Promise<{ workflowId: string; started: boolean }> {
   const workflowId = workflowIdForRun(message.experiment.id, dedupSuffix);
-  await storeRunRequest(deps.pool, message, workflowId);
+  await storeRunRequest(deps.pool, message, workflowId, deps);
   return startStoredRun(deps, message, workflowId, overrides);
 }
 

@@ -113,7 +113,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
       llm: config.llm,
       specDefaults: caseSpecDefaults(config),
       images: { imageId: async () => null },
-      runRequests: new RunRequestCache(db.pool, caseSpecDefaults(config)),
+      runRequests: new RunRequestCache(db.pool, caseSpecDefaults(config), undefined),
       telemetry: {
         query: async () => ({ steps: [], source: 'none', usage: null }),
         flushGrace: async () => {},

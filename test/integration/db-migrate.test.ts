@@ -104,21 +104,121 @@ describe('migrate', () => {
     }
   });
 
-  test('migration files only ever create, and only ever extend our own agentbench_ tables', async () => {
+  test('migration files only ever create, extend and update our own agentbench_ tables', async () => {
     for (const name of await migrationFiles()) {
       const sql = (await readFile(path.join(MIGRATIONS_DIR, name), 'utf8')).replace(/--.*$/gm, '');
-      assert.doesNotMatch(sql, /\b(DROP|TRUNCATE|GRANT|REVOKE)\b/i, name);
+      // Only a migration's own session-local helper functions are ever dropped.
+      assert.doesNotMatch(
+        sql.replace(/\bDROP FUNCTION pg_temp\.\w+/gi, ''),
+        /\b(DROP|TRUNCATE|GRANT|REVOKE)\b/i,
+        name,
+      );
+      // Function bodies hold `;` of their own.
       for (const stmt of sql
+        .replace(/\$\$[\s\S]*?\$\$/g, '$$$$')
         .split(';')
         .map((s) => s.trim())
         .filter(Boolean)) {
-        // The platform's tables are never altered; our own may gain columns, idempotently.
+        // The platform's tables are never altered; our own may gain columns, idempotently, and have
+        // their rows rewritten by session-local (pg_temp) functions.
         assert.match(
           stmt,
-          /^(CREATE (UNIQUE )?(TABLE|INDEX) IF NOT EXISTS |ALTER TABLE agentbench_\w+ ADD COLUMN IF NOT EXISTS )/i,
+          /^(CREATE (UNIQUE )?(TABLE|INDEX) IF NOT EXISTS |ALTER TABLE agentbench_\w+ ADD COLUMN IF NOT EXISTS |(CREATE|DROP) FUNCTION pg_temp\.\w+|UPDATE agentbench_\w+\s)/i,
           `${name}: ${stmt.slice(0, 60)}`,
         );
       }
+    }
+  });
+
+  test('008 scrubs secret-named values of stored run requests, and nothing else', async () => {
+    const db = await createTestDatabase({ migrate: false });
+    try {
+      const files = await migrationFiles();
+      const scrub = '008_scrub_run_request_secrets.sql';
+      assert.ok(files.includes(scrub));
+      // The database as an older version left it: every migration before 008 applied.
+      await db.pool.query(
+        'CREATE TABLE agentbench_schema_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW())',
+      );
+      for (const name of files.filter((f) => f < scrub)) {
+        await db.pool.query(await readFile(path.join(MIGRATIONS_DIR, name), 'utf8'));
+        await db.pool.query('INSERT INTO agentbench_schema_migrations (name) VALUES ($1)', [name]);
+      }
+      const request = {
+        agent: {
+          agent_key: 'a',
+          runtime_spec_json: {
+            env: { GITHUB_TOKEN: 'ghp-SECRET-1', LANG: 'C', EMPTY_TOKEN: '' },
+            max_tokens: 100,
+            headers: [{ name: 'x', authorization: 'Bearer SECRET-2' }],
+          },
+        },
+        scorers: [
+          {
+            id: 3,
+            scorer_key: 'task_success',
+            scorer_config: {
+              api_key: 'sk-SECRET-3',
+              access_token: 'tok-SECRET-4',
+              apiKeys: ['SECRET-5'],
+              model_name: 'm',
+            },
+          },
+        ],
+      };
+      const plain = {
+        agent: { agent_key: 'b', runtime_spec_json: { agent_image: 'img', token_count: '12' } },
+      };
+      for (const [id, r] of [
+        ['wf-secret', request],
+        ['wf-plain', plain],
+      ] as const) {
+        await db.pool.query(
+          `INSERT INTO agentbench_run_requests (workflow_id, experiment_id, message_id, request) VALUES ($1, 1, 'm', $2)`,
+          [id, JSON.stringify(r)],
+        );
+      }
+      assert.deepEqual(
+        await migrate(db.pool),
+        files.filter((f) => f >= scrub),
+      );
+      const { rows } = await db.pool.query<{ workflow_id: string; request: unknown }>(
+        'SELECT workflow_id, request FROM agentbench_run_requests ORDER BY workflow_id',
+      );
+      assert.deepEqual(rows, [
+        { workflow_id: 'wf-plain', request: plain },
+        {
+          workflow_id: 'wf-secret',
+          request: {
+            agent: {
+              agent_key: 'a',
+              runtime_spec_json: {
+                env: { GITHUB_TOKEN: '[REDACTED]', LANG: 'C', EMPTY_TOKEN: '' },
+                max_tokens: 100,
+                headers: [{ name: 'x', authorization: '[REDACTED]' }],
+              },
+            },
+            scorers: [
+              {
+                id: 3,
+                scorer_key: 'task_success',
+                scorer_config: {
+                  api_key: '[REDACTED]',
+                  access_token: '[REDACTED]',
+                  apiKeys: ['[REDACTED]'],
+                  model_name: 'm',
+                },
+              },
+            ],
+          },
+        },
+      ]);
+      const { rows: fns } = await db.pool.query(
+        `SELECT proname FROM pg_proc WHERE proname LIKE 'agentbench_%'`,
+      );
+      assert.deepEqual(fns, [], 'the scrub functions are dropped');
+    } finally {
+      await db.drop();
     }
   });
 });

@@ -101,7 +101,7 @@ describe('run preparation against Postgres', () => {
       createRunActivities({
         pool: db.pool,
         log,
-        runRequests: new RunRequestCache(db.pool, caseSpecDefaults(loadConfig(localTestEnv()))),
+        runRequests: new RunRequestCache(db.pool, caseSpecDefaults(loadConfig(localTestEnv())), undefined),
         images: {
           ensureImage: async (image: string) => {
             pulled.push(image);
@@ -169,7 +169,7 @@ describe('run preparation against Postgres', () => {
       const { prepareRun } = createRunActivities({
         pool: db.pool,
         log,
-        runRequests: new RunRequestCache(db.pool, caseSpecDefaults(loadConfig(localTestEnv()))),
+        runRequests: new RunRequestCache(db.pool, caseSpecDefaults(loadConfig(localTestEnv())), undefined),
         images: {
           ensureImage: async () => {
             throw new Error('registry unreachable');

@@ -2,7 +2,6 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   isSecretName,
-  redactRunInputSecrets,
   redactSecrets,
   redactSecretText,
   redactUrl,
@@ -132,18 +131,6 @@ describe('redactSecrets', () => {
     assert.deepEqual(snapshot.scorers, [
       { id: 1, scorer_config: { access_token: REDACTED, model_name: 'm', max_tokens: 100 } },
     ]);
-  });
-});
-
-describe('redactRunInputSecrets (the stored run input the workers run from)', () => {
-  test('the fixed keys only: runtime_spec env credentials reach the agent', () => {
-    const input = JSON.parse(
-      '{"__proto__": {"api_key": "a"}, "scorer_config": {"api_key": "k"}, "runtime_spec": {"env": {"GITHUB_TOKEN": "g"}}}',
-    ) as unknown;
-    assert.equal(
-      JSON.stringify(redactRunInputSecrets(input)),
-      `{"__proto__":{"api_key":"${REDACTED}"},"scorer_config":{"api_key":"${REDACTED}"},"runtime_spec":{"env":{"GITHUB_TOKEN":"g"}}}`,
-    );
   });
 });
 
