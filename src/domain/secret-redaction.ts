@@ -192,17 +192,38 @@ const PLAIN_VALUE = new RegExp(
 
 /** Values of secret-named keys in JSON-ish and `key=value` text, and URL userinfo passwords. */
 export function redactSecretText(text: string): string {
-  return text
+  const quoted = text
     .replace(URL_USERINFO, `$1:${REDACTED}@`)
     .replace(QUERY_PARAM, (whole, sep: string, name: string, value: string) =>
       value !== '' && isSecretName(decodedName(name)) ? `${sep}${name}=${REDACTED}` : whole,
     )
     .replace(QUOTED_VALUE, (whole, name: string, colon: string, value: string) =>
       value !== '' && isSecretName(name) ? `"${name}"${colon}"${REDACTED}"` : whole,
-    )
-    .replace(PLAIN_VALUE, (whole, name: string, sep: string, _scheme: string | undefined, value: string) =>
-      isSecretName(name) && value !== REDACTED && !/^\d+$/.test(value) && !value.startsWith(`"${REDACTED}`)
-        ? `${name}${sep}${REDACTED}`
-        : whole,
     );
+  return replacePlainValues(quoted);
+}
+
+/**
+ * PLAIN_VALUE over `text`. A match whose name is not secret gives its value back to the scan, so in
+ * `failed: Authorization: Bearer x` the value `Authorization` is read again as a name.
+ */
+function replacePlainValues(text: string): string {
+  const re = new RegExp(PLAIN_VALUE.source, 'g');
+  let out = '';
+  let copied = 0;
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    const [whole, name = '', sep = '', , value = ''] = m;
+    if (
+      isSecretName(name) &&
+      value !== REDACTED &&
+      !/^\d+$/.test(value) &&
+      !value.startsWith(`"${REDACTED}`)
+    ) {
+      out += `${text.slice(copied, m.index)}${name}${sep}${REDACTED}`;
+      copied = m.index + whole.length;
+    } else {
+      re.lastIndex = m.index + name.length + sep.length;
+    }
+  }
+  return out + text.slice(copied);
 }

@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
@@ -28,7 +29,14 @@ describe('case features end to end', () => {
   before(async () => {
     await exec('bash', [path.resolve(__dirname, '../../scripts/build-images')], { timeout: 900_000 });
     judge = await startLlmJudgeServer();
-    stack = await startStack({ log, env: { OTEL_FLUSH_GRACE_MS: '1500', CONSUMER_CONCURRENT_CASES: '2' } });
+    stack = await startStack({
+      log,
+      env: {
+        OTEL_FLUSH_GRACE_MS: '1500',
+        CONSUMER_CONCURRENT_CASES: '2',
+        AGENTBENCH_SECRETS_KEY: randomBytes(32).toString('base64'),
+      },
+    });
   });
 
   after(async () => {
@@ -209,9 +217,11 @@ describe('case features end to end', () => {
     });
   });
 
-  test('scoring with an LLM judge: scores and final_score persisted; the api key is in no row, log line or Temporal payload', async () => {
+  test('scoring with an LLM judge: scores and final_score persisted; no secret of the message is in a row, log line or Temporal payload', async () => {
     const secret = 'sk-e2e-SECRET-4f1c9a';
     const accessToken = 'tok-e2e-SECRET-90bd';
+    // A credential of the agent's own: it must reach the container, sealed in the stored run input.
+    const agentToken = 'ghp-e2e-SECRET-7c21';
     const seeded = await seedExperiment(stack.db.pool, { cases: 2, evaluators: 1 });
     const evaluatorId = seeded.evaluatorIds[0] as number;
     const baseUrl = `${judge.origin}/judge/v1/chat/completions`;
@@ -230,7 +240,8 @@ describe('case features end to end', () => {
       {
         agent_image: 'bench/busybox:latest',
         sandbox_start_command: 'sleep infinity',
-        case_exec_command: `echo '{"output":"4"}'`,
+        case_exec_command: `printf '{"answer":"4","token_sha256":"%s"}' "$(printf %s "$AGENT_TOKEN" | sha256sum | cut -c1-64)"`,
+        env: { AGENT_TOKEN: agentToken },
       },
       {
         scorers: [
@@ -256,6 +267,10 @@ describe('case features end to end', () => {
       'the judge got the real key',
     );
     assert.deepEqual(rows.map((r) => r.final_score).sort(), [0.5, 1]);
+    const tokenSha = createHash('sha256').update(agentToken).digest('hex');
+    for (const row of rows) {
+      assert.deepEqual(row.agent_output, { answer: '4', token_sha256: tokenSha }, 'the agent got its token');
+    }
     const { rows: scores } = await stack.db.pool.query(
       'SELECT score FROM evaluate_results WHERE run_case_id = ANY($1::bigint[]) ORDER BY score',
       [seeded.runCaseIds],
@@ -265,40 +280,41 @@ describe('case features end to end', () => {
       [0.5, 1],
     );
 
-    // Every row of every table except the platform's own evaluators table.
+    // Every row of every table except the platform's own evaluators table (the key's home).
     const { rows: tables } = await stack.db.pool.query<{ tablename: string }>(
       `SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'evaluators'`,
     );
+    const secrets = { 'api key': secret, access_token: accessToken, 'agent token': agentToken };
     for (const { tablename } of tables) {
       const { rows: dump } = await stack.db.pool.query(`SELECT t::text AS row FROM ${tablename} t`);
-      assert.ok(!dump.some((d: { row: string }) => d.row.includes(secret)), `api key found in ${tablename}`);
+      for (const [what, value] of Object.entries(secrets)) {
+        assert.ok(!dump.some((d: { row: string }) => d.row.includes(value)), `${what} found in ${tablename}`);
+      }
     }
-    // A secret-named scorer_config field by pattern: redacted in the rows we write as records. (The
-    // run input, agentbench_run_requests, keeps it: the workers run from it.)
+    // Our run input keeps what a worker needs and nothing it does not.
+    const { rows: stored } = await stack.db.pool.query<{ request: string }>(
+      'SELECT request::text AS request FROM agentbench_run_requests WHERE workflow_id = $1',
+      [handle.workflowId],
+    );
+    assert.match(stored[0]?.request ?? '', /"access_token": "\[REDACTED\]"/);
+    assert.match(stored[0]?.request ?? '', /"AGENT_TOKEN": "enc:v1:/);
     const { rows: snapshots } = await stack.db.pool.query<{ snapshot: string }>(
       'SELECT runtime_snapshot_json::text AS snapshot FROM run_cases WHERE id = ANY($1::bigint[])',
       [seeded.runCaseIds],
     );
     assert.equal(snapshots.length, 2);
-    for (const { snapshot } of snapshots) {
-      assert.ok(!snapshot.includes(accessToken), snapshot);
-      assert.match(snapshot, /"access_token": "\[REDACTED\]"/);
-    }
-    for (const tablename of ['run_cases', 'evaluate_results']) {
-      const { rows: dump } = await stack.db.pool.query(`SELECT t::text AS row FROM ${tablename} t`);
-      assert.ok(
-        !dump.some((d: { row: string }) => d.row.includes(accessToken)),
-        `access_token found in ${tablename}`,
-      );
-    }
-    assert.ok(!lines.some((l) => JSON.stringify(l).includes(secret)), 'api key in a log line');
+    for (const { snapshot } of snapshots) assert.match(snapshot, /"access_token": "\[REDACTED\]"/);
+    assert.ok(lines.length > 0, 'log lines were captured');
     const history = historyToJSON(await handle.fetchHistory());
     const decoded = [...history.matchAll(/"data":"([A-Za-z0-9+/=]+)"/g)].map((m) =>
       Buffer.from(m[1] ?? '', 'base64').toString('utf8'),
     );
-    assert.ok(
-      !history.includes(secret) && !decoded.some((d) => d.includes(secret)),
-      'api key in the workflow history',
-    );
+    for (const [what, value] of Object.entries(secrets)) {
+      assert.ok(!lines.some((l) => JSON.stringify(l).includes(value)), `${what} in a log line`);
+      assert.ok(
+        !history.includes(value) && !decoded.some((d) => d.includes(value)),
+        `${what} in the workflow history`,
+      );
+    }
   });
 });
