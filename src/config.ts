@@ -237,6 +237,9 @@ const envSchema = z.object({
   ),
 });
 
+/** Every environment variable loadConfig reads (deploy tests check each is set or its default fits). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(envSchema.shape);
+
 export interface Config {
   /**
    * The built-in runtimes' model (scripts/runtimes): endpoint and model reach their containers as

@@ -37,6 +37,18 @@ const PYTHON_IMAGE_PULL_TIMEOUT_SECONDS = 300;
 /** How long a starting worker waits for an unreachable Docker daemon before it gives up. */
 const WORKER_START_DOCKER_WAIT_MS = 10 * 60_000;
 
+/**
+ * Where finished case records wait for their final persist (activities/case-result-spool.ts): next
+ * to the case files, so on Kubernetes, where that directory is the node's, a record survives a
+ * restart of the worker's pod.
+ */
+export function resultSpoolDir(config: Config): string {
+  return path.join(
+    path.dirname(config.sandbox.caseFiles.dir ?? DEFAULT_CASE_FILES_DIR),
+    'agentbench-result-spool',
+  );
+}
+
 interface CaseWorkerDeps {
   config: Config;
   log: Logger;
@@ -151,14 +163,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     pullAttempts: config.consumer.maxRetries,
     sandbox,
     liveContainers,
-    // Next to the case files: on Kubernetes that directory is the node's, so a finished record
-    // survives a restart of the worker's pod.
-    spool: new FileCaseResultSpool(
-      path.join(
-        path.dirname(config.sandbox.caseFiles.dir ?? DEFAULT_CASE_FILES_DIR),
-        'agentbench-result-spool',
-      ),
-    ),
+    spool: new FileCaseResultSpool(resultSpoolDir(config)),
     telemetry: createCaseTelemetry({ pool, log, flushGraceMs: config.otel.flushGraceMs }),
     collector,
     collectorUrl: `http://${advertisedHost}:${collectorPort}`,

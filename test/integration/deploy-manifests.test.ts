@@ -4,7 +4,8 @@ import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { DEFAULT_METRICS_PORTS, loadConfig } from '../../src/config';
+import { CONFIG_VARIABLES, DEFAULT_METRICS_PORTS, loadConfig, requireDatabaseUrl } from '../../src/config';
+import { resultSpoolDir } from '../../src/temporal/case-worker';
 
 const run = promisify(execFile);
 const REPO = path.resolve(__dirname, '../..');
@@ -182,6 +183,161 @@ describe('deploy/: Kubernetes manifests and docker-compose.yml, validated offlin
       (worker.volumeMounts as Doc[]).some((m) => m.mountPath === '/tmp'),
       'a writable /tmp on a read-only root',
     );
+  });
+
+  /**
+   * Config variables the worker manifest leaves unset, and why their default is right on a node.
+   * A new variable fails the test below until it is set in deploy/k8s/agentbench.yaml or listed here.
+   */
+  const WORKER_DEFAULT_FITS: Record<string, string> = {
+    RABBITMQ_PORT: 'the broker’s standard port',
+    RABBITMQ_VHOST: 'the platform publishes to /',
+    CONSUMER_SCORER_CONCURRENT_CASES: 'CONTRACT §9 default',
+    CONSUMER_MAX_RETRIES: 'CONTRACT §9 default',
+    CONSUMER_CASE_TIMEOUT_SECONDS: 'CONTRACT §9 default; WORKER_SHUTDOWN_GRACE_SECONDS is sized on it',
+    CONSUMER_DOCKER_NETWORK: 'accepted for compatibility, never read',
+    CONSUMER_AGENT_EXEC_COMMAND: 'accepted for compatibility, never read',
+    CONSUMER_DOCKER_PULL_POLICY: 'accepted for compatibility, never read',
+    CONSUMER_DOCKER_PULL_TIMEOUT_SECONDS: 'accepted for compatibility, never read',
+    CONSUMER_DOCKER_RUN_TIMEOUT_SECONDS: 'accepted for compatibility, never read',
+    CONSUMER_DOCKER_INSPECT_TIMEOUT_SECONDS: 'accepted for compatibility, never read',
+    REDIS_HOST: 'bridge only: the worker never talks to Redis',
+    REDIS_PORT: 'bridge only',
+    REDIS_USERNAME: 'bridge only',
+    REDIS_PASSWORD: 'bridge only',
+    REDIS_DB: 'bridge only',
+    CONSUMER_REDIS_PROCESSED_TTL_SECONDS: 'bridge only',
+    DATABASE_ENGINE: 'postgres, the only engine',
+    DATEBASE_ENGINE: 'the original’s misspelling, accepted for compatibility',
+    POSTGRES_PORT: 'the standard port',
+    DATABASE_URL: 'built from POSTGRES_* instead',
+    CONSUMER_EVALUATOR_TIMEOUT_SECONDS: 'accepted for compatibility, never read',
+    CONSUMER_EVALUATOR_CONNECT_TIMEOUT_SECONDS: 'CONTRACT §9 default',
+    CONSUMER_EVALUATOR_READ_TIMEOUT_SECONDS: 'CONTRACT §9 default',
+    CONSUMER_EVALUATOR_MAX_RETRIES: 'CONTRACT §9 default',
+    CONSUMER_EVALUATOR_RETRY_BACKOFF_SECONDS: 'CONTRACT §9 default',
+    CONSUMER_SCORER_HARD_TIMEOUT_SECONDS: 'CONTRACT §9 default',
+    DATABASE_POOL_MAX: 'sized for WORKER_MAX_CONCURRENT_ACTIVITIES',
+    TEMPORAL_UI_URL: 'links printed by the CLI, not the worker',
+    AGENTBENCH_STATE_DIR: 'local services of scripts/setup and benchctl run only',
+    BRIDGE_PREFETCH: 'bridge only',
+    BRIDGE_START_MAX_ATTEMPTS: 'bridge only',
+    WORKER_MAX_CONCURRENT_ACTIVITIES: 'bounded by DOCKER_MAX_LIVE_CONTAINERS anyway',
+    DOCKER_SOCKET_PATH: 'where the node’s socket is mounted',
+    DOCKER_MAX_CONCURRENT_OPERATIONS: 'per node, fits a node',
+    DOCKER_MAX_LIVE_CONTAINERS: 'per node, fits the worker’s requests',
+    SANDBOX_DEFAULT_MEMORY_MB: 'per-agent runtime_spec overrides it',
+    SANDBOX_DEFAULT_CPUS: 'per-agent runtime_spec overrides it',
+    SANDBOX_DEFAULT_PIDS_LIMIT: 'per-agent runtime_spec overrides it',
+    SANDBOX_NO_NEW_PRIVILEGES: 'hardened by default',
+    SANDBOX_DROP_ALL_CAPABILITIES: 'hardened by default',
+    SANDBOX_ISOLATE_CASES: 'a network per case by default',
+    SANDBOX_HOST_PORTS: 'no host port is reachable unless an operator opens one',
+    SANDBOX_REAPER_INTERVAL_SECONDS: 'default sweep',
+    SANDBOX_REAPER_MIN_AGE_SECONDS: 'default age',
+    RUN_RECONCILER_INTERVAL_SECONDS: 'default sweep',
+    RUN_RECONCILER_MIN_IDLE_SECONDS: 'default idle time',
+    SANDBOX_CASE_FILES: 'auto: bind mounts, since SANDBOX_CASE_FILES_DIR is the node’s path',
+    SANDBOX_RUNTIME: 'the node daemon’s default runtime',
+    OTEL_COLLECTOR_PORT: '14318 as the original; hostNetwork puts it on the node',
+    OTEL_FLUSH_GRACE_MS: 'default grace',
+    OTEL_COLLECTOR_HOST: 'cases reach it through the host gateway; ingest needs a per-case token',
+    OTEL_MAX_BODY_BYTES: 'default limit',
+    OTEL_ALLOW_UNTOKENED_INGEST: 'off: every span carries its case’s token',
+    OTEL_INGEST_ANY_CONTENT_TYPE: 'off unless old agents need it',
+    MOCK_GATEWAY_BIND_HOST: 'the docker0 address, found at start',
+    MOCK_GATEWAY_ADVERTISED_HOST: 'host.docker.internal, mapped to the host gateway in every case',
+    MOCK_GATEWAY_CA_DIR: 'a fresh CA per worker process',
+    MOCK_GATEWAY_SEALED: 'sealed by default',
+    MOCK_PYTHON_TIMEOUT_MS: 'default deadline',
+    MOCK_PYTHON_MEMORY_MB: 'default limit',
+    LLM_BASE_URL: 'only for the built-in runtimes, opt-in',
+    LLM_MODEL: 'only for the built-in runtimes, opt-in',
+    LLM_API_KEY: 'only for the built-in runtimes, opt-in (a Secret key then)',
+    RESULT_CACHE_TTL_SECONDS: 'default TTL',
+    METRICS_PORT: 'the worker default, 9464, is what the probes and annotations name',
+    METRICS_HOST: 'all interfaces, for the scrape',
+    TEMPORAL_METRICS_PORT: 'off (see the annotation comment)',
+    ORCHESTRATOR_OTLP_ENDPOINT: 'tracing of the orchestrator is opt-in',
+    ORCHESTRATOR_OTLP_HEADERS: 'tracing of the orchestrator is opt-in',
+    RESULT_EVENTS_ENABLED: 'on',
+    RESULT_EVENTS_EXCHANGE: 'the documented exchange',
+    RESULT_EVENTS_RETENTION_DAYS: 'default retention',
+    API_HOST: 'benchctl api only',
+    API_PORT: 'benchctl api only',
+    API_TOKENS: 'benchctl api only',
+    API_READ_TOKENS: 'benchctl api only',
+    API_ALLOW_ANONYMOUS: 'benchctl api only',
+    API_MAX_BODY_BYTES: 'benchctl api only',
+    API_MAX_EVENT_STREAMS: 'benchctl api only',
+    LOG_LEVEL: 'info',
+  };
+  /** Defaults that fit a developer's machine only: the worker manifest must set these. */
+  const WORKER_MUST_SET = [
+    'TEMPORAL_ADDRESS',
+    'TEMPORAL_NAMESPACE',
+    'TEMPORAL_TASK_QUEUE',
+    'AGENTBENCH_DEPLOYMENT_ID',
+    'POSTGRES_SERVER',
+    'POSTGRES_USER',
+    'POSTGRES_PASSWORD',
+    'POSTGRES_DB',
+    'RABBITMQ_HOST',
+    'RABBITMQ_USER',
+    'RABBITMQ_PASSWORD',
+    'AGENTBENCH_SECRETS_KEY',
+    'MOCK_PYTHON_IMAGE',
+    'SANDBOX_CASE_FILES_DIR',
+    'WORKER_SHUTDOWN_GRACE_SECONDS',
+    'WORKFLOW_BUNDLE_PATH',
+  ];
+
+  test('worker: every config variable is set (manifest, ConfigMap, Secret or image) or its default is said to fit; the result is a valid config', async () => {
+    const docs = await k8sDocs();
+    const [worker] = containersOf(find(docs, 'DaemonSet', 'agentbench-worker'));
+    assert.ok(worker);
+    const env: Record<string, string> = {};
+    // The image's ENV (deploy/Dockerfile, last stage), then the pod's envFrom, then its env.
+    for (const line of readFileSync(path.join(REPO, 'deploy/Dockerfile'), 'utf8').match(/^ENV .+$/gm) ?? [])
+      for (const pair of line.slice(4).trim().split(/\s+/)) {
+        const [name, value = ''] = pair.split('=');
+        if (name) env[name] = value;
+      }
+    // The Secret is created by hand: its keys are those the header's `kubectl create secret` names.
+    const secretKeys = [
+      ...readFileSync(path.join(K8S, 'agentbench.yaml'), 'utf8').matchAll(/--from-literal=([A-Z_]+)=/g),
+    ].map((m) => m[1] as string);
+    for (const from of worker.envFrom as Doc[]) {
+      if (from.configMapRef) Object.assign(env, find(docs, 'ConfigMap', from.configMapRef.name).data);
+      if (from.secretRef?.name === 'agentbench-secrets')
+        for (const key of secretKeys)
+          env[key] = key === 'AGENTBENCH_SECRETS_KEY' ? 'A'.repeat(43) + '=' : 'x';
+    }
+    for (const e of worker.env as Array<{ name: string; value: string }>) env[e.name] = e.value;
+
+    const unexplained = CONFIG_VARIABLES.filter((v) => !(v in env) && !(v in WORKER_DEFAULT_FITS));
+    assert.deepEqual(
+      unexplained,
+      [],
+      'set these in the worker manifest, or say in WORKER_DEFAULT_FITS why the default fits',
+    );
+    for (const v of Object.keys(WORKER_DEFAULT_FITS))
+      assert.ok(CONFIG_VARIABLES.includes(v), `${v} is no config variable`);
+    for (const v of WORKER_MUST_SET) assert.ok(v in env, `${v} is set for the worker`);
+
+    const config = loadConfig(env);
+    assert.match(requireDatabaseUrl(config), /^postgres:\/\/x:x@postgres\.platform\.svc:5432\//);
+    assert.ok(config.secretsKey, 'AGENTBENCH_SECRETS_KEY parses');
+    assert.match(config.mockGateway.pythonImage, /^[^@]+:[^:/@]+$/, 'MOCK_PYTHON_IMAGE has a tag');
+    assert.doesNotMatch(config.mockGateway.pythonImage, /^bench\/|:latest$/, 'a registry image, pinned');
+    // The result spool must be writable on the read-only root, and the node's.
+    const spool = resultSpoolDir(config);
+    const mount = (worker.volumeMounts as Doc[]).find((m) => m.mountPath === spool);
+    assert.ok(mount, `the result spool ${spool} is mounted`);
+    const volume = (podSpec(find(docs, 'DaemonSet', 'agentbench-worker'))?.volumes as Doc[]).find(
+      (v) => v.name === mount.name,
+    );
+    assert.equal(volume?.hostPath?.path, spool, 'the spool is the node’s directory');
   });
 
   test('bridge and the search-attribute Job: non-root, no capabilities; the Job registers the search attributes', async () => {
