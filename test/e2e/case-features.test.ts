@@ -77,28 +77,82 @@ describe('case features end to end', () => {
     return { rows, handle };
   }
 
-  test('an agent on the OpenTelemetry SDK, with nothing but the injected env, gets its spans as the trajectory', async () => {
-    const seeded = await seedExperiment(stack.db.pool, { cases: 1 });
+  test('an agent on the OpenTelemetry SDK, with nothing but the injected env, gets its spans as the trajectory, stored under its own case', async () => {
+    const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
+    // The agent also reports the OTel env it was given (a JSON line without `output`: the whole
+    // object becomes agent_output).
     const { rows } = await run(seeded, {
       agent_image: 'bench/otel-sdk-agent:latest',
       sandbox_start_command: 'sleep infinity',
-      case_exec_command: 'python3 /agent/run_case.py "$BENCHMARK_USER_INPUT"',
+      case_exec_command:
+        'python3 /agent/run_case.py "$BENCHMARK_USER_INPUT" >/dev/null && printf \'{"resource_attributes":"%s","service_name":"%s"}\' "$OTEL_RESOURCE_ATTRIBUTES" "$OTEL_SERVICE_NAME"',
     });
-    const row = rows[0];
-    assert.equal(row?.status, 'success', row?.error_message ?? '');
-    const steps = row?.agent_trajectory ?? [];
-    assert.ok(steps.length >= 2, `steps: ${JSON.stringify(steps)}`);
-    assert.equal(row?.usage_json.trajectory_source, 'spans');
-    const ids = new Set(steps.map((s) => s.span_id));
-    assert.ok(
-      steps.slice(1).every((s) => ids.has(s.parent_span_id)),
-      'child steps link to their parent span',
+    assert.equal(rows.length, 2);
+    for (const [i, row] of rows.entries()) {
+      assert.equal(row.status, 'success', row.error_message ?? '');
+      const runCaseId = Number(row.id);
+      const dataItemId = seeded.dataItemIds[i] as number;
+      assert.equal(runCaseId, seeded.runCaseIds[i]);
+      // CONTRACT §4.3 (the 159b623 set ARCHITECTURE §5.6 brings back): experiment, run case, data item.
+      const expected = {
+        'benchmark.run_case_id': String(runCaseId),
+        'benchmark.experiment_id': String(seeded.experimentId),
+        'benchmark.data_item_id': String(dataItemId),
+      };
+      const injected = row.agent_output as { resource_attributes: string; service_name: string };
+      const attributes = Object.fromEntries(
+        injected.resource_attributes.split(',').map((kv) => kv.split('=') as [string, string]),
+      );
+      assert.deepEqual(attributes, expected, injected.resource_attributes);
+      assert.ok(injected.service_name !== '', 'OTEL_SERVICE_NAME is set');
+
+      const steps = row.agent_trajectory;
+      assert.ok(steps.length >= 2, `steps: ${JSON.stringify(steps)}`);
+      assert.equal(row.usage_json.trajectory_source, 'spans');
+      const ids = new Set(steps.map((s) => s.span_id));
+      assert.ok(
+        steps.slice(1).every((s) => ids.has(s.parent_span_id)),
+        'child steps link to their parent span',
+      );
+      assert.ok(
+        steps.some((s) => Object.keys((s.attributes as object) ?? {}).length > 0),
+        'picked attributes kept',
+      );
+      assert.ok((row.input_tokens ?? 0) > 0, 'gen_ai.usage tokens filled input_tokens');
+
+      // The stored spans: the SDK sent the injected attributes as its resource, and ingest filed
+      // every span under that case (the agent's four: agent.run, llm.plan, tool.search, llm.answer).
+      const { rows: spans } = await stack.db.pool.query<{
+        name: string;
+        run_case_id: string;
+        experiment_id: string;
+        service_name: string;
+        resource_attributes: Record<string, unknown>;
+      }>(
+        `SELECT name, run_case_id::text, experiment_id::text, service_name, resource_attributes
+           FROM otel_traces WHERE resource_attributes->>'benchmark.run_case_id' = $1 ORDER BY start_time`,
+        [String(runCaseId)],
+      );
+      assert.deepEqual(spans.map((s) => s.name).sort(), [
+        'agent.run',
+        'llm.answer',
+        'llm.plan',
+        'tool.search',
+      ]);
+      for (const span of spans) {
+        assert.equal(span.run_case_id, String(runCaseId), span.name);
+        assert.equal(span.experiment_id, String(seeded.experimentId), span.name);
+        assert.equal(span.service_name, injected.service_name, span.name);
+        for (const [key, value] of Object.entries(expected))
+          assert.equal(span.resource_attributes[key], value, `${span.name} ${key}`);
+      }
+    }
+    const { rows: misfiled } = await stack.db.pool.query(
+      `SELECT run_case_id, resource_attributes->>'benchmark.run_case_id' AS tagged FROM otel_traces
+        WHERE run_case_id = ANY($1::bigint[]) AND resource_attributes->>'benchmark.run_case_id' <> run_case_id::text`,
+      [seeded.runCaseIds],
     );
-    assert.ok(
-      steps.some((s) => Object.keys((s.attributes as object) ?? {}).length > 0),
-      'picked attributes kept',
-    );
-    assert.ok((row?.input_tokens ?? 0) > 0, 'gen_ai.usage tokens filled input_tokens');
+    assert.deepEqual(misfiled, [], 'no span is filed under another case than its resource names');
   });
 
   test('an agent of the original posting OTLP JSON by hand to {{mock.base_url}}, without a token, is attributed to its case', async () => {
