@@ -540,6 +540,20 @@ describe('deploy/: Kubernetes manifests and docker-compose.yml, validated offlin
         Number.parseInt(String(worker.stop_grace_period), 10) >= grace + 10,
         String(worker.stop_grace_period),
       );
+      const spool = resultSpoolDir(loadConfig(worker.environment as Record<string, string>));
+      assert.ok(
+        (worker.volumes as Array<string | Doc>).some((v) =>
+          typeof v === 'string'
+            ? v.split(':').slice(0, 2).join(':') === `${spool}:${spool}`
+            : v.source === spool && v.target === spool,
+        ),
+        `the result spool ${spool} is the host's, not the read-only root's`,
+      );
+      for (const name of ['worker', 'bridge', 'api'])
+        assert.ok(
+          'AGENTBENCH_SECRETS_KEY' in services[name].environment,
+          `${name} gets AGENTBENCH_SECRETS_KEY`,
+        );
     });
 
     test('Prometheus scrapes the worker and bridge where compose puts them; Grafana gets the dashboard', async () => {
