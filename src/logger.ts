@@ -19,7 +19,11 @@ const MAX_DEPTH = 12;
 /** A bearer credential standing alone (`Bearer eyJhbGci…`), not after a secret-named key. */
 const BEARER_VALUE = /\b(Bearer\s+)[A-Za-z0-9._~+/-]{8,}=*/gi;
 
+/** Every secret redactSecretText or BEARER_VALUE finds needs one of these: most log strings have none. */
+const MAY_HOLD_SECRET = /[=:]|bearer/i;
+
 export function redactLogText(text: string): string {
+  if (!MAY_HOLD_SECRET.test(text)) return text;
   return redactSecretText(text).replace(BEARER_VALUE, `$1${REDACTED}`);
 }
 
