@@ -40,13 +40,15 @@ function secretValue(value: unknown, seen: WeakSet<object>, depth: number): unkn
 }
 
 /**
- * A copy of a logged value with its secrets redacted (see the module comment). Errors are left to
- * the `err` serializer; class instances other than plain objects and arrays (Buffers, Dates, Maps)
- * are passed through as pino would print them.
+ * A copy of a logged value with its secrets redacted (see the module comment). Errors are
+ * serialized as pino serializes `err` (an error's own properties may hold a request's headers),
+ * then redacted; class instances other than plain objects and arrays (Buffers, Dates, Maps) are
+ * passed through as pino would print them.
  */
 export function redactLogFields(value: unknown, seen = new WeakSet<object>(), depth = 0): unknown {
   if (typeof value === 'string') return redactLogText(value);
-  if (typeof value !== 'object' || value === null || value instanceof Error) return value;
+  if (typeof value !== 'object' || value === null) return value;
+  if (value instanceof Error) return redactedError(value);
   if (depth > MAX_DEPTH) return '[Truncated]';
   if (seen.has(value)) return '[Circular]';
   seen.add(value);
@@ -80,8 +82,13 @@ function redactedError(err: unknown): unknown {
     : redactLogFields(serialized);
 }
 
+/** A line's merging object; an Error under `err` is left to the `err` serializer (it keeps its type). */
 function redactedRecord(record: Record<string, unknown>): Record<string, unknown> {
-  return redactLogFields(record) as Record<string, unknown>;
+  const { err, ...rest } = record;
+  const out = redactLogFields(rest) as Record<string, unknown>;
+  if (err instanceof Error) out.err = err;
+  else if (err !== undefined) out.err = redactLogFields(err);
+  return out;
 }
 
 export function createLogger(

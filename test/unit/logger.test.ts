@@ -108,9 +108,20 @@ describe('logger: pattern-based redaction of real pino output', () => {
     assert.equal((last().err as Record<string, unknown>).message, `boom token=${R}`);
     const loop: Record<string, unknown> = { name: 'a', auth: { token: 't-2' } };
     loop.self = loop;
-    log.info({ loop }, 'plain message: 3 cases, max_tokens=100');
+    log.info(
+      {
+        loop,
+        cause: Object.assign(new Error('upstream'), {
+          config: { headers: { Authorization: 'Bearer t-3-long-enough' } },
+        }),
+      },
+      'plain message: 3 cases, max_tokens=100',
+    );
     const out = last();
     assert.deepEqual(out.loop, { name: 'a', auth: { token: R }, self: '[Circular]' });
     assert.equal(out.msg, 'plain message: 3 cases, max_tokens=100');
+    const cause = out.cause as Record<string, unknown>;
+    assert.equal(cause.message, 'upstream', 'an error under another key is serialized too');
+    assert.deepEqual(cause.config, { headers: { Authorization: R } });
   });
 });
