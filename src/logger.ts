@@ -22,7 +22,7 @@ const BEARER_VALUE = /\b(Bearer\s+)[A-Za-z0-9._~+/-]{8,}=*/gi;
 /** Every secret redactSecretText or BEARER_VALUE finds needs one of these: most log strings have none. */
 const MAY_HOLD_SECRET = /[=:]|bearer/i;
 
-export function redactLogText(text: string): string {
+function redactLogText(text: string): string {
   if (!MAY_HOLD_SECRET.test(text)) return text;
   return redactSecretText(text).replace(BEARER_VALUE, `$1${REDACTED}`);
 }
@@ -45,7 +45,7 @@ function secretValue(value: unknown, seen: WeakSet<object>, depth: number): unkn
  * then redacted; class instances other than plain objects and arrays (Buffers, Dates, Maps) are
  * passed through as pino would print them.
  */
-export function redactLogFields(value: unknown, seen = new WeakSet<object>(), depth = 0): unknown {
+function redactLogFields(value: unknown, seen = new WeakSet<object>(), depth = 0): unknown {
   if (typeof value === 'string') return redactLogText(value);
   if (typeof value !== 'object' || value === null) return value;
   if (value instanceof Error) return redactedError(value);

@@ -30,7 +30,7 @@ export class RunInputSecretsError extends PermanentError {
   }
 }
 
-export function sealSecret(key: Buffer, plain: string): string {
+function sealSecret(key: Buffer, plain: string): string {
   const iv = randomBytes(IV_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(AAD);
