@@ -31,6 +31,32 @@ async function unusedSubnet(): Promise<number> {
   }
 }
 
+/**
+ * The shared daemon's default bridge, as addresses to put back. A dockerd started with
+ * --default-address-pool over a data root that already holds a default bridge network (every
+ * restart) deletes the interface named `docker0` — by name, whoever's it is (moby's
+ * removeDefaultBridgeInterface). In one network namespace that is the shared daemon's bridge, and
+ * every later container on its default network fails to start. The pool itself is needed (below).
+ */
+async function docker0Addresses(): Promise<string[]> {
+  const { stdout } = await exec('ip', ['-4', '-o', 'addr', 'show', 'dev', 'docker0']).catch(() => ({
+    stdout: '',
+  }));
+  return [...stdout.matchAll(/inet (\S+)/g)].map((m) => m[1] ?? '').filter(Boolean);
+}
+
+async function restoreDocker0(addresses: string[]): Promise<void> {
+  if (addresses.length === 0) return;
+  const present = await exec('ip', ['link', 'show', 'docker0']).then(
+    () => true,
+    () => false,
+  );
+  if (present) return;
+  await exec('ip', ['link', 'add', 'docker0', 'type', 'bridge']);
+  for (const a of addresses) await exec('ip', ['addr', 'add', a, 'dev', 'docker0']);
+  await exec('ip', ['link', 'set', 'docker0', 'up']);
+}
+
 export async function startPrivateDockerd(opts: { images: string[] }): Promise<PrivateDockerd> {
   const tag = randomBytes(3).toString('hex');
   const dir = await mkdtemp(path.join(tmpdir(), 'agentbench-dockerd-'));
@@ -47,6 +73,7 @@ export async function startPrivateDockerd(opts: { images: string[] }): Promise<P
     exec('docker', ['-H', `unix://${socketPath}`, ...args], { timeout: 60_000 });
   let child: ChildProcess | null = null;
   const start = async () => {
+    const sharedBridge = await docker0Addresses();
     const log = openSync(path.join(dir, 'dockerd.log'), 'a');
     try {
       child = spawn(
@@ -86,6 +113,7 @@ export async function startPrivateDockerd(opts: { images: string[] }): Promise<P
         ),
       60_000,
     );
+    await restoreDocker0(sharedBridge);
   };
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     const c = child;
