@@ -21,7 +21,8 @@ import { flattenSpans } from '../src/domain/otlp-flatten';
 import type { SpanRow } from '../src/domain/otlp-rows';
 import { createLogger } from '../src/logger';
 import { INGEST_TOKEN_HEADER, OtelCollector } from '../src/otel/otel-collector';
-import { insertSpans, queryCaseTelemetry, SPAN_COLUMNS, spanCopyText } from '../src/otel/otel-repository';
+import { copyStatement, SPAN_COLUMNS, spanCopyText } from '../src/otel/otel-copy-text';
+import { insertSpans, queryCaseTelemetry } from '../src/otel/otel-repository';
 import { decodeOtlpProtobuf } from '../src/otel/otlp-protobuf';
 import { createTestDatabase } from '../test/support/database';
 import { encode, fakeTrace, sdkSpans } from '../test/support/otel-fixtures';
@@ -163,7 +164,7 @@ async function plainInsert(client: pg.PoolClient, rows: readonly SpanRow[]): Pro
 
 /** The floor of the floors: COPY of rows already encoded, so only Postgres and the socket work. */
 async function copyOnce(client: pg.PoolClient, text: Buffer): Promise<void> {
-  const sink = client.query(copyFrom(`COPY otel_traces (${SPAN_COLUMNS.join(', ')}) FROM STDIN`));
+  const sink = client.query(copyFrom(copyStatement('traces')));
   await pipeline(Readable.from([text]), sink);
 }
 
@@ -290,7 +291,7 @@ async function main(): Promise<void> {
         { runCaseId: caseId, experimentId: 1, dataItemId: 1 },
       );
     runCaseId++;
-    const copyText = Buffer.from([...spanCopyText(floorRows(runCaseId))].join(''));
+    const copyText = spanCopyText(floorRows(runCaseId));
     const copyFloor = await floorLoops(db.pool, clients, durationMs, runCaseId, (client) =>
       copyOnce(client, copyText),
     );

@@ -8,16 +8,14 @@ import {
   MAX_DOCUMENT_DEPTH,
   signalForPath,
   type CaseAttribution,
-  type LogRow,
   type OtelSignal,
-  type SpanRow,
 } from '../domain/otlp-rows';
 import type { Logger } from '../logger';
 import { closeHttpServer, listenHttpServer } from '../http-server-lifecycle';
 import { JsonShapeError, JsonShapeGuard } from './json-shape-guard';
-import { MAX_DOCUMENT_CONTAINERS, type OtlpBodyFormat } from './otlp-body';
+import { MAX_DOCUMENT_CONTAINERS, type OtlpBodyFormat, type OtlpEncodedRows } from './otlp-body';
 import { OtlpDecodePool } from './otlp-decode-pool';
-import { insertLogs, insertSpans } from './otel-repository';
+import { copyRows } from './otel-repository';
 
 export { caseOtelEnv, INGEST_TOKEN_HEADER } from './case-otel-env';
 import { INGEST_TOKEN_HEADER } from './case-otel-env';
@@ -564,10 +562,7 @@ export class OtelCollector {
         attribution,
       });
       if (!decoded.ok) throw new IngestRejection(decoded.status, decoded.reason);
-      const inserted =
-        decoded.signal === 'traces'
-          ? await this.store(decoded.rows, attribution, insertSpans)
-          : await this.store(decoded.rows, attribution, insertLogs);
+      const inserted = await this.store(decoded, attribution);
       this.log.debug(
         {
           code: 'OTEL_INGEST_OK',
@@ -589,25 +584,22 @@ export class OtelCollector {
   }
 
   /** Stores rows already attributed to their case, or refuses unattributed claims. */
-  private async store<T extends SpanRow | LogRow>(
-    rows: T[],
-    attribution: CaseAttribution | null,
-    insert: (pool: pg.Pool, rows: readonly T[]) => Promise<number>,
-  ): Promise<number> {
-    if (!attribution && rows.length > 0 && !this.allowUntokened) {
-      const claimed = rows.find((row) => row.run_case_id !== null)?.run_case_id;
+  private async store(decoded: OtlpEncodedRows, attribution: CaseAttribution | null): Promise<number> {
+    if (!attribution && decoded.records > 0 && !this.allowUntokened) {
+      const claimed = decoded.claimedRunCaseId;
       throw new IngestRejection(
         403,
-        claimed === undefined
+        claimed === null
           ? `no ingest token (${INGEST_TOKEN_HEADER}) and untokened ingest is disabled`
           : `body claims run case ${claimed} without its ingest token (${INGEST_TOKEN_HEADER})`,
       );
     }
     try {
-      return await insert(this.pool, rows);
+      await copyRows(this.pool, decoded.signal, decoded.copyText);
+      return decoded.records;
     } catch (err) {
       this.log.error(
-        { code: 'E_OTEL_INGEST_FAILED', rows: rows.length, err },
+        { code: 'E_OTEL_INGEST_FAILED', rows: decoded.records, err },
         'otel ingest could not be stored',
       );
       throw new IngestRejection(503, STORAGE_UNAVAILABLE);

@@ -12,117 +12,28 @@ import {
   type StoredLog,
   type StoredSpan,
 } from '../domain/otlp-flatten';
+import type { OtelSignal } from '../domain/otlp-rows';
+import { copyStatement, logCopyText, spanCopyText } from './otel-copy-text';
+
+export { COPY_CHUNK_ROWS, SPAN_COLUMNS } from './otel-copy-text';
 
 /**
  * otel_traces / otel_logs (CONTRACT §4.2 columns, §4.4 queries). A request's rows go in with one
- * COPY … FROM STDIN: one statement, so a request is stored whole or not at all, and about half
- * the server CPU of an INSERT that carries the same rows as JSON (json_to_recordset) or as bind
- * parameters — measured by bench/otel-ingest.ts, whose floor is the plain multi-row INSERT.
+ * COPY … FROM STDIN of the text otel-copy-text encoded (in the decode worker, for the collector):
+ * one statement, so a request is stored whole or not at all, at the server CPU of COPY itself —
+ * bench/otel-ingest.ts compares the collector with COPY of the same, already encoded, rows.
  */
 
-/** Rows encoded per write to the COPY stream: bounds the text held in memory at once. */
-export const COPY_CHUNK_ROWS = 500;
-
-export const SPAN_COLUMNS = [
-  'trace_id',
-  'span_id',
-  'parent_span_id',
-  'name',
-  'service_name',
-  'status',
-  'attributes',
-  'resource_attributes',
-  'scope_attributes',
-  'scope_name',
-  'scope_version',
-  'start_time',
-  'end_time',
-  'run_case_id',
-  'experiment_id',
-  'raw',
-] as const satisfies ReadonlyArray<keyof SpanRow>;
-
-const LOG_COLUMNS = [
-  'trace_id',
-  'span_id',
-  'service_name',
-  'severity_text',
-  'severity_number',
-  'body_text',
-  'body_json',
-  'attributes',
-  'resource_attributes',
-  'scope_attributes',
-  'scope_name',
-  'scope_version',
-  'flags',
-  'dropped_attributes_count',
-  'event_time',
-  'observed_time',
-  'run_case_id',
-  'experiment_id',
-  'raw',
-] as const satisfies ReadonlyArray<keyof LogRow>;
-
-const JSONB_COLUMNS: ReadonlySet<string> = new Set([
-  'attributes',
-  'resource_attributes',
-  'scope_attributes',
-  'raw',
-  'body_json',
-]);
-
-const COPY_SPECIAL = /[\\\n\r\t]/;
-const COPY_ESCAPES: Readonly<Record<string, string>> = {
-  '\\': '\\\\',
-  '\n': '\\n',
-  '\r': '\\r',
-  '\t': '\\t',
-};
-
-/**
- * One field of COPY's text format. jsonb columns always get JSON text, so a null body_json is
- * stored as JSON null, never SQL NULL (§4.2). JSON text has no raw control characters, only
- * backslashes to double. Row builders already removed NUL characters.
- */
-function copyField(value: unknown, jsonb: boolean): string {
-  if (jsonb) {
-    const json = JSON.stringify(value ?? null);
-    return json.includes('\\') ? json.replace(/\\/g, '\\\\') : json;
-  }
-  if (value === null || value === undefined) return '\\N';
-  const text = String(value);
-  return COPY_SPECIAL.test(text) ? text.replace(/[\\\n\r\t]/g, (ch) => COPY_ESCAPES[ch] ?? ch) : text;
-}
-
-function* copyText<T extends object>(
-  rows: readonly T[],
-  columns: ReadonlyArray<keyof T & string>,
-): Generator<string> {
-  const jsonb = columns.map((column) => JSONB_COLUMNS.has(column));
-  for (let start = 0; start < rows.length; start += COPY_CHUNK_ROWS) {
-    let chunk = '';
-    for (const row of rows.slice(start, start + COPY_CHUNK_ROWS)) {
-      chunk += `${columns.map((column, i) => copyField(row[column], jsonb[i] === true)).join('\t')}\n`;
-    }
-    yield chunk;
-  }
-}
-
-async function copyRows<T extends object>(
-  pool: pg.Pool,
-  table: 'otel_traces' | 'otel_logs',
-  columns: ReadonlyArray<keyof T & string>,
-  rows: readonly T[],
-): Promise<number> {
-  if (rows.length === 0) return 0;
+/** Stores COPY text of a signal's rows (otel-copy-text); resolves once Postgres has committed it. */
+export async function copyRows(pool: pg.Pool, signal: OtelSignal, text: Uint8Array): Promise<void> {
+  if (text.byteLength === 0) return;
   const client = await pool.connect();
   // A connection whose COPY failed midway is released with the error, so pg discards it.
   let failure: Error | undefined;
   try {
-    const sink = client.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`));
-    await pipeline(Readable.from(copyText(rows, columns)), sink);
-    return rows.length;
+    const sink = client.query(copyFrom(copyStatement(signal)));
+    const bytes = Buffer.isBuffer(text) ? text : Buffer.from(text.buffer, text.byteOffset, text.byteLength);
+    await pipeline(Readable.from([bytes]), sink);
   } catch (err) {
     failure = err instanceof Error ? err : new Error(String(err));
     throw err;
@@ -131,17 +42,14 @@ async function copyRows<T extends object>(
   }
 }
 
-/** The COPY text of span rows, in chunks (the bench's COPY floor streams exactly these bytes). */
-export function spanCopyText(rows: readonly SpanRow[]): Iterable<string> {
-  return copyText(rows, SPAN_COLUMNS);
+export async function insertSpans(pool: pg.Pool, rows: readonly SpanRow[]): Promise<number> {
+  await copyRows(pool, 'traces', spanCopyText(rows));
+  return rows.length;
 }
 
-export function insertSpans(pool: pg.Pool, rows: readonly SpanRow[]): Promise<number> {
-  return copyRows(pool, 'otel_traces', SPAN_COLUMNS, rows);
-}
-
-export function insertLogs(pool: pg.Pool, rows: readonly LogRow[]): Promise<number> {
-  return copyRows(pool, 'otel_logs', LOG_COLUMNS, rows);
+export async function insertLogs(pool: pg.Pool, rows: readonly LogRow[]): Promise<number> {
+  await copyRows(pool, 'logs', logCopyText(rows));
+  return rows.length;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ import {
   type SpanRow,
 } from '../domain/otlp-rows';
 import { JsonShapeError, JsonShapeGuard } from './json-shape-guard';
+import { logCopyText, spanCopyText } from './otel-copy-text';
 import { decodeOtlpProtobuf } from './otlp-protobuf';
 
 /**
- * One ingest body → its rows: gunzip (bounded), the JSON shape guard, JSON.parse or protobuf,
- * flattening and attribution to the request's case. Pure of I/O, so it runs either inline (small
+ * One ingest body → its rows as COPY text: gunzip (bounded), the JSON shape guard, JSON.parse or
+ * protobuf, flattening, attribution to the request's case and encoding. Pure of I/O, so it runs either inline (small
  * bodies) or in the decode worker pool (otlp-decode-pool), where a big or hostile body costs the
  * worker's event loop nothing.
  */
@@ -40,15 +41,36 @@ export interface OtlpBodyRequest {
   attribution: CaseAttribution | null;
 }
 
-export type OtlpBodyResult =
-  | { ok: true; signal: 'traces'; rows: SpanRow[] }
-  | { ok: true; signal: 'logs'; rows: LogRow[] }
-  | { ok: false; status: number; reason: string };
+/** A body's rows, already COPY text (otel-copy-text): bytes cross the thread boundary, not objects. */
+export interface OtlpEncodedRows {
+  ok: true;
+  signal: OtelSignal;
+  records: number;
+  copyText: Uint8Array;
+  /** The first run case a row claims (for refusing unattributed claims); null when none does. */
+  claimedRunCaseId: number | null;
+}
+
+export type OtlpBodyResult = OtlpEncodedRows | { ok: false; status: number; reason: string };
 
 const gunzip = promisify(zlib.gunzip);
 
 function refused(status: number, reason: string): OtlpBodyResult {
   return { ok: false, status, reason };
+}
+
+function encoded<T extends SpanRow | LogRow>(
+  signal: OtelSignal,
+  rows: readonly T[],
+  encode: (rows: readonly T[]) => Buffer,
+): OtlpEncodedRows {
+  return {
+    ok: true,
+    signal,
+    records: rows.length,
+    copyText: encode(rows),
+    claimedRunCaseId: rows.find((row) => row.run_case_id !== null)?.run_case_id ?? null,
+  };
 }
 
 export async function decodeOtlpBody(req: OtlpBodyRequest): Promise<OtlpBodyResult> {
@@ -87,18 +109,10 @@ export async function decodeOtlpBody(req: OtlpBodyRequest): Promise<OtlpBodyResu
     }
     if (req.signal === 'traces') {
       const rows = flattenSpans(document, req.extras);
-      return {
-        ok: true,
-        signal: 'traces',
-        rows: req.attribution ? attributeToCase(rows, req.attribution) : rows,
-      };
+      return encoded('traces', req.attribution ? attributeToCase(rows, req.attribution) : rows, spanCopyText);
     }
     const rows = flattenLogs(document, req.extras);
-    return {
-      ok: true,
-      signal: 'logs',
-      rows: req.attribution ? attributeToCase(rows, req.attribution) : rows,
-    };
+    return encoded('logs', req.attribution ? attributeToCase(rows, req.attribution) : rows, logCopyText);
   } catch (err) {
     if (err instanceof OtlpPayloadError || err instanceof JsonShapeError) return refused(400, err.message);
     // protobufjs recursing through a hostile nesting, before our own depth check sees it.
