@@ -96,7 +96,16 @@ export function decodeAttributes(list: readonly unknown[] | null | undefined): A
 
 /** An own property even for `__proto__` (assignment would replace the map's prototype instead). */
 function defineOwn(map: AttributeMap, key: string, value: unknown): void {
-  Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
+  if (key === '__proto__')
+    Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
+  else map[key] = value;
+}
+
+/** Primitives are kept by redactSecrets when unchanged; only copied structures need comparing. */
+function redactionChanged(before: unknown, after: unknown): boolean {
+  if (before === after) return false;
+  if (typeof before !== 'object' || before === null) return true;
+  return JSON.stringify(before) !== JSON.stringify(after);
 }
 
 /**
@@ -109,9 +118,7 @@ export function redactedRecord<T extends { attributes?: unknown[] | null }>(
 ): { attributes: AttributeMap; raw: T } {
   const attributes = redactSecrets(decoded);
   // Every attribute the redaction changed: a secret-named one, a URL's query, a nested map's secret.
-  const changed = new Set(
-    Object.keys(attributes).filter((k) => JSON.stringify(attributes[k]) !== JSON.stringify(decoded[k])),
-  );
+  const changed = new Set(Object.keys(attributes).filter((k) => redactionChanged(decoded[k], attributes[k])));
   if (changed.size === 0 || !record.attributes) return { attributes, raw: record };
   const raw = {
     ...record,
@@ -183,9 +190,19 @@ export function attributeToCase<T extends SpanRow | LogRow>(rows: T[], c: CaseAt
     [EXPERIMENT_ID_KEY]: String(c.experimentId),
     [DATA_ITEM_ID_KEY]: String(c.dataItemId),
   };
+  // Rows of one resource share its map, attributed once (and encoded once, see otel-copy-text).
+  const attributed = new Map<AttributeMap, AttributeMap>();
+  const resourceOf = (source: AttributeMap): AttributeMap => {
+    let resource = attributed.get(source);
+    if (resource === undefined) {
+      resource = mergedAttributes(source, {});
+      for (const key of Object.keys(claims)) if (key in resource) resource[key] = claims[key];
+      attributed.set(source, resource);
+    }
+    return resource;
+  };
   return rows.map((row) => {
-    const resource: AttributeMap = mergedAttributes(row.resource_attributes, {});
-    for (const key of Object.keys(claims)) if (key in resource) resource[key] = claims[key];
+    const resource = resourceOf(row.resource_attributes);
     return Object.assign({}, row, {
       attributes: mergedAttributes(row.attributes, claims),
       resource_attributes: resource,

@@ -88,7 +88,20 @@ function nameWords(name: string): string[] {
     .filter((w) => w !== '');
 }
 
+/** Names already judged: telemetry repeats the same few dozen attribute keys on every record. */
+const secretNameCache = new Map<string, boolean>();
+const SECRET_NAME_CACHE_SIZE = 4096;
+
 export function isSecretName(name: string): boolean {
+  const known = secretNameCache.get(name);
+  if (known !== undefined) return known;
+  const secret = judgeName(name);
+  if (secretNameCache.size >= SECRET_NAME_CACHE_SIZE) secretNameCache.clear();
+  secretNameCache.set(name, secret);
+  return secret;
+}
+
+function judgeName(name: string): boolean {
   const words = nameWords(name);
   if (words.length === 0 || words.some((w) => EXEMPT_WORDS.has(w))) return false;
   if (words.some((w) => SECRET_WORDS.has(w))) return true;
@@ -171,12 +184,16 @@ export function redactSecrets(value: unknown): unknown {
   const copy: Record<string, unknown> = {};
   for (const key of Object.keys(value)) {
     const item = value[key];
-    Object.defineProperty(copy, key, {
-      value: isSecretName(key) ? redactSecretValue(item) : redactSecrets(item),
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    const redacted = isSecretName(key) ? redactSecretValue(item) : redactSecrets(item);
+    // Assignment to `__proto__` would replace the copy's prototype; any other key is a plain set.
+    if (key === '__proto__')
+      Object.defineProperty(copy, key, {
+        value: redacted,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    else copy[key] = redacted;
   }
   return copy;
 }

@@ -92,6 +92,9 @@ function copyField(value: unknown, jsonb: boolean): string {
 function encodeRows<T extends object>(rows: readonly T[], columns: ReadonlyArray<keyof T & string>): Buffer {
   const jsonb = columns.map((column) => JSONB_COLUMNS.has(column));
   const last = columns.length - 1;
+  // A resource's and a scope's attribute maps are shared by all their rows: encoded once.
+  const lastValue: unknown[] = columns.map(() => undefined);
+  const lastText: string[] = columns.map(() => '');
   const chunks: Buffer[] = [];
   for (let start = 0; start < rows.length; start += COPY_CHUNK_ROWS) {
     let chunk = '';
@@ -99,7 +102,16 @@ function encodeRows<T extends object>(rows: readonly T[], columns: ReadonlyArray
     for (let r = start; r < end; r++) {
       const row = rows[r] as T;
       for (let i = 0; i <= last; i++) {
-        chunk += copyField(row[columns[i] as keyof T & string], jsonb[i] === true);
+        const value = row[columns[i] as keyof T & string];
+        if (jsonb[i] === true && typeof value === 'object' && value !== null) {
+          if (lastValue[i] !== value) {
+            lastValue[i] = value;
+            lastText[i] = copyField(value, true);
+          }
+          chunk += lastText[i];
+        } else {
+          chunk += copyField(value, jsonb[i] === true);
+        }
         chunk += i === last ? '\n' : '\t';
       }
     }
