@@ -1,4 +1,4 @@
-import { REDACTED, redactSecrets } from './secret-redaction';
+import { REDACTED, redactSecretsIfNeeded } from './secret-redaction';
 import { integerOf, correlationIdOf, firstTruthy } from './otlp-scalars';
 import { storableString } from './otlp-document';
 import {
@@ -116,7 +116,8 @@ export function redactedRecord<T extends { attributes?: unknown[] | null }>(
   record: T,
   decoded: AttributeMap,
 ): { attributes: AttributeMap; raw: T } {
-  const attributes = redactSecrets(decoded);
+  const attributes = redactSecretsIfNeeded(decoded);
+  if (attributes === decoded) return { attributes, raw: record };
   // Every attribute the redaction changed: a secret-named one, a URL's query, a nested map's secret.
   const changed = new Set(Object.keys(attributes).filter((k) => redactionChanged(decoded[k], attributes[k])));
   if (changed.size === 0 || !record.attributes) return { attributes, raw: record };
@@ -182,7 +183,9 @@ export function correlation(
 
 /**
  * Rows posted with a case's ingest token belong to that case whatever they claim: the correlation
- * attributes and columns are overwritten (and added where missing).
+ * attributes and columns are overwritten (and added where missing). In place — the rows are the
+ * flattener's, fresh per request (each row has its own attribute map; rows of one resource share
+ * theirs, which is replaced by one attributed copy) — so a request's rows are not built twice.
  */
 export function attributeToCase<T extends SpanRow | LogRow>(rows: T[], c: CaseAttribution): T[] {
   const claims: Record<string, string> = {
@@ -190,26 +193,20 @@ export function attributeToCase<T extends SpanRow | LogRow>(rows: T[], c: CaseAt
     [EXPERIMENT_ID_KEY]: String(c.experimentId),
     [DATA_ITEM_ID_KEY]: String(c.dataItemId),
   };
-  // Rows of one resource share its map, attributed once (and encoded once, see otel-copy-text).
   const attributed = new Map<AttributeMap, AttributeMap>();
-  const resourceOf = (source: AttributeMap): AttributeMap => {
-    let resource = attributed.get(source);
+  for (const row of rows) {
+    let resource = attributed.get(row.resource_attributes);
     if (resource === undefined) {
-      resource = mergedAttributes(source, {});
+      resource = mergedAttributes(row.resource_attributes, {});
       for (const key of Object.keys(claims)) if (key in resource) resource[key] = claims[key];
-      attributed.set(source, resource);
+      attributed.set(row.resource_attributes, resource);
     }
-    return resource;
-  };
-  return rows.map((row) => {
-    const resource = resourceOf(row.resource_attributes);
-    return Object.assign({}, row, {
-      attributes: mergedAttributes(row.attributes, claims),
-      resource_attributes: resource,
-      run_case_id: c.runCaseId,
-      experiment_id: c.experimentId,
-    });
-  });
+    Object.assign(row.attributes, claims);
+    row.resource_attributes = resource;
+    row.run_case_id = c.runCaseId;
+    row.experiment_id = c.experimentId;
+  }
+  return rows;
 }
 
 /**

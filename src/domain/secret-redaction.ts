@@ -198,6 +198,25 @@ export function redactSecrets(value: unknown): unknown {
   return copy;
 }
 
+/** Whether redactSecrets could change anything in `value` (conservative: any secret-named key). */
+function mayNeedRedaction(value: unknown): boolean {
+  if (typeof value === 'string') return redactString(value) !== value;
+  if (Array.isArray(value)) return value.some((item: unknown) => mayNeedRedaction(item));
+  if (!isRecord(value)) return false;
+  for (const key of Object.keys(value)) {
+    if (key === '__proto__' || isSecretName(key) || mayNeedRedaction(value[key])) return true;
+  }
+  return false;
+}
+
+/**
+ * redactSecrets, but `value` itself when nothing in it would change: for hot paths (every ingested
+ * record's attributes) whose input is already a fresh copy nobody else holds.
+ */
+export function redactSecretsIfNeeded<T>(value: T): T {
+  return mayNeedRedaction(value) ? redactSecrets(value) : value;
+}
+
 const NAME = String.raw`[A-Za-z_][A-Za-z0-9_.-]*`;
 /** `"api_key": "…"` (JSON, also with escaped quotes inside the value). */
 const QUOTED_VALUE = new RegExp(String.raw`"(${NAME})"(\s*:\s*)"((?:[^"\\]|\\.)*)"`, 'g');
