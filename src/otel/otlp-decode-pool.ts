@@ -11,6 +11,14 @@ import { decodeOtlpBody, type OtlpBodyRequest, type OtlpBodyResult } from './otl
  * heap cap: a body that needs more is refused (413) and only that thread is replaced.
  */
 
+/**
+ * Decode threads: at least two. Decoding and encoding a request is about as much CPU as Postgres
+ * storing it, so one thread capped ingest at one core's worth of decoding — on a loaded host at
+ * one thread's share of it (bench/otel-ingest: requests queued behind each other, p99 > 500 ms).
+ * Each thread's heap is capped, and the collector's concurrency limits bound the work in flight.
+ */
+export const DECODE_THREADS = Math.max(2, Math.min(4, availableParallelism()));
+
 /** Below this a body decodes in well under a millisecond: not worth a thread hop. */
 const INLINE_DECODE_BYTES = 64 * 1024;
 /** Heap of one decode thread; a 16 MB body of real spans needs about 200 MB. */
@@ -21,7 +29,7 @@ export class OtlpDecodePool {
 
   constructor(
     private readonly inlineBytes = INLINE_DECODE_BYTES,
-    threads = Math.min(2, Math.max(1, availableParallelism() - 1)),
+    threads = DECODE_THREADS,
   ) {
     this.pool = new Piscina({
       filename: path.join(__dirname, 'otlp-decode-worker.js'),
