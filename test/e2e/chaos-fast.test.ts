@@ -12,6 +12,10 @@ const IN_NPM_TEST = [
   'Redis down during intake (30)',
   'dockerd restart mid-case (6)',
   'two deployments on one Docker host',
+  'Postgres down while cases finish (8)',
+  'live-container limit saturated (limit 1, 3×20 s, 1 attempt)',
+  'long cases crossing a history cap of 60',
+  '`temporal workflow terminate` mid-run (8)',
 ];
 
 describe('chaos suite, fast scenarios (private services restarted for real)', () => {
