@@ -1,5 +1,6 @@
 import { Context } from '@temporalio/activity';
-import { CancelledFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { setTimeout as delay } from 'node:timers/promises';
 import { isTerminalStatus } from '../src/domain/case-status';
 import type { CaseExecutionSummary, CaseRef, ExecuteCaseInput } from '../src/domain/activity-contract';
 import { errorText } from '../src/domain/errors';
@@ -30,7 +31,7 @@ import { mergeCaseOtelEnv } from '../src/otel/case-otel-env';
 import { parseCaseInput } from '../src/db/run-request-cache';
 import type { Logger } from '../src/logger';
 import { caseActivity } from './activity-boundary';
-import type { CaseResultSpool } from './case-result-spool';
+import type { CaseResultSpool, SpooledRecord } from './case-result-spool';
 import { openCaseNetwork, type CaseNetworkDeps } from './case-network';
 import { rideOutOutage } from './infra-outage';
 import { createCaseFinalizer, type CaseFinalizationDeps } from './case-finalization';
@@ -51,6 +52,8 @@ export interface CaseSandbox {
   logs(containerId: string, tailChars: number): Promise<string>;
   remove(containerIdOrName: string): Promise<void>;
   listManagedContainers(filter: { workflowId: string; runCaseId: number }): Promise<Array<{ id: string }>>;
+  /** Whether a command that died of a signal was stopped from outside the agent (DockerSandbox). */
+  stoppedFromOutside(containerId: string): Promise<boolean>;
 }
 
 /** DOCKER_MAX_LIVE_CONTAINERS: case containers alive at once in this worker process. */
@@ -63,6 +66,23 @@ export interface CaseExecutionDeps extends CaseFinalizationDeps, CaseNetworkDeps
   liveContainers: ContainerSlots;
   /** Holds a finished case's record until Postgres does (case-result-spool.ts). */
   spool: CaseResultSpool;
+  /**
+   * Tests only (AGENTBENCH_FAULT_PAUSE_AFTER_CASE_EXEC_MS): how long an attempt stands still right
+   * after its case command returned and was spooled, so a test can kill the worker in that window.
+   */
+  pauseAfterCaseExecMs?: number;
+}
+
+/**
+ * A container phase running in this process. Temporal may give up on it while it runs (its
+ * heartbeat lapsed because Temporal was away) and schedule the next attempt, often on this same
+ * worker: that attempt finds it here and waits for its outcome instead of starting the agent again.
+ */
+interface LiveAttempt {
+  attempt: number;
+  outcome: Promise<CaseExecutionSummary>;
+  /** Stops the attempt: a real cancel or the worker's shutdown, passed on by a joined successor too. */
+  stop: AbortController;
 }
 
 /**
@@ -156,18 +176,78 @@ export async function storeCaseResult(
 export function createCaseExecution(deps: CaseExecutionDeps) {
   const { pool, sandbox } = deps;
   const finishInline = createInlineFinisher(deps);
+  const live = new Map<string, LiveAttempt>();
 
   async function executeCase(ref: ExecuteCaseInput): Promise<CaseExecutionSummary> {
     const ctx = Context.current();
-    const { workflowId, experimentId, runCaseId } = ref;
     const attempt = ctx.info.attempt;
     const log = deps.log.child({
-      workflow_id: workflowId,
-      experiment_id: experimentId,
-      run_case_id: runCaseId,
+      workflow_id: ref.workflowId,
+      experiment_id: ref.experimentId,
+      run_case_id: ref.runCaseId,
       attempt,
     });
+    const key = `${ref.workflowId}\n${ref.runCaseId}`;
+    const predecessor = live.get(key);
+    if (predecessor) {
+      const joined = await joinPredecessor(ctx, predecessor, log);
+      if (joined) return joined;
+    }
+    const stop = attemptStop(ctx, log);
+    const entry: LiveAttempt = { attempt, stop, outcome: runAttempt(ctx, ref, log, stop.signal) };
+    live.set(key, entry);
+    try {
+      return await entry.outcome;
+    } finally {
+      if (live.get(key) === entry) live.delete(key);
+    }
+  }
 
+  /**
+   * Waits, heartbeating, for an earlier attempt of the same case still running in this process; its
+   * outcome is this attempt's. null when it failed: this attempt then goes on as usual and finds
+   * what it left (stored record, spool).
+   */
+  async function joinPredecessor(
+    ctx: Context,
+    predecessor: LiveAttempt,
+    log: Logger,
+  ): Promise<CaseExecutionSummary | null> {
+    log.info(
+      { code: 'CASE_ATTEMPT_JOINED', from_attempt: predecessor.attempt },
+      'an earlier attempt of this case still runs in this worker; waiting for it, the agent is not started again',
+    );
+    const beat = setInterval(
+      () => ctx.heartbeat({ phase: 'joined' } satisfies HeartbeatDetails),
+      HEARTBEAT_INTERVAL_MS,
+    );
+    const passOn = () => {
+      if (stopsTheAttempt(ctx)) predecessor.stop.abort(ctx.cancellationSignal.reason);
+    };
+    ctx.cancellationSignal.addEventListener('abort', passOn, { once: true });
+    try {
+      return await predecessor.outcome;
+    } catch (err) {
+      if (ctx.cancellationSignal.aborted && stopsTheAttempt(ctx)) throw stopFailure(ctx);
+      log.warn(
+        { code: 'CASE_ATTEMPT_JOIN_FAILED', err: errorText(err) },
+        'the earlier attempt failed; this one goes on from what it left',
+      );
+      return null;
+    } finally {
+      clearInterval(beat);
+      ctx.cancellationSignal.removeEventListener('abort', passOn);
+    }
+  }
+
+  async function runAttempt(
+    ctx: Context,
+    ref: ExecuteCaseInput,
+    log: Logger,
+    stopSignal: AbortSignal,
+  ): Promise<CaseExecutionSummary> {
+    const { workflowId, experimentId, runCaseId } = ref;
+    const attempt = ctx.info.attempt;
     const phaseStart = Date.now();
     // A previous attempt may have died with its container alive (worker killed): remove it first.
     // (A first attempt has no predecessor; a leftover of its fixed name is replaced by createAndStart.)
@@ -182,7 +262,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     let containerId: string | undefined;
     const heartbeat = () => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails);
     const rideOut = <T>(what: string, fn: () => Promise<T>) =>
-      rideOutOutage(fn, { what, log, onWait: heartbeat, signal: ctx.cancellationSignal });
+      rideOutOutage(fn, { what, log, onWait: heartbeat, signal: stopSignal });
 
     // The reads on the critical path of every case: one round trip (the run request is cached).
     const [start, run] = await rideOut('load case', () =>
@@ -211,15 +291,29 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     const spooled = attempt > 1 ? await readSpooled(ref, log) : null;
     if (spooled) {
       log.info(
-        { code: 'CASE_RESULT_FROM_SPOOL', from_attempt: spooled.attempt },
+        { code: 'CASE_RESULT_FROM_SPOOL', from_attempt: spooled.raw.attempt, complete: spooled.complete },
         "an earlier attempt's finished record is stored; the agent is not run again",
       );
       phase = 'persisting';
+      const record = spooled.complete ? spooled.raw : afterCommandLost(spooled.raw, log);
       const stored = await rideOut('store case result', () =>
-        saveCaseResult(pool, workflowId, runCaseId, spooled),
+        saveCaseResult(pool, workflowId, runCaseId, record),
       );
       await discardSpooled(ref, log);
       return finishInline(ref, stored, summarize(stored.result, run.request.scorers), log);
+    }
+
+    // Retries are bounded by time, not by count (runs that carry a budget): a Temporal outage that
+    // lapses heartbeats, or a worker killed a few times, costs attempts but never the case, until the
+    // budget from the first attempt's scheduling is spent. Checked only here, once nothing is left to
+    // store: a finished record is always stored, however late.
+    if (attempt > 1 && ref.retryBudgetSeconds !== undefined) {
+      const elapsedSeconds = Math.round((Date.now() - ctx.info.scheduledTimestampMs) / 1000);
+      if (elapsedSeconds > ref.retryBudgetSeconds)
+        throw ApplicationFailure.nonRetryable(
+          `E_CASE_RETRY_BUDGET_SPENT: attempt ${attempt} started ${elapsedSeconds}s after the first was scheduled (budget ${ref.retryBudgetSeconds}s)`,
+          'E_CASE_RETRY_BUDGET_SPENT',
+        );
     }
 
     // prepareRun failed such a run before its first case; a case that gets here anyway fails at once.
@@ -363,26 +457,77 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
             const caseRun = await sandbox.execUntilAgentReady(container, {
               command: commands.exec,
               timeoutMs: timeoutSeconds * 1000,
-              signal: ctx.cancellationSignal,
+              signal: stopSignal,
               onRetry: (n, retryInMs) =>
                 log.info(
                   { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
                   'agent not ready',
                 ),
             });
+            await throwIfStoppedByUs(id, caseRun, stopSignal);
+            const caseExecMs = Date.now() - execStart;
+            const record = (after: ExecResult | null, containerLogs: string): CaseRawResult => {
+              const parsed = parseAgentStdout(caseRun.stdout, caseRun.stderr);
+              const logs = assembleCaseLogs({
+                execStdout: caseRun.stdout,
+                execStderr: caseRun.stderr,
+                afterLogs: after ? `${after.stdout}\n${after.stderr}`.trim() : null,
+                logsOverride: parsed.logsOverride,
+                containerLogs,
+                footer: `[agentbench] workflow_id=${workflowId} run_case_id=${runCaseId} attempt=${attempt}`,
+              });
+              const timedOut = caseRun.timedOut || (after?.timedOut ?? false);
+              const outcome = timedOut
+                ? {
+                    status: 'timeout' as const,
+                    exitCode: null,
+                    errorMessage: `E_CASE_TIMEOUT: ${after?.timedOut ? 'after_exec_command' : 'case_exec_command'} exceeded ${timeoutSeconds}s and was killed`,
+                  }
+                : caseOutcome({
+                    caseExitCode: caseRun.exitCode,
+                    afterExitCode: after ? after.exitCode : null,
+                  });
+              return {
+                ...outcome,
+                agentOutput: timedOut ? null : parsed.output,
+                logs,
+                stdoutTrajectory: parsed.stdoutTrajectory,
+                agentUsage: parsed.usage,
+                timings: {
+                  sandboxConnectMs,
+                  caseExecMs: after ? Date.now() - execStart : caseExecMs,
+                  totalMs: Date.now() - connectStart,
+                },
+                startedAt: startedAt.toISOString(),
+                finishedAt: new Date().toISOString(),
+                image: spec.agentImage,
+                containerName: name,
+                attempt,
+              };
+            };
+            // The agent's output is durable before anything else can fail: the after command, the
+            // log read, the removal, the store, or this worker being killed (a retry on this host
+            // stores this record and never runs the agent again).
+            const afterPending = !caseRun.timedOut && commands.after !== '';
+            phase = afterPending ? 'after_exec' : 'exited';
+            await spoolRecord(ref, { raw: record(null, ''), complete: !afterPending }, log);
+            if (deps.pauseAfterCaseExecMs) {
+              log.warn({ code: 'FAULT_PAUSE_AFTER_CASE_EXEC' }, 'test fault: pausing after the case command');
+              await delay(deps.pauseAfterCaseExecMs);
+            }
             let after: ExecResult | null = null;
-            if (!caseRun.timedOut && commands.after) {
-              phase = 'after_exec';
+            if (afterPending) {
               after = await sandbox.exec(id, {
                 command: commands.after,
                 timeoutMs: timeoutSeconds * 1000,
-                signal: ctx.cancellationSignal,
+                signal: stopSignal,
               });
+              await throwIfStoppedByUs(id, after, stopSignal);
+              phase = 'exited';
+              await spoolRecord(ref, { raw: record(after, ''), complete: true }, log);
             }
-            const caseExecMs = Date.now() - execStart;
             phase = 'collect';
-            // The agent is done: from here on nothing may lose its output (a failed log read leaves
-            // the logs without the container's tail, it does not fail the case).
+            // A failed log read leaves the logs without the container's tail; it does not fail the case.
             const containerLogs = await sandbox.logs(id, CONTAINER_LOG_TAIL_CHARS).catch((err: unknown) => {
               log.warn(
                 { code: 'E_DOCKER_LOGS', err: errorText(err) },
@@ -390,48 +535,24 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
               );
               return '';
             });
-            const parsed = parseAgentStdout(caseRun.stdout, caseRun.stderr);
-            const logs = assembleCaseLogs({
-              execStdout: caseRun.stdout,
-              execStderr: caseRun.stderr,
-              afterLogs: after ? `${after.stdout}\n${after.stderr}`.trim() : null,
-              logsOverride: parsed.logsOverride,
-              containerLogs,
-              footer: `[agentbench] workflow_id=${workflowId} run_case_id=${runCaseId} attempt=${attempt}`,
-            });
-            const timedOut = caseRun.timedOut || (after?.timedOut ?? false);
-            const outcome = timedOut
-              ? {
-                  status: 'timeout' as const,
-                  exitCode: null,
-                  errorMessage: `E_CASE_TIMEOUT: ${after?.timedOut ? 'after_exec_command' : 'case_exec_command'} exceeded ${timeoutSeconds}s and was killed`,
-                }
-              : caseOutcome({ caseExitCode: caseRun.exitCode, afterExitCode: after ? after.exitCode : null });
-            const raw: CaseRawResult = {
-              ...outcome,
-              agentOutput: timedOut ? null : parsed.output,
-              logs,
-              stdoutTrajectory: parsed.stdoutTrajectory,
-              agentUsage: parsed.usage,
-              timings: { sandboxConnectMs, caseExecMs, totalMs: Date.now() - connectStart },
-              startedAt: startedAt.toISOString(),
-              finishedAt: new Date().toISOString(),
-              image: spec.agentImage,
-              containerName: name,
-              attempt,
-            };
             phase = 'exited';
-            await spoolRecord(ref, raw, log);
-            return raw;
+            return record(after, containerLogs);
           } finally {
             await removeContainer(id, rideOut, log);
             containerId = undefined;
           }
         })
         .catch((err: unknown) => {
-          if (ctx.cancellationSignal.aborted) {
-            log.info({ code: 'CASE_EXEC_CANCELED' }, 'case canceled; container removed');
-            throw new CancelledFailure('case canceled');
+          if (stopSignal.aborted) {
+            const failure = stopFailure(ctx);
+            log.info(
+              {
+                code:
+                  failure instanceof CancelledFailure ? 'CASE_EXEC_CANCELED' : 'CASE_EXEC_WORKER_SHUTDOWN',
+              },
+              'case stopped by us; container removed',
+            );
+            throw failure;
           }
           throw err;
         })
@@ -454,7 +575,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       if (plan.resultCache) result.resultCache = plan.resultCache;
       const summary = { ...summarize(result, run.request.scorers), cache };
       // Postgres may be down right now: the store waits it out (heartbeating); if it waits longer
-      // than INFRA_OUTAGE_BUDGET_MS the attempt fails and the next one stores the spooled record.
+      // than INFRA_OUTAGE_BUDGET_MS (src/domain/retry-budget.ts) the attempt fails and the next one stores the spooled record.
       phase = 'persisting';
       const stored = await rideOut('store case result', () =>
         storeCaseResult(deps, ref, result, summary, log),
@@ -472,10 +593,26 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     }
   }
 
+  /**
+   * A case or after command that died of a signal we (or another worker, or the reaper) sent —
+   * the cancel, the worker's shutdown, a container removal — did not fail by itself: that exit code
+   * is no result of the agent's (no E_AGENT_EXIT_NON_ZERO: exit code 143). A cancel ends the case
+   * canceled, a shutdown or a removal from outside is retried.
+   */
+  async function throwIfStoppedByUs(id: string, r: ExecResult, stopSignal: AbortSignal): Promise<void> {
+    if (r.timedOut || r.exitCode <= 128) return;
+    if (stopSignal.aborted) throw stopFailure(Context.current());
+    if (await sandbox.stoppedFromOutside(id))
+      throw ApplicationFailure.retryable(
+        `E_SANDBOX_CONTAINER_STOPPED: the case's container was stopped from outside the agent (exit code ${r.exitCode}); the case is retried`,
+        'E_SANDBOX_CONTAINER_STOPPED',
+      );
+  }
+
   /** Best effort: a disk that cannot take the record leaves it in memory only (logged). */
-  async function spoolRecord(ref: CaseRef, raw: CaseRawResult, log: Logger): Promise<void> {
+  async function spoolRecord(ref: CaseRef, record: SpooledRecord, log: Logger): Promise<void> {
     await deps.spool
-      .write(ref.workflowId, ref.runCaseId, raw)
+      .write(ref.workflowId, ref.runCaseId, record)
       .catch((err: unknown) =>
         log.warn(
           { code: 'E_CASE_SPOOL_FAILED', err: errorText(err) },
@@ -484,7 +621,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       );
   }
 
-  async function readSpooled(ref: CaseRef, log: Logger): Promise<CaseRawResult | null> {
+  async function readSpooled(ref: CaseRef, log: Logger): Promise<SpooledRecord | null> {
     return deps.spool.read(ref.workflowId, ref.runCaseId).catch((err: unknown) => {
       log.warn({ code: 'E_CASE_SPOOL_FAILED', err: errorText(err) }, 'the spool could not be read');
       return null;
@@ -520,6 +657,67 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
   }
 
   return { executeCase: caseActivity(executeCase) };
+}
+
+/**
+ * Whether a cancellation of the activity stops the attempt. Temporal giving up on it — its heartbeat
+ * lapsed while Temporal was away (timed out, not found) — does not: the agent keeps running, its
+ * record is spooled and stored, and the next attempt joins it (LiveAttempt) instead of starting the
+ * agent again.
+ */
+function stopsTheAttempt(ctx: Context): boolean {
+  const d = ctx.cancellationDetails;
+  return !(d?.timedOut === true || d?.notFound === true);
+}
+
+function attemptStop(ctx: Context, log: Logger): AbortController {
+  const stop = new AbortController();
+  const onAbort = () => {
+    if (stopsTheAttempt(ctx)) {
+      stop.abort(ctx.cancellationSignal.reason);
+      return;
+    }
+    log.warn(
+      { code: 'CASE_ATTEMPT_ORPHANED', reason: String(ctx.cancellationSignal.reason) },
+      'Temporal gave up on this attempt (heartbeat lapsed); the case goes on and its retry in this worker waits for it',
+    );
+  };
+  if (ctx.cancellationSignal.aborted) onAbort();
+  else ctx.cancellationSignal.addEventListener('abort', onAbort, { once: true });
+  return stop;
+}
+
+/**
+ * How an attempt we stopped ends: a cancel (benchctl cancel, the run's termination) as canceled —
+ * the workflow marks the case canceled (CONTRACT §3.2); the worker's shutdown as a retryable
+ * failure, retried by another worker and never recorded as the agent's.
+ */
+function stopFailure(ctx: Context): Error {
+  if (ctx.cancellationDetails?.workerShutdown === true)
+    return ApplicationFailure.retryable(
+      'E_WORKER_SHUTDOWN: the worker shut down while the case ran; the case is retried',
+      'E_WORKER_SHUTDOWN',
+    );
+  return new CancelledFailure('case canceled');
+}
+
+/**
+ * A spooled record of an attempt cut after its case command, before its after command: the case
+ * command's outcome stands (the agent is not run again), but a successful one cannot pass as a
+ * success whose after command never ran.
+ */
+function afterCommandLost(raw: CaseRawResult, log: Logger): CaseRawResult {
+  if (raw.status !== 'success') return raw;
+  log.warn({ code: 'E_AFTER_EXEC_NOT_RUN' }, "the after command of the spooled record's attempt never ran");
+  const errorMessage =
+    'E_AFTER_EXEC_NOT_RUN: the attempt was cut after case_exec_command and before after_exec_command';
+  return {
+    ...raw,
+    status: 'failed',
+    exitCode: null,
+    errorMessage,
+    logs: `${raw.logs}\n[agentbench] ${errorMessage}`,
+  };
 }
 
 function summarize(r: CaseRawResult, scorers: ExperimentRunRequested['scorers']): CaseExecutionSummary {

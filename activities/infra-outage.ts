@@ -2,13 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { isPermanentDatabaseError } from '../src/db/errors';
 import { errorText } from '../src/domain/errors';
 import type { Logger } from '../src/logger';
-
-/**
- * How long a case phase rides out an outage of Docker or Postgres in place, heartbeating, before it
- * gives the failure to Temporal's retry policy. Longer than the 60 s outages we promise to survive
- * (issue 13 item 7): a restart of either service costs no attempt and never re-runs an agent.
- */
-export const INFRA_OUTAGE_BUDGET_MS = 120_000;
+import { INFRA_OUTAGE_BUDGET_MS } from '../src/domain/retry-budget';
 
 /** Socket-level codes of a service that is down, restarting or unreachable (node, node-postgres). */
 const UNREACHABLE_CODES = new Set([

@@ -162,6 +162,8 @@ const envSchema = z.object({
   BRIDGE_START_MAX_ATTEMPTS: intVar(5, 1),
   WORKER_MAX_CONCURRENT_ACTIVITIES: intVar(32, 1),
   WORKER_SHUTDOWN_GRACE_SECONDS: intVar(0, 0),
+  // Tests only: a pause point for fault tests (activities/case-execution.ts); 0 = none.
+  AGENTBENCH_FAULT_PAUSE_AFTER_CASE_EXEC_MS: intVar(0, 0),
   WORKFLOW_BUNDLE_PATH: optStr(),
   DOCKER_SOCKET_PATH: strVar('/var/run/docker.sock'),
   DOCKER_MAX_CONCURRENT_OPERATIONS: intVar(8, 1),
@@ -305,6 +307,8 @@ export interface Config {
      * (containers removed, the attempt retried by another worker). 0 = cancel at once.
      */
     shutdownGraceSeconds: number;
+    /** Tests only (AGENTBENCH_FAULT_PAUSE_AFTER_CASE_EXEC_MS): the container phase stands still after its case command. */
+    faultPauseAfterCaseExecMs: number;
   };
   docker: { socketPath: string; maxConcurrentOperations: number; maxLiveContainers: number };
   sandbox: {
@@ -628,6 +632,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES,
       workflowBundlePath: e.WORKFLOW_BUNDLE_PATH,
       shutdownGraceSeconds: e.WORKER_SHUTDOWN_GRACE_SECONDS,
+      faultPauseAfterCaseExecMs: e.AGENTBENCH_FAULT_PAUSE_AFTER_CASE_EXEC_MS,
     },
     docker: {
       socketPath: e.DOCKER_SOCKET_PATH,

@@ -13,7 +13,12 @@ export const bookkeeping = proxyActivities<Activities>({ startToCloseTimeout: '2
 
 /** The activities of one case's phases, with the activity id `case-<id>/<phase>` on-call looks for. */
 export interface CasePhaseActivities {
-  /** The container phase: retried up to `caseMaxAttempts`, cancelled with its container removed. */
+  /**
+   * The container phase, cancelled with its container removed. Retried by time in runs that carry a
+   * retry budget (the activity refuses to start an attempt once it is spent, after storing any
+   * finished record), up to `caseMaxAttempts` in older runs. Activity options are not part of replay,
+   * so this needs no marker.
+   */
   container(runCaseId: number): Pick<Activities, 'executeCase'>;
   trajectory(runCaseId: number): Pick<Activities, 'collectTrajectory'>;
   score(runCaseId: number): Pick<Activities, 'scoreCase'>;
@@ -28,12 +33,15 @@ export function casePhaseActivities(settings: RunSettings): CasePhaseActivities 
         startToCloseTimeout: `${settings.caseActivityTimeoutSeconds}s`,
         heartbeatTimeout: '30s',
         cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        retry: {
-          initialInterval: '2s',
-          backoffCoefficient: 2,
-          maximumInterval: '1m',
-          maximumAttempts: settings.caseMaxAttempts,
-        },
+        retry:
+          settings.caseRetryBudgetSeconds === undefined
+            ? {
+                initialInterval: '2s',
+                backoffCoefficient: 2,
+                maximumInterval: '1m',
+                maximumAttempts: settings.caseMaxAttempts,
+              }
+            : { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '10s' },
       }),
     // The database phases are regular activities, not local ones: with many cases in flight, local
     // activity results arrive batched differently on replay than live, which breaks determinism.

@@ -19,6 +19,8 @@ interface CaseRunnerDeps {
   scoringLimit: number;
   /** Runs that recorded 'case-phase-failures' end a case whose later phase failed for good (v4 ones do not). */
   phaseFailuresHandled: boolean;
+  /** RunSettings.caseRetryBudgetSeconds, handed to the container phase (absent in older runs). */
+  retryBudgetSeconds: number | undefined;
 }
 
 /**
@@ -65,7 +67,12 @@ export class CaseRunner {
       let notExecuted: string | null = null;
       let needsJudge = true;
       try {
-        const exec = await this.deps.phases.container(runCaseId).executeCase({ ...ref, finishInline: true });
+        const { retryBudgetSeconds } = this.deps;
+        const exec = await this.deps.phases.container(runCaseId).executeCase({
+          ...ref,
+          finishInline: true,
+          ...(retryBudgetSeconds === undefined ? {} : { retryBudgetSeconds }),
+        });
         needsJudge = exec.needsJudge ?? true;
         if (exec.finalized) {
           // The container phase finished the case itself (nothing to judge): no further phase.

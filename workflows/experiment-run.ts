@@ -72,6 +72,7 @@ export async function experimentRunWorkflow(input: ExperimentRunInput): Promise<
     concurrentCases: settings.concurrentCases,
     scoringLimit: settings.scorerConcurrentCases ?? 2,
     phaseFailuresHandled,
+    retryBudgetSeconds: settings.caseRetryBudgetSeconds,
   });
   /** Cases anywhere in their lifecycle (drained before continue-as-new and after cancel). */
   let inFlight = 0;

@@ -183,6 +183,8 @@ scan top
 wait_gone top
 `;
 const STOP_POLL_MS = 50;
+/** remove()'s own steps after its SIGTERM grace: the kill and the removal call. */
+const OUTSIDE_STOP_SLACK_MS = 5_000;
 
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 
@@ -254,6 +256,8 @@ export class DockerSandbox {
   readonly caseFiles: CaseFileDirectory;
   /** Container id → name, for the containers whose file directory this process wrote. */
   private readonly fileDirs = new Map<string, string>();
+  /** Containers remove() is stopping right now (by the id or name it was given). */
+  private readonly stopping = new Set<string>();
   private readonly stopGraceMs: number;
   private readonly deploymentLabel: Record<string, string>;
   private readonly images: ImagePuller | undefined;
@@ -581,12 +585,35 @@ export class DockerSandbox {
    * gracefully (stopGraceMs), so what they still had to send (spans) is sent before the kill.
    */
   async remove(containerIdOrName: string): Promise<void> {
-    if (this.stopGraceMs > 0) await this.terminateProcesses(containerIdOrName);
-    if (!(await this.removeContainer(containerIdOrName))) return;
+    this.stopping.add(containerIdOrName);
+    try {
+      if (this.stopGraceMs > 0) await this.terminateProcesses(containerIdOrName);
+      if (!(await this.removeContainer(containerIdOrName))) return;
+    } finally {
+      this.stopping.delete(containerIdOrName);
+    }
     const name =
       this.fileDirs.get(containerIdOrName) ?? (NAME.test(containerIdOrName) ? containerIdOrName : undefined);
     this.fileDirs.delete(containerIdOrName);
     if (name !== undefined) await this.caseFiles.remove(name);
+  }
+
+  /**
+   * Whether a case command that died of a signal (exit code > 128, e.g. 143 = SIGTERM) was stopped
+   * by us rather than by itself: its container is being removed by this process, or it stops or
+   * disappears within the time remove() takes from its SIGTERM to the removal (stopGraceMs, plus
+   * slack) — another worker's retry, the orphan reaper, a daemon going down. A container still
+   * running after that is the agent's own exit, a result like any other.
+   */
+  async stoppedFromOutside(containerId: string): Promise<boolean> {
+    const deadline = Date.now() + this.stopGraceMs + OUTSIDE_STOP_SLACK_MS;
+    for (;;) {
+      if (this.stopping.has(containerId)) return true;
+      const found = await this.inspect(containerId);
+      if (found === null || !found.state.running) return true;
+      if (Date.now() >= deadline) return false;
+      await delay(250);
+    }
   }
 
   /** SIGTERM, then up to stopGraceMs for the processes to exit; never throws (the kill follows anyway). */

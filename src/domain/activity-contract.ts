@@ -70,6 +70,11 @@ export interface CaseRef {
 export interface ExecuteCaseInput extends CaseRef {
   /** The workflow accepts a case finished in the container phase (runs that recorded the fast-path marker). */
   finishInline?: boolean;
+  /**
+   * How long after the first attempt was scheduled a retry may still start (runs that carry
+   * RunSettings.caseRetryBudgetSeconds; older runs are bounded by their attempt count).
+   */
+  retryBudgetSeconds?: number;
 }
 
 /** Result of the container phase: small by design, the full record is in agentbench_case_results. */

@@ -12,6 +12,11 @@ export interface RunSettings {
   caseMaxAttempts: number;
   /** Upper bound of one container-phase attempt, including pull, start, exec and after-exec. */
   caseActivityTimeoutSeconds: number;
+  /**
+   * How long the container phase's attempts may go on, from the first one's scheduling: retries are
+   * bounded by this time, not by caseMaxAttempts (absent in runs started before; they keep the count).
+   */
+  caseRetryBudgetSeconds?: number;
   /** How often the run re-reads experiments.queue_status to honour manual termination. */
   terminationCheckSeconds: number;
   /** Continue-as-new once history grows past this many events (in-flight work drained first). */

@@ -9,6 +9,7 @@ import type { Logger } from '../logger';
 import path from 'node:path';
 import { createActivities } from '../../activities';
 import { FileCaseResultSpool } from '../../activities/case-result-spool';
+import { sweepCaseResultSpool } from '../../activities/case-result-spool-sweep';
 import { rideOutOutage } from '../../activities/infra-outage';
 import { RunRequestCache } from '../db/run-request-cache';
 import { DEFAULT_CASE_FILES_DIR, DockerSandbox } from '../docker/docker-sandbox';
@@ -153,6 +154,8 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     liveContainers,
     liveContainersLimit: config.docker.maxLiveContainers,
   });
+  // One directory per deployment under resultSpoolDir (FileCaseResultSpool).
+  const spool = new FileCaseResultSpool(resultSpoolDir(config), config.deploymentId);
   // The one place where the activities meet the concrete adapters.
   const activities = createActivities({
     log,
@@ -163,7 +166,10 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     pullAttempts: config.consumer.maxRetries,
     sandbox,
     liveContainers,
-    spool: new FileCaseResultSpool(resultSpoolDir(config)),
+    spool,
+    ...(config.worker.faultPauseAfterCaseExecMs > 0
+      ? { pauseAfterCaseExecMs: config.worker.faultPauseAfterCaseExecMs }
+      : {}),
     telemetry: createCaseTelemetry({ pool, log, flushGraceMs: config.otel.flushGraceMs }),
     collector,
     collectorUrl: `http://${advertisedHost}:${collectorPort}`,
@@ -241,7 +247,17 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     ...(tracing.sinks ? { sinks: tracing.sinks } : {}),
   });
 
+  // Spooled records of attempts nobody came back for (their retry ran on another host): stored, then removed.
+  const sweepSpool = () =>
+    sweepCaseResultSpool({ spool, pool, log, minAgeMs: config.sandbox.reaperMinAgeSeconds * 1000 }).catch(
+      (err: unknown) => log.warn({ code: 'E_CASE_SPOOL_SWEEP_FAILED', err }, 'spool sweep failed'),
+    );
+  let spoolSweeps: NodeJS.Timeout | undefined;
+
   const startReaper = async () => {
+    await sweepSpool();
+    spoolSweeps = setInterval(() => void sweepSpool(), config.sandbox.reaperIntervalSeconds * 1000);
+    spoolSweeps.unref();
     const swept = await reaper.sweep().catch((err: unknown) => {
       log.warn({ code: 'E_SANDBOX_REAPER_FAILED', err }, 'orphan sweep failed');
       return null;
@@ -263,6 +279,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
   const close = async () => {
     if (closed) return;
     closed = true;
+    clearInterval(spoolSweeps);
     await reaper.stop();
     await reconciler.stop();
     await connection.close();

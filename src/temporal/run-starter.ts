@@ -10,6 +10,7 @@ import { saveRunRequest } from '../db/run-request-repository';
 import { protectRunInput } from '../db/run-input-secrets';
 import { findMessageRows, type Database } from '../db/experiment-repository';
 import { MessageRowsMissingError } from '../db/errors';
+import { caseRetryBudgetSeconds } from '../domain/retry-budget';
 
 export interface RunStarterDeps {
   client: Client;
@@ -32,11 +33,16 @@ export function runSettings(config: Config, message: ExperimentRunRequested): Ru
   } catch {
     // An unusable spec fails the run in prepareRun; the defaults are fine until then.
   }
+  // Case command and after command each get the case timeout (§6.3), plus startup and slack.
+  const caseActivityTimeoutSeconds = 2 * caseTimeout + startup + CASE_ACTIVITY_SLACK_SECONDS;
   return {
     concurrentCases: config.consumer.concurrentCases,
     caseMaxAttempts: config.consumer.maxRetries,
-    // Case command and after command each get the case timeout (§6.3), plus startup and slack.
-    caseActivityTimeoutSeconds: 2 * caseTimeout + startup + CASE_ACTIVITY_SLACK_SECONDS,
+    caseActivityTimeoutSeconds,
+    caseRetryBudgetSeconds: caseRetryBudgetSeconds({
+      caseActivityTimeoutSeconds,
+      caseMaxAttempts: config.consumer.maxRetries,
+    }),
     terminationCheckSeconds: 5,
     maxHistoryEvents: 8000,
     scorerConcurrentCases: config.consumer.scorerConcurrentCases,

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CancelledFailure } from '@temporalio/common';
+import { ActivityCancellationDetails, ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import type { Info } from '@temporalio/activity';
@@ -83,6 +83,11 @@ class RecordingSandbox implements CaseSandbox {
   async listManagedContainers() {
     return this.leftovers;
   }
+  /** What the sandbox answers for a command that died of a signal (DockerSandbox polls the container). */
+  stoppedByOthers = false;
+  async stoppedFromOutside() {
+    return this.stoppedByOthers;
+  }
 }
 
 describe('executeCase (container phase) under MockActivityEnvironment', () => {
@@ -92,7 +97,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
   before(async () => {
     db = await createTestDatabase();
     spoolDir = await mkdtemp(path.join(tmpdir(), 'case-spool-test-'));
-    spool = new FileCaseResultSpool(spoolDir);
+    spool = new FileCaseResultSpool(spoolDir, 'test-deployment');
   });
   after(async () => {
     await db?.drop();
@@ -274,19 +279,22 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
     // Attempt 1 ran the agent and spooled its record; Postgres was down until its end.
     const now = new Date().toISOString();
     await spool.write(ref.workflowId, ref.runCaseId, {
-      status: 'success',
-      errorMessage: null,
-      exitCode: 0,
-      agentOutput: 'the real output',
-      logs: 'agent logs',
-      stdoutTrajectory: null,
-      agentUsage: null,
-      timings: { sandboxConnectMs: 1, caseExecMs: 2, totalMs: 3 },
-      startedAt: now,
-      finishedAt: now,
-      image: 'bench/busybox:latest',
-      containerName: caseContainerName(ref.workflowId, ref.runCaseId, 1),
-      attempt: 1,
+      complete: true,
+      raw: {
+        status: 'success',
+        errorMessage: null,
+        exitCode: 0,
+        agentOutput: 'the real output',
+        logs: 'agent logs',
+        stdoutTrajectory: null,
+        agentUsage: null,
+        timings: { sandboxConnectMs: 1, caseExecMs: 2, totalMs: 3 },
+        startedAt: now,
+        finishedAt: now,
+        image: 'bench/busybox:latest',
+        containerName: caseContainerName(ref.workflowId, ref.runCaseId, 1),
+        attempt: 1,
+      },
     });
 
     const summary = await runIn(
@@ -342,5 +350,178 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
     assert.equal(fin.status, 'failed');
     assert.deepEqual(sandbox.events, ['remove still-running-of-a-dead-attempt']);
     assert.equal((await getCaseStatuses(db.pool, ref.experimentId)).get(ref.runCaseId), 'failed');
+  });
+
+  test('a retry landing in the worker whose earlier attempt Temporal gave up on (heartbeat lapsed) waits for it: the agent runs once', async () => {
+    let finishAgent = () => {};
+    const agentFinishes = new Promise<void>((r) => (finishAgent = r));
+    let agentStarted = () => {};
+    const started = new Promise<void>((r) => (agentStarted = r));
+    const sandbox = new RecordingSandbox(async () => {
+      agentStarted();
+      await agentFinishes;
+      return AGENT_DONE;
+    });
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+    const first = attempt({ attempt: 1 });
+    const firstOutcome = runIn(first, executeCase, ref);
+    await started;
+    // What the SDK does when Temporal, back after an outage, answers the attempt's heartbeat with
+    // "timed out": the attempt's cancellation signal fires with reason TIMED_OUT.
+    first.cancel('TIMED_OUT', new ActivityCancellationDetails({ timedOut: true }));
+    const secondOutcome = runIn(
+      attempt({ attempt: 2, heartbeatDetails: { containerId: 'container-1', phase: 'case_exec' } }),
+      executeCase,
+      ref,
+    );
+    finishAgent();
+
+    const [a, b] = await Promise.all([firstOutcome, secondOutcome]);
+    assert.equal(a.status, 'success');
+    assert.deepEqual(b, a, "the retry's outcome is its predecessor's");
+    assert.equal(sandbox.events.filter((e) => e === 'exec').length, 1, 'the agent ran once');
+    assert.equal(sandbox.created.length, 1, 'one container');
+    assert.equal((await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId))?.result.agentOutput, 'done');
+  });
+
+  test('exit code 143 of a container stopped from outside the agent is no result: retried, nothing stored', async () => {
+    const killed: ExecResult = {
+      exitCode: 143,
+      stdout: '',
+      stderr: 'Terminated',
+      timedOut: false,
+      durationMs: 5,
+    };
+    const sandbox = new RecordingSandbox(async () => killed);
+    sandbox.stoppedByOthers = true;
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+
+    await assert.rejects(runIn(attempt({ attempt: 1 }), executeCase, ref), (err: unknown) => {
+      assert.ok(err instanceof ApplicationFailure, String(err));
+      assert.equal(err.type, 'E_SANDBOX_CONTAINER_STOPPED');
+      assert.equal(err.nonRetryable, false);
+      return true;
+    });
+    assert.equal(await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId), null, 'no record stored');
+    assert.equal(await spool.read(ref.workflowId, ref.runCaseId), null, 'no record spooled');
+    assert.deepEqual(sandbox.events, ['create container-1', 'exec', 'remove container-1']);
+  });
+
+  test("the agent's own exit code 143 (its container still running) is its failure", async () => {
+    const sandbox = new RecordingSandbox(async () => ({
+      exitCode: 143,
+      stdout: '',
+      stderr: '',
+      timedOut: false,
+      durationMs: 5,
+    }));
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+
+    const summary = await runIn(attempt({ attempt: 1 }), executeCase, ref);
+
+    assert.equal(summary.status, 'failed');
+    assert.equal(summary.errorMessage, 'E_AGENT_EXIT_NON_ZERO: exit code 143');
+  });
+
+  test('the worker shutting down mid-case is retried (E_WORKER_SHUTDOWN), a cancel ends it canceled; neither records exit code 143', async () => {
+    for (const [reason, details, expected] of [
+      ['WORKER_SHUTDOWN', { workerShutdown: true }, 'E_WORKER_SHUTDOWN'],
+      ['CANCELLED', { cancelRequested: true }, 'canceled'],
+    ] as const) {
+      let stopped = () => {};
+      const stopArrived = new Promise<void>((r) => (stopped = r));
+      let agentStarted = () => {};
+      const started = new Promise<void>((r) => (agentStarted = r));
+      // The race the issue saw: our stop's SIGTERM ends the command before the abort is noticed.
+      const sandbox = new RecordingSandbox(async () => {
+        agentStarted();
+        await stopArrived;
+        return { exitCode: 143, stdout: '', stderr: 'Terminated', timedOut: false, durationMs: 5 };
+      });
+      const { ref, executeCase } = await oneCaseRun(sandbox);
+      const env = attempt({ attempt: 1 });
+      const outcome = runIn(env, executeCase, ref);
+      await started;
+      env.cancel(reason, new ActivityCancellationDetails(details));
+      stopped();
+      await assert.rejects(outcome, (err: unknown) => {
+        if (expected === 'canceled') assert.ok(err instanceof CancelledFailure, String(err));
+        else {
+          assert.ok(err instanceof ApplicationFailure, String(err));
+          assert.equal(err.type, expected);
+          assert.equal(err.nonRetryable, false);
+        }
+        return true;
+      });
+      assert.equal(
+        await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId),
+        null,
+        `${reason}: nothing stored`,
+      );
+    }
+  });
+
+  test('a spooled record cut before its after command is stored as E_AFTER_EXEC_NOT_RUN; the agent is not run again', async () => {
+    const sandbox = new RecordingSandbox();
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+    const now = new Date().toISOString();
+    await spool.write(ref.workflowId, ref.runCaseId, {
+      complete: false,
+      raw: {
+        status: 'success',
+        errorMessage: null,
+        exitCode: 0,
+        agentOutput: 'the real output',
+        logs: 'agent logs',
+        stdoutTrajectory: null,
+        agentUsage: null,
+        timings: { sandboxConnectMs: 1, caseExecMs: 2, totalMs: 3 },
+        startedAt: now,
+        finishedAt: now,
+        image: 'bench/busybox:latest',
+        containerName: caseContainerName(ref.workflowId, ref.runCaseId, 1),
+        attempt: 1,
+      },
+    });
+
+    const summary = await runIn(attempt({ attempt: 2 }), executeCase, ref);
+
+    assert.equal(summary.status, 'failed');
+    assert.match(summary.errorMessage ?? '', /^E_AFTER_EXEC_NOT_RUN: /);
+    assert.ok(!sandbox.events.includes('exec'), 'the agent did not run again');
+    assert.equal(
+      (await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId))?.result.agentOutput,
+      'the real output',
+    );
+  });
+
+  test('a retry past its time budget is refused for good, but only after a finished record was looked for', async () => {
+    const sandbox = new RecordingSandbox();
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+    const longAgo = Date.now() - 3_600_000;
+
+    await assert.rejects(
+      runIn(attempt({ attempt: 5, scheduledTimestampMs: longAgo }), executeCase, {
+        ...ref,
+        retryBudgetSeconds: 600,
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof ApplicationFailure, String(err));
+        assert.equal(err.type, 'E_CASE_RETRY_BUDGET_SPENT');
+        assert.equal(err.nonRetryable, true);
+        return true;
+      },
+    );
+    assert.equal(sandbox.created.length, 0, 'no container started');
+    // Within the budget the same attempt number runs: attempts are not counted.
+    const summary = await runIn(
+      attempt({ attempt: 5, scheduledTimestampMs: Date.now() - 60_000 }),
+      executeCase,
+      {
+        ...ref,
+        retryBudgetSeconds: 600,
+      },
+    );
+    assert.equal(summary.status, 'success');
   });
 });
