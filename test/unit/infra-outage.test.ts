@@ -2,6 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isServiceUnreachable, rideOutOutage } from '../../activities/infra-outage';
 import { isPermanentDatabaseError } from '../../src/db/errors';
+import {
+  caseRetryBudgetSeconds,
+  INFRA_OUTAGE_BUDGET_MS,
+  TEMPORAL_OUTAGE_BUDGET_MS,
+} from '../../src/domain/retry-budget';
 import { DockerInfraError } from '../../src/docker/errors';
 import { createLogger } from '../../src/logger';
 
@@ -70,4 +75,12 @@ test('rideOutOutage retries only while the service is unreachable, within its bu
     /ECONNREFUSED/,
   );
   assert.equal(beyond, 1, 'a budget shorter than the first wait gives up at once');
+});
+
+test("a case's retry budget is time: its full-length attempts plus a Temporal and a Docker/Postgres outage", () => {
+  // CONSUMER_MAX_RETRIES=3 of a 180 s case (activity timeout 2×180 + 60 + 120 = 540 s).
+  const budget = caseRetryBudgetSeconds({ caseActivityTimeoutSeconds: 540, caseMaxAttempts: 3 });
+  assert.equal(budget, 3 * 540 + (TEMPORAL_OUTAGE_BUDGET_MS + INFRA_OUTAGE_BUDGET_MS) / 1000);
+  // Longer than the 60 s outages promised, on top of every attempt the count allowed.
+  assert.ok(TEMPORAL_OUTAGE_BUDGET_MS > 60_000 && INFRA_OUTAGE_BUDGET_MS > 60_000);
 });
