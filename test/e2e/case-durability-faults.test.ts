@@ -10,7 +10,14 @@ import { startPrivatePostgres, type PrivatePostgres } from '../support/private-p
 import { countedAgentCommand, startHitCounter, type HitCounter } from '../support/hit-counter';
 import { startPrivateTemporal, type PrivateTemporal } from '../support/private-temporal';
 import { reapIsolatedNetworks } from '../../src/docker/isolated-network';
-import { eventually, managedContainers, spawnWorker, startStack, type Stack } from '../support/stack';
+import {
+  captureLogger,
+  eventually,
+  managedContainers,
+  spawnWorker,
+  startStack,
+  type Stack,
+} from '../support/stack';
 
 /**
  * Faults while cases run, against the real services (issue 13 items 2 and 3): agent executions
@@ -209,15 +216,17 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
   test('Temporal down 60 s while agents run: heartbeats lapse, each retry joins its still-running attempt, each agent ran once', async () => {
     const executions = counter ?? (counter = await startHitCounter());
     const temporal: PrivateTemporal = await startPrivateTemporal();
+    const worker = captureLogger('info');
     let stack: Stack | undefined;
     const workflowIds: string[] = [];
     try {
       stack = await startStack({
+        log: worker.log,
         env: { CONSUMER_CONCURRENT_CASES: '3', TEMPORAL_ADDRESS: temporal.address },
       });
       const seeded = await seedExperiment(stack.db.pool, { cases: 3 });
       // Longer than the outage: the agents are still running when Temporal is back.
-      const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, 80), {
+      const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, 100), {
         allowHostPorts: [executions.port],
       });
       workflowIds.push(handle.workflowId);
@@ -245,8 +254,10 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
       }
       const events = (await handle.fetchHistory()).events ?? [];
       const retried = events.filter((e) => (e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1).length;
-      // Reported, not asserted on its value: whether the lapse was recorded depends on the server's timers.
-      console.log(`# container-phase attempts after the first: ${retried}`);
+      const joined = worker.lines.filter((l) => l.code === 'CASE_ATTEMPT_JOINED').length;
+      console.log(`# container-phase attempts after the first: ${retried}, joined: ${joined}`);
+      assert.ok(retried >= 1, 'the outage lapsed heartbeats (the fault happened)');
+      assert.equal(joined, retried, 'every retry joined its still-running attempt');
     } finally {
       await temporal.start().catch(() => undefined);
       if (stack) {

@@ -452,4 +452,28 @@ echo ready`,
     assert.equal(ops.inUse, 0);
     assert.equal(ops.waiting, 0);
   });
+
+  test("a case command stopped by another worker's removal is told apart from the agent's own SIGTERM exit", async () => {
+    // Another worker (a retry, the reaper) removing the container gracefully: SIGTERM first (143).
+    const other = new DockerSandbox(docker, new Semaphore(4), log, { stopGraceMs: 1_000 });
+    const removed = await startContainer();
+    const running = sandbox.exec(removed.containerId, { command: 'sleep 60', timeoutMs: 90_000 });
+    await waitFor(
+      async () => (await liveMarkers(removed.containerId, /^sleep 60/)).length === 1,
+      20_000,
+      'the case command running',
+    );
+    const removal = other.remove(removed.containerId);
+    const stopped = await running;
+    assert.ok(stopped.exitCode > 128, `killed by a signal: ${stopped.exitCode}`);
+    assert.equal(await sandbox.stoppedFromOutside(removed.containerId), true);
+    await removal;
+
+    // The agent ending itself by SIGTERM, its container left running: its own exit, a result.
+    const own = await startContainer();
+    const self = await sandbox.exec(own.containerId, { command: 'kill -TERM $$', timeoutMs: 10_000 });
+    assert.equal(self.exitCode, 143);
+    assert.equal(await sandbox.stoppedFromOutside(own.containerId), false);
+    await sandbox.remove(own.containerId);
+  });
 });
