@@ -267,4 +267,56 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
       await temporal.destroy();
     }
   });
+
+  test('worker shutdown mid-case (SIGTERM, no grace): retried on another worker as E_WORKER_SHUTDOWN, never recorded as the agent exiting 143', async () => {
+    const executions = counter ?? (counter = await startHitCounter());
+    const stack = await startStack({ worker: false, env: { CONSUMER_CONCURRENT_CASES: '2' } });
+    const workflowIds: string[] = [];
+    const first = spawnWorker({ ...stack.env, WORKER_SHUTDOWN_GRACE_SECONDS: '0' });
+    let second: ReturnType<typeof spawnWorker> | undefined;
+    try {
+      const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
+      const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, 20), {
+        allowHostPorts: [executions.port],
+      });
+      workflowIds.push(handle.workflowId);
+      await eventually(
+        async () =>
+          seeded.runCaseIds.every((id) => (executions.executions.get(String(id)) ?? []).length === 1)
+            ? true
+            : undefined,
+        120_000,
+        'every agent started',
+      );
+      first.child.kill('SIGTERM');
+      await first.exited;
+      assert.match(first.output(), /CASE_EXEC_WORKER_SHUTDOWN/);
+
+      second = spawnWorker(stack.env);
+      const result = (await handle.result()) as ExperimentRunResult;
+      assert.equal(result.outcome, 'completed');
+      for (const r of await rows(stack, seeded.experimentId)) {
+        assert.equal(r.status, 'success', r.error_message ?? '');
+        const runs = executions.executions.get(String(r.id)) ?? [];
+        // The execution our shutdown cut, then the retry's (the cut one counted apart).
+        assert.equal(runs.length, 2, `case ${r.id}: ${runs.length} executions`);
+        assert.equal(runs[0]?.doneAt, null, 'the first execution was cut');
+        assert.equal(r.agent_output, runs[1]?.nonce);
+      }
+      const failures = ((await handle.fetchHistory()).events ?? []).flatMap((e) =>
+        e.activityTaskFailedEventAttributes?.failure ? [e.activityTaskFailedEventAttributes.failure] : [],
+      );
+      assert.ok(failures.length >= 1, 'the cut attempts were reported');
+      for (const f of failures) assert.match(f.message ?? '', /^E_WORKER_SHUTDOWN/);
+    } finally {
+      first.child.kill('SIGKILL');
+      if (second) {
+        second.child.kill('SIGTERM');
+        await second.exited;
+      }
+      assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
+      await reapIsolatedNetworks(stack.docker, { deploymentId: stack.config.deploymentId, minAgeMs: 0 });
+      await stack.stop();
+    }
+  });
 });
