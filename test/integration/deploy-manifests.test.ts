@@ -223,6 +223,7 @@ describe('deploy/: Kubernetes manifests and docker-compose.yml, validated offlin
     BRIDGE_PREFETCH: 'bridge only',
     BRIDGE_START_MAX_ATTEMPTS: 'bridge only',
     WORKER_MAX_CONCURRENT_ACTIVITIES: 'bounded by DOCKER_MAX_LIVE_CONTAINERS anyway',
+    AGENTBENCH_FAULT_PAUSE_AFTER_CASE_EXEC_MS: 'tests only: 0 (no pause) is the only production value',
     DOCKER_SOCKET_PATH: 'where the node’s socket is mounted',
     DOCKER_MAX_CONCURRENT_OPERATIONS: 'per node, fits a node',
     DOCKER_MAX_LIVE_CONTAINERS: 'per node, fits the worker’s requests',
