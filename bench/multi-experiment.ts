@@ -11,20 +11,15 @@
  * bare create → start → exec (the same sleep) → remove through dockerode, as many at once as the
  * worker's live-container limit allows. Rounds alternate pipeline and floor; medians are reported.
  */
-import { randomBytes } from 'node:crypto';
+import { runBench, startBenchIntake } from './support/bench-intake';
 import { parseArgs } from 'node:util';
-import amqp from 'amqplib';
 import type Dockerode from 'dockerode';
-import { startBridge } from '../bridge/experiment-bridge';
-import { deadLetterQueueName } from '../bridge/dead-letter';
-import { createRedis } from '../bridge/redis-lock';
-import { amqpUrl, requireBridgeSettings } from '../src/config';
-import { errorStackText } from '../src/domain/errors';
+import { amqpUrl } from '../src/config';
 import { createLogger } from '../src/logger';
 import { startExperimentRun } from '../src/temporal/run-starter';
 import { seedExperiment } from '../test/support/database';
 import { buildPlatformMessage, publishAsPlatform } from '../test/support/platform';
-import { eventually, startStack } from '../test/support/stack';
+import { eventually } from '../test/support/stack';
 
 const { values } = parseArgs({
   options: {
@@ -85,20 +80,10 @@ async function floorRun(docker: Dockerode): Promise<number> {
 
 async function main(): Promise<void> {
   const log = createLogger({ level: 'silent' });
-  const queue = `agentbench.bench.${randomBytes(4).toString('hex')}`;
-  const stack = await startStack({
+  const intake = await startBenchIntake({
     log,
-    env: { RABBITMQ_EXPERIMENT_QUEUE: queue, DOCKER_MAX_LIVE_CONTAINERS: String(LIVE) },
-  });
-  const settings = requireBridgeSettings(stack.config);
-  const redis = createRedis(settings.redis);
-  const bridge = await startBridge({
-    amqpUrl: settings.amqpUrl,
-    queue,
-    prefetch: 16,
-    redis,
-    log,
-    startRun: (message, meta) =>
+    liveContainers: LIVE,
+    startRun: (stack) => (message, meta) =>
       startExperimentRun(
         { client: stack.client, pool: stack.db.pool, config: stack.config, log },
         message,
@@ -106,6 +91,7 @@ async function main(): Promise<void> {
         { concurrentCases: CONCURRENCY },
       ),
   });
+  const { stack, queue } = intake;
 
   async function pipelineRun(): Promise<number> {
     const seeded = await Promise.all(
@@ -171,21 +157,8 @@ async function main(): Promise<void> {
         `| (the waits alone would allow ${ideal.toFixed(0)} cases/min)\n`,
     );
   } finally {
-    await bridge.stop();
-    redis.disconnect();
-    const conn = await amqp.connect(amqpUrl(stack.config));
-    const ch = await conn.createChannel();
-    await ch.deleteQueue(queue);
-    await ch.deleteQueue(deadLetterQueueName(queue));
-    await conn.close();
-    await stack.stop();
+    await intake.stop();
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${errorStackText(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

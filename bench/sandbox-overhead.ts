@@ -14,24 +14,20 @@
  * the medians: single runs of ~10 s drift by ±15% on a 2-core machine.
  * Targets (2 cores): p50 at C=1 within 1.15x the floor; throughput at C=4 at least 0.9x the floor.
  */
+import { runBench, startBenchIntake } from './support/bench-intake';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { tsToMs } from '@temporalio/common/lib/time';
-import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import amqp from 'amqplib';
 import type Dockerode from 'dockerode';
-import { amqpUrl, requireBridgeSettings } from '../src/config';
+import { amqpUrl } from '../src/config';
 import { createLogger } from '../src/logger';
-import { startBridge } from '../bridge/experiment-bridge';
-import { createRedis } from '../bridge/redis-lock';
-import { deadLetterQueueName } from '../bridge/dead-letter';
 import { startExperimentRun } from '../src/temporal/run-starter';
 import { seedExperiment } from '../test/support/database';
 import { buildPlatformMessage, publishAsPlatform } from '../test/support/platform';
-import { eventually, startStack } from '../test/support/stack';
+import { eventually } from '../test/support/stack';
 import { errorStackText } from '../src/domain/errors';
 import { cpuSecondsByName, cpuSnapshot, type CpuSnapshot } from './support/process-cpu';
 import { countDockerCalls, perCaseText } from './support/docker-call-counter';
@@ -174,23 +170,13 @@ async function compareRuntimes(docker: Dockerode): Promise<string[]> {
 
 async function main(): Promise<void> {
   const log = createLogger({ level: 'silent' });
-  const queue = `agentbench.bench.${randomBytes(4).toString('hex')}`;
-  const stack = await startStack({
-    log,
-    env: { RABBITMQ_EXPERIMENT_QUEUE: queue, DOCKER_MAX_LIVE_CONTAINERS: '16' },
-  });
-  const settings = requireBridgeSettings(stack.config);
-  const redis = createRedis(settings.redis);
   let concurrency = 1;
   /** experiment id → its run's workflow, to read when each case was scheduled from its history. */
   const workflowIds = new Map<number, string>();
-  const bridge = await startBridge({
-    amqpUrl: settings.amqpUrl,
-    queue,
-    prefetch: 16,
-    redis,
+  const intake = await startBenchIntake({
     log,
-    startRun: async (message, meta) => {
+    liveContainers: 16,
+    startRun: (stack) => async (message, meta) => {
       const started = await startExperimentRun(
         { client: stack.client, pool: stack.db.pool, config: stack.config, log },
         message,
@@ -201,6 +187,7 @@ async function main(): Promise<void> {
       return started;
     },
   });
+  const { stack, queue } = intake;
 
   /**
    * Per case: from "case scheduled" (the workflow's ActivityTaskScheduled event for its
@@ -360,21 +347,8 @@ async function main(): Promise<void> {
       `\nbench/sandbox-overhead: ${CASES} cases per run, ${ROUNDS} rounds per level, medians of the rounds (targets: p50 ratio at C=1 <= 1.15, throughput ratio at C=4 >= 0.9)\n${rows.join('\n')}\n`,
     );
   } finally {
-    await bridge.stop();
-    redis.disconnect();
-    const conn = await amqp.connect(amqpUrl(stack.config));
-    const ch = await conn.createChannel();
-    await ch.deleteQueue(queue);
-    await ch.deleteQueue(deadLetterQueueName(queue));
-    await conn.close();
-    await stack.stop();
+    await intake.stop();
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${errorStackText(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);
