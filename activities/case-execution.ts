@@ -4,12 +4,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { isTerminalStatus } from '../src/domain/case-status';
 import type { CaseExecutionSummary, CaseRef, ExecuteCaseInput } from '../src/domain/activity-contract';
 import { errorText } from '../src/domain/errors';
-import { parseAgentStdout } from '../src/domain/agent-output';
 import { anyScorerCallsJudge } from '../src/domain/judge-score';
-import { assembleCaseLogs, caseOutcome, CONTAINER_LOG_TAIL_CHARS } from '../src/domain/case-logs';
-import { buildCommandContext, renderCommandTemplate } from '../src/domain/template';
-import type { RunCaseInput, ExperimentRunRequested } from '../src/domain/message';
-import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
+import { CONTAINER_LOG_TAIL_CHARS } from '../src/domain/case-logs';
+import type { ExperimentRunRequested } from '../src/domain/message';
 import {
   saveCaseResult,
   type CaseRawResult,
@@ -26,11 +23,11 @@ import type {
   ExecResult,
   StartedContainer,
 } from '../src/docker/docker-sandbox';
-import { caseContainerName, LABELS } from '../src/docker/labels';
-import { mergeCaseOtelEnv } from '../src/otel/case-otel-env';
 import { parseCaseInput } from '../src/db/run-request-cache';
 import type { Logger } from '../src/logger';
 import { caseActivity } from './activity-boundary';
+import { caseContainerSpec, renderCaseCommands, type CaseCommands } from './case-container-spec';
+import { afterCommandLost, caseRecord, failedBeforeExec } from './case-record';
 import type { CaseResultSpool, SpooledRecord } from './case-result-spool';
 import { openCaseNetwork, type CaseNetworkDeps } from './case-network';
 import { rideOutOutage } from './infra-outage';
@@ -38,8 +35,6 @@ import { createCaseFinalizer, type CaseFinalizationDeps } from './case-finalizat
 import { computeTrajectory } from './case-trajectory';
 import { planTaskCase, reuseCachedResult, type TaskCaseDeps } from './task-case';
 
-/** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
-export const CASE_FILE_PATH = '/benchmark/case.json';
 /** Also how fast a cancel reaches a running case: cancellations are delivered in heartbeat responses. */
 export const HEARTBEAT_INTERVAL_MS = 2_000;
 
@@ -303,18 +298,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       return finishInline(ref, stored, summarize(stored.result, run.request.scorers), log);
     }
 
-    // Retries are bounded by time, not by count (runs that carry a budget): a Temporal outage that
-    // lapses heartbeats, or a worker killed a few times, costs attempts but never the case, until the
-    // budget from the first attempt's scheduling is spent. Checked only here, once nothing is left to
-    // store: a finished record is always stored, however late.
-    if (attempt > 1 && ref.retryBudgetSeconds !== undefined) {
-      const elapsedSeconds = Math.round((Date.now() - ctx.info.scheduledTimestampMs) / 1000);
-      if (elapsedSeconds > ref.retryBudgetSeconds)
-        throw ApplicationFailure.nonRetryable(
-          `E_CASE_RETRY_BUDGET_SPENT: attempt ${attempt} started ${elapsedSeconds}s after the first was scheduled (budget ${ref.retryBudgetSeconds}s)`,
-          'E_CASE_RETRY_BUDGET_SPENT',
-        );
-    }
+    throwIfRetryBudgetSpent(ctx, ref);
 
     // prepareRun failed such a run before its first case; a case that gets here anyway fails at once.
     if (!run.spec) throw run.specError;
@@ -350,33 +334,9 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     const startedAt = new Date();
 
     const network = await openCaseNetwork(deps, { request: run.request, caseInput, spec, log });
-    let commands: { start: string | undefined; exec: string; after: string };
+    let commands: CaseCommands;
     try {
-      const context = buildCommandContext({
-        experimentId,
-        datasetId: run.request.dataset.id,
-        datasetName: run.request.dataset.name,
-        agentId: run.request.agent.id,
-        agentName: run.request.agent.name,
-        agentKey: run.request.agent.agent_key,
-        agentVersion: run.request.agent.version,
-        runCase: {
-          runCaseId,
-          dataItemId: caseInput.data_item_id,
-          attemptNo: caseInput.attempt_no,
-          userInput: caseInput.user_input,
-          sessionJsonl: caseInput.session_jsonl,
-          traceId: caseInput.trace_id,
-        },
-        mockBaseUrl: network.mockBaseUrl,
-      });
-      commands = {
-        // §6.2: sandbox_start_command, else the legacy agent_command (not rendered), else image CMD.
-        start:
-          renderCommandTemplate(spec.sandboxStartCommand, context) || spec.agentCommand?.trim() || undefined,
-        exec: renderCommandTemplate(spec.caseExecCommand, context),
-        after: renderCommandTemplate(spec.afterExecCommand, context),
-      };
+      commands = renderCaseCommands(ref, run.request, caseInput, spec, network.mockBaseUrl);
     } catch (err) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
       await network.close();
@@ -410,41 +370,20 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
           phase = 'container_start';
           // Fixed name per attempt: a create that failed half-way is replaced by the next try.
           const container = await rideOut('start container', () =>
-            sandbox.createAndStart({
-              name: caseContainerName(workflowId, runCaseId, attempt),
-              image: spec.agentImage,
-              startCommand: commands.start,
-              // The agent's own OTEL_* settings are merged with ours, not overwritten (case-otel-env.ts).
-              env: mergeCaseOtelEnv({ ...caseEnv(run.request, caseInput, spec), ...plan.env }, network.env),
-              labels: {
-                [LABELS.managed]: 'true',
-                [LABELS.experimentId]: String(experimentId),
-                [LABELS.runCaseId]: String(runCaseId),
-                [LABELS.workflowId]: workflowId,
-                [LABELS.attempt]: String(attempt),
-                [LABELS.createdAt]: new Date().toISOString(),
-              },
-              network: network.network ?? spec.dockerNetwork,
-              hostAddress: network.hostAddress,
-              // A worker that did not prepare the run ensures the image itself, as the run asks.
-              pull: { policy: spec.pullPolicy, timeoutSeconds: spec.pullTimeoutSeconds },
-              files: [
-                {
-                  path: CASE_FILE_PATH,
-                  content: JSON.stringify(
-                    { ...caseFile(run.request, caseInput), ...(plan.task ? { task: plan.task } : {}) },
-                    null,
-                    2,
-                  ),
-                  mode: 0o644,
-                },
-                ...network.files,
-              ],
-              limits: spec.limits,
-              hardening: spec.hardening,
-              user: spec.user,
-              startup: spec.startup,
-            }),
+            sandbox.createAndStart(
+              caseContainerSpec({
+                workflowId,
+                experimentId,
+                runCaseId,
+                attempt,
+                request: run.request,
+                caseInput,
+                spec,
+                plan,
+                network,
+                startCommand: commands.start,
+              }),
+            ),
           );
           const { name, addresses } = container;
           containerId = container.containerId;
@@ -466,45 +405,18 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
             });
             await throwIfStoppedByUs(id, caseRun, stopSignal);
             const caseExecMs = Date.now() - execStart;
-            const record = (after: ExecResult | null, containerLogs: string): CaseRawResult => {
-              const parsed = parseAgentStdout(caseRun.stdout, caseRun.stderr);
-              const logs = assembleCaseLogs({
-                execStdout: caseRun.stdout,
-                execStderr: caseRun.stderr,
-                afterLogs: after ? `${after.stdout}\n${after.stderr}`.trim() : null,
-                logsOverride: parsed.logsOverride,
-                containerLogs,
-                footer: `[agentbench] workflow_id=${workflowId} run_case_id=${runCaseId} attempt=${attempt}`,
-              });
-              const timedOut = caseRun.timedOut || (after?.timedOut ?? false);
-              const outcome = timedOut
-                ? {
-                    status: 'timeout' as const,
-                    exitCode: null,
-                    errorMessage: `E_CASE_TIMEOUT: ${after?.timedOut ? 'after_exec_command' : 'case_exec_command'} exceeded ${timeoutSeconds}s and was killed`,
-                  }
-                : caseOutcome({
-                    caseExitCode: caseRun.exitCode,
-                    afterExitCode: after ? after.exitCode : null,
-                  });
-              return {
-                ...outcome,
-                agentOutput: timedOut ? null : parsed.output,
-                logs,
-                stdoutTrajectory: parsed.stdoutTrajectory,
-                agentUsage: parsed.usage,
-                timings: {
-                  sandboxConnectMs,
-                  caseExecMs: after ? Date.now() - execStart : caseExecMs,
-                  totalMs: Date.now() - connectStart,
-                },
-                startedAt: startedAt.toISOString(),
-                finishedAt: new Date().toISOString(),
-                image: spec.agentImage,
-                containerName: name,
+            const record = (after: ExecResult | null, containerLogs: string): CaseRawResult =>
+              caseRecord({
+                ref,
                 attempt,
-              };
-            };
+                spec,
+                containerName: name,
+                caseRun,
+                after,
+                containerLogs,
+                startedAt,
+                times: { connectStart, execStart, sandboxConnectMs, caseExecMs },
+              });
             // The agent's output is durable before anything else can fail: the after command, the
             // log read, the removal, the store, or this worker being killed (a retry on this host
             // stores this record and never runs the agent again).
@@ -702,22 +614,20 @@ function stopFailure(ctx: Context): Error {
 }
 
 /**
- * A spooled record of an attempt cut after its case command, before its after command: the case
- * command's outcome stands (the agent is not run again), but a successful one cannot pass as a
- * success whose after command never ran.
+ * Retries are bounded by time, not by count (runs that carry a budget): a Temporal outage that
+ * lapses heartbeats, or a worker killed a few times, costs attempts but never the case, until the
+ * budget from the first attempt's scheduling is spent. Checked only once nothing is left to store:
+ * a finished record is always stored, however late.
  */
-function afterCommandLost(raw: CaseRawResult, log: Logger): CaseRawResult {
-  if (raw.status !== 'success') return raw;
-  log.warn({ code: 'E_AFTER_EXEC_NOT_RUN' }, "the after command of the spooled record's attempt never ran");
-  const errorMessage =
-    'E_AFTER_EXEC_NOT_RUN: the attempt was cut after case_exec_command and before after_exec_command';
-  return {
-    ...raw,
-    status: 'failed',
-    exitCode: null,
-    errorMessage,
-    logs: `${raw.logs}\n[agentbench] ${errorMessage}`,
-  };
+function throwIfRetryBudgetSpent(ctx: Context, ref: ExecuteCaseInput): void {
+  const attempt = ctx.info.attempt;
+  if (attempt <= 1 || ref.retryBudgetSeconds === undefined) return;
+  const elapsedSeconds = Math.round((Date.now() - ctx.info.scheduledTimestampMs) / 1000);
+  if (elapsedSeconds > ref.retryBudgetSeconds)
+    throw ApplicationFailure.nonRetryable(
+      `E_CASE_RETRY_BUDGET_SPENT: attempt ${attempt} started ${elapsedSeconds}s after the first was scheduled (budget ${ref.retryBudgetSeconds}s)`,
+      'E_CASE_RETRY_BUDGET_SPENT',
+    );
 }
 
 function summarize(r: CaseRawResult, scorers: ExperimentRunRequested['scorers']): CaseExecutionSummary {
@@ -726,69 +636,5 @@ function summarize(r: CaseRawResult, scorers: ExperimentRunRequested['scorers'])
     errorMessage: r.errorMessage,
     exitCode: r.exitCode,
     needsJudge: anyScorerCallsJudge(scorers, r.status),
-  };
-}
-
-function failedBeforeExec(
-  message: string,
-  spec: ResolvedCaseSpec,
-  startedAt: Date,
-  attempt: number,
-): CaseRawResult {
-  return {
-    status: 'failed',
-    errorMessage: message,
-    exitCode: null,
-    agentOutput: null,
-    logs: message,
-    stdoutTrajectory: null,
-    agentUsage: null,
-    timings: { sandboxConnectMs: 0, caseExecMs: 0, totalMs: Date.now() - startedAt.getTime() },
-    startedAt: startedAt.toISOString(),
-    finishedAt: new Date().toISOString(),
-    image: spec.agentImage,
-    containerName: null,
-    attempt,
-  };
-}
-
-/** The case as structured data, so an agent never has to parse shell-spliced text (§13.10). */
-function caseFile(req: ExperimentRunRequested, c: RunCaseInput) {
-  return {
-    experiment_id: req.experiment.id,
-    dataset: { id: req.dataset.id, name: req.dataset.name },
-    agent: {
-      id: req.agent.id,
-      name: req.agent.name,
-      agent_key: req.agent.agent_key,
-      version: req.agent.version,
-    },
-    run_case_id: c.run_case_id,
-    data_item_id: c.data_item_id,
-    attempt_no: c.attempt_no,
-    user_input: c.user_input,
-    session_jsonl: c.session_jsonl,
-    reference_output: c.reference_output,
-    trace_id: c.trace_id,
-  };
-}
-
-function caseEnv(
-  req: ExperimentRunRequested,
-  c: RunCaseInput,
-  spec: ResolvedCaseSpec,
-): Record<string, string> {
-  return {
-    ...spec.env,
-    BENCHMARK_EXPERIMENT_ID: String(req.experiment.id),
-    BENCHMARK_DATASET_ID: String(req.dataset.id),
-    BENCHMARK_AGENT_KEY: req.agent.agent_key,
-    BENCHMARK_RUN_CASE_ID: String(c.run_case_id),
-    BENCHMARK_DATA_ITEM_ID: String(c.data_item_id),
-    BENCHMARK_ATTEMPT_NO: String(c.attempt_no),
-    BENCHMARK_USER_INPUT: c.user_input,
-    BENCHMARK_SESSION_JSONL: c.session_jsonl,
-    BENCHMARK_TRACE_ID: c.trace_id ?? '',
-    BENCHMARK_CASE_FILE: CASE_FILE_PATH,
   };
 }

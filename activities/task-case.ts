@@ -25,7 +25,7 @@ export interface TaskCaseDeps extends ResultCacheStoreDeps {
   specDefaults: CaseSpecDefaults;
 }
 
-interface TaskCasePlan {
+export interface TaskCasePlan {
   /** The case's batch task (null: an ordinary case). */
   task: BatchTask | null;
   /** The runtime spec this case runs with: its task type's runtime over the run's spec. */
