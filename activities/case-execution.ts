@@ -24,6 +24,7 @@ import type {
   StartedContainer,
 } from '../src/docker/docker-sandbox';
 import { parseCaseInput } from '../src/db/run-request-cache';
+import type { OwnershipVerdict } from '../src/docker/orphan-reaper';
 import type { Logger } from '../src/logger';
 import { caseActivity } from './activity-boundary';
 import { caseContainerSpec, renderCaseCommands, type CaseCommands } from './case-container-spec';
@@ -66,7 +67,16 @@ export interface CaseExecutionDeps extends CaseFinalizationDeps, CaseNetworkDeps
    * after its case command returned and was spooled, so a test can kill the worker in that window.
    */
   pauseAfterCaseExecMs?: number;
+  /**
+   * Is this case still wanted (its row active, its workflow running)? Asked while an attempt runs on
+   * that Temporal gave up on: `orphan` (the run was terminated, the case closed) stops it; `unknown`
+   * (Temporal or Postgres away) keeps it. Absent: such an attempt runs to its end.
+   */
+  caseWanted?: (ref: CaseRef) => Promise<OwnershipVerdict>;
 }
+
+/** How often an attempt Temporal gave up on asks whether its case is still wanted. */
+const ORPHAN_CHECK_INTERVAL_MS = 5_000;
 
 /**
  * A container phase running in this process. Temporal may give up on it while it runs (its
@@ -188,14 +198,48 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       const joined = await joinPredecessor(ctx, predecessor, log);
       if (joined) return joined;
     }
-    const stop = attemptStop(ctx, log);
+    let stopWatching: (() => void) | undefined;
+    const stop = attemptStop(ctx, log, (controller) => {
+      stopWatching = watchWhileOrphaned(ref, controller, log);
+    });
     const entry: LiveAttempt = { attempt, stop, outcome: runAttempt(ctx, ref, log, stop.signal) };
     live.set(key, entry);
     try {
       return await entry.outcome;
     } finally {
+      stopWatching?.();
       if (live.get(key) === entry) live.delete(key);
     }
+  }
+
+  /**
+   * An attempt Temporal gave up on keeps its agent running (a retry here joins it), but not for a
+   * case nobody wants any more: a terminated run's containers must go, not run to their timeout.
+   */
+  function watchWhileOrphaned(ref: CaseRef, stop: AbortController, log: Logger): () => void {
+    const caseWanted = deps.caseWanted;
+    if (!caseWanted) return () => undefined;
+    let asking = false;
+    const timer = setInterval(() => {
+      if (asking || stop.signal.aborted) return;
+      asking = true;
+      caseWanted(ref)
+        .then(
+          (v) => {
+            if (v.verdict !== 'orphan' || stop.signal.aborted) return;
+            log.warn(
+              { code: 'CASE_ATTEMPT_ABANDONED', reason: v.reason },
+              'the case of an attempt Temporal gave up on is no longer wanted; stopping it',
+            );
+            stop.abort(new CancelledFailure(`case no longer wanted: ${v.reason}`));
+          },
+          () => undefined,
+        )
+        .finally(() => {
+          asking = false;
+        });
+    }, ORPHAN_CHECK_INTERVAL_MS);
+    return () => clearInterval(timer);
   }
 
   /**
@@ -582,7 +626,11 @@ function stopsTheAttempt(ctx: Context): boolean {
   return !(d?.timedOut === true || d?.notFound === true);
 }
 
-function attemptStop(ctx: Context, log: Logger): AbortController {
+function attemptStop(
+  ctx: Context,
+  log: Logger,
+  onOrphaned: (stop: AbortController) => void,
+): AbortController {
   const stop = new AbortController();
   const onAbort = () => {
     if (stopsTheAttempt(ctx)) {
@@ -593,6 +641,7 @@ function attemptStop(ctx: Context, log: Logger): AbortController {
       { code: 'CASE_ATTEMPT_ORPHANED', reason: String(ctx.cancellationSignal.reason) },
       'Temporal gave up on this attempt (heartbeat lapsed); the case goes on and its retry in this worker waits for it',
     );
+    onOrphaned(stop);
   };
   if (ctx.cancellationSignal.aborted) onAbort();
   else ctx.cancellationSignal.addEventListener('abort', onAbort, { once: true });

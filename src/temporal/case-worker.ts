@@ -154,6 +154,8 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     liveContainers,
     liveContainersLimit: config.docker.maxLiveContainers,
   });
+  // The reaper's question, also asked by an attempt Temporal gave up on (is its case still wanted?).
+  const ownership = caseContainerOwnership({ pool, client });
   // One directory per deployment under resultSpoolDir (FileCaseResultSpool).
   const spool = new FileCaseResultSpool(resultSpoolDir(config), config.deploymentId);
   // The one place where the activities meet the concrete adapters.
@@ -167,6 +169,12 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     sandbox,
     liveContainers,
     spool,
+    caseWanted: (ref) =>
+      ownership({
+        [LABELS.experimentId]: String(ref.experimentId),
+        [LABELS.runCaseId]: String(ref.runCaseId),
+        [LABELS.workflowId]: ref.workflowId,
+      }),
     ...(config.worker.faultPauseAfterCaseExecMs > 0
       ? { pauseAfterCaseExecMs: config.worker.faultPauseAfterCaseExecMs }
       : {}),
@@ -201,7 +209,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     deploymentId: config.deploymentId,
     minAgeSeconds: config.sandbox.reaperMinAgeSeconds,
     // A container of a killed worker's attempt is removed by the retried attempt itself (heartbeat details).
-    judge: caseContainerOwnership({ pool, client }),
+    judge: ownership,
   };
   const reaper = metrics ? new MeteredOrphanReaper(reaperParams, metrics) : new OrphanReaper(reaperParams);
 
