@@ -25,7 +25,7 @@ const DEFAULT_DESCRIBE_TIMEOUT_MS = 10_000;
 export function caseContainerOwnership(
   deps: CaseContainerOwnershipDeps,
 ): (labels: Record<string, string>) => Promise<OwnershipVerdict> {
-  const describeTimeoutMs = deps.describeTimeoutMs ?? DEFAULT_DESCRIBE_TIMEOUT_MS;
+  const wanted = caseOwnership(deps);
   return async (labels) => {
     const experimentId = Number(labels[LABELS.experimentId]);
     const runCaseId = Number(labels[LABELS.runCaseId]);
@@ -33,7 +33,16 @@ export function caseContainerOwnership(
     // Our deployment's label but no case identity: nothing can ever want it.
     if (!Number.isSafeInteger(experimentId) || !Number.isSafeInteger(runCaseId) || !workflowId)
       return { verdict: 'orphan', reason: 'no case labels' };
+    return wanted({ experimentId, runCaseId, workflowId });
+  };
+}
 
+/** The same question for a case by its ids (an attempt Temporal gave up on asks it of its own case). */
+export function caseOwnership(
+  deps: CaseContainerOwnershipDeps,
+): (ref: { experimentId: number; runCaseId: number; workflowId: string }) => Promise<OwnershipVerdict> {
+  const describeTimeoutMs = deps.describeTimeoutMs ?? DEFAULT_DESCRIBE_TIMEOUT_MS;
+  return async ({ experimentId, runCaseId, workflowId }) => {
     let status: string | undefined;
     try {
       status = (await getCaseStatuses(deps.pool, experimentId, [runCaseId])).get(runCaseId);

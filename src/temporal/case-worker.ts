@@ -20,7 +20,7 @@ import { LABELS } from '../docker/labels';
 import type { WorkerMetrics } from '../metrics/orchestrator-metrics';
 import { activityMetricsInterceptor } from '../metrics/activity-metrics-interceptor';
 import { MeteredOrphanReaper } from '../metrics/metered-orphan-reaper';
-import { caseContainerOwnership } from './case-container-ownership';
+import { caseContainerOwnership, caseOwnership } from './case-container-ownership';
 import { createCaseTelemetry } from '../otel/case-telemetry';
 import { installTemporalLogging } from './runtime-logging';
 import { RunReconciler } from './run-reconciler';
@@ -154,8 +154,6 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     liveContainers,
     liveContainersLimit: config.docker.maxLiveContainers,
   });
-  // The reaper's question, also asked by an attempt Temporal gave up on (is its case still wanted?).
-  const ownership = caseContainerOwnership({ pool, client });
   // One directory per deployment under resultSpoolDir (FileCaseResultSpool).
   const spool = new FileCaseResultSpool(resultSpoolDir(config), config.deploymentId);
   // The one place where the activities meet the concrete adapters.
@@ -169,12 +167,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     sandbox,
     liveContainers,
     spool,
-    caseWanted: (ref) =>
-      ownership({
-        [LABELS.experimentId]: String(ref.experimentId),
-        [LABELS.runCaseId]: String(ref.runCaseId),
-        [LABELS.workflowId]: ref.workflowId,
-      }),
+    caseWanted: caseOwnership({ pool, client }),
     ...(config.worker.faultPauseAfterCaseExecMs > 0
       ? { pauseAfterCaseExecMs: config.worker.faultPauseAfterCaseExecMs }
       : {}),
@@ -209,7 +202,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     deploymentId: config.deploymentId,
     minAgeSeconds: config.sandbox.reaperMinAgeSeconds,
     // A container of a killed worker's attempt is removed by the retried attempt itself (heartbeat details).
-    judge: ownership,
+    judge: caseContainerOwnership({ pool, client }),
   };
   const reaper = metrics ? new MeteredOrphanReaper(reaperParams, metrics) : new OrphanReaper(reaperParams);
 
