@@ -260,10 +260,11 @@ const postgresWhileFinishing: Scenario = {
         await until('4 cases started', () => executionCounts(stack).started >= 4, 120_000);
         await sleep(2500);
         const from = Date.now();
+        const finishedBefore = executionCounts(stack).finished;
         await services.postgres.stop('immediate');
         await until(
           'an execution finished while Postgres is down',
-          () => executionCounts(stack).finished >= 1,
+          () => executionCounts(stack).finished > finishedBefore,
           30_000,
         );
         await sleep(10_000);
@@ -401,7 +402,10 @@ const historyCap: Scenario = {
       fault: () => Promise.resolve([]),
       async extra(stack, o) {
         const run = stack.runs[0];
-        if (!run) return;
+        if (!run) {
+          o.violations.push('no run was started');
+          return;
+        }
         let longest = 0;
         let chain = 0;
         for await (const w of stack.client.workflow.list({ query: `WorkflowId = '${run.workflowId}'` })) {
@@ -409,6 +413,7 @@ const historyCap: Scenario = {
           longest = Math.max(longest, w.historyLength);
         }
         o.notes.push(`${chain} run(s) in the chain, longest history ${longest} events`);
+        if (chain < 2) o.violations.push(`no continue-as-new: ${chain} run(s) in the chain`);
         if (longest > HISTORY_CAP + HISTORY_SLACK)
           o.violations.push(`a run's history reached ${longest} events (cap ${HISTORY_CAP})`);
       },

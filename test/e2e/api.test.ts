@@ -211,11 +211,14 @@ describe('benchctl api against the real chain (Temporal, worker, Postgres, Rabbi
         headers: { 'idempotency-key': key },
       });
       assert.equal(second.status, 202);
-      assert.notEqual(((await second.json()) as RunBody).run_id, runs[0]?.body.run_id);
+      const secondRun = (await second.json()) as RunBody;
+      assert.notEqual(secondRun.run_id, runs[0]?.body.run_id);
+      ids.add(secondRun.run_id);
     } finally {
       await otherToken.stop();
     }
     for (const id of ids) await stack.client.workflow.getHandle(id).result();
+    assert.deepEqual(await managedContainers(stack.docker, [...ids]), []);
   });
 
   test('an existing experiment by id (the Run button), cancel, and retry-failed', async () => {

@@ -214,9 +214,10 @@ describe('durability, cancellation and termination on the real Temporal dev serv
         `UPDATE experiments SET queue_status = 'manual_terminated', queue_message_id = NULL, finished_at = now() WHERE id = $1`,
         [seeded.experimentId],
       );
-      await stack.db.pool.query(
+      const { rows: canceledByPlatform } = await stack.db.pool.query<{ id: number }>(
         `UPDATE run_cases SET status = 'canceled', error_message = 'manual terminated by user-7', finished_at = now()
-          WHERE experiment_id = $1 AND status IN ('pending','queued','running','trajectory','scoring')`,
+          WHERE experiment_id = $1 AND status IN ('pending','queued','running','trajectory','scoring')
+          RETURNING id`,
         [seeded.experimentId],
       );
       const result = (await handle.result()) as ExperimentRunResult;
@@ -225,6 +226,13 @@ describe('durability, cancellation and termination on the real Temporal dev serv
       const canceled = rows.filter((r) => r.status === 'canceled');
       assert.ok(canceled.length >= 4, `most cases canceled: ${JSON.stringify(rows)}`);
       for (const r of canceled) assert.equal(r.error_message, 'manual terminated by user-7');
+      // The rows the platform canceled — the in-flight ones among them, whose late results are the
+      // risk — stay exactly as it left them.
+      for (const { id } of canceledByPlatform)
+        assert.deepEqual(
+          rows.find((r) => r.id === id),
+          { id, status: 'canceled', error_message: 'manual terminated by user-7' },
+        );
       assert.deepEqual(
         rows.filter((r) => !['canceled', 'success'].includes(r.status)),
         [],

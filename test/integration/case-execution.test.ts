@@ -523,5 +523,39 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
       },
     );
     assert.equal(summary.status, 'success');
+
+    // A spooled, finished record past the budget is still stored: the budget refuses new runs of
+    // the agent, never a result that already exists.
+    const late = await oneCaseRun(sandbox);
+    const now = new Date().toISOString();
+    await spool.write(late.ref.workflowId, late.ref.runCaseId, {
+      complete: true,
+      raw: {
+        status: 'success',
+        errorMessage: null,
+        exitCode: 0,
+        agentOutput: 'the late output',
+        logs: 'agent logs',
+        stdoutTrajectory: null,
+        agentUsage: null,
+        timings: { sandboxConnectMs: 1, caseExecMs: 2, totalMs: 3 },
+        startedAt: now,
+        finishedAt: now,
+        image: 'bench/busybox:latest',
+        containerName: caseContainerName(late.ref.workflowId, late.ref.runCaseId, 1),
+        attempt: 1,
+      },
+    });
+    const created = sandbox.created.length;
+    const stored = await runIn(attempt({ attempt: 5, scheduledTimestampMs: longAgo }), late.executeCase, {
+      ...late.ref,
+      retryBudgetSeconds: 600,
+    });
+    assert.equal(stored.status, 'success');
+    assert.equal(sandbox.created.length, created, 'no container started for the spooled case');
+    assert.equal(
+      (await loadCasePhases(db.pool, late.ref.workflowId, late.ref.runCaseId))?.result.agentOutput,
+      'the late output',
+    );
   });
 });

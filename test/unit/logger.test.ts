@@ -103,9 +103,10 @@ describe('logger: pattern-based redaction of real pino output', () => {
   });
 
   test('an error as the first argument, a circular object and plain text without secrets', () => {
-    const { log, last } = capture();
+    const { log, raw, last } = capture();
     log.error(new Error('boom token=t-1'));
     assert.equal((last().err as Record<string, unknown>).message, `boom token=${R}`);
+    assert.ok(!raw.at(-1)?.includes('t-1'), 'nowhere in the line, its stack included');
     const loop: Record<string, unknown> = { name: 'a', auth: { token: 't-2' } };
     loop.self = loop;
     log.info(
@@ -123,5 +124,7 @@ describe('logger: pattern-based redaction of real pino output', () => {
     const cause = out.cause as Record<string, unknown>;
     assert.equal(cause.message, 'upstream', 'an error under another key is serialized too');
     assert.deepEqual(cause.config, { headers: { Authorization: R } });
+    for (const secret of ['t-2', 't-3-long-enough'])
+      assert.ok(!raw.at(-1)?.includes(secret), `${secret} nowhere in the line`);
   });
 });
