@@ -8,7 +8,7 @@ import type {
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { CASE_STATUSES, type CaseStatus } from '../domain/case-status';
-import { errorCodeOf } from '../domain/run-status';
+import { errorCodeOf, isOpenWorkflowState } from '../domain/run-status';
 import {
   DispatchRefusedError,
   dispatchExistingExperiment,
@@ -101,9 +101,7 @@ function refusal(err: unknown): never {
 }
 
 const isOpen = (s: RunSummary) =>
-  s.workflowStatus === 'RUNNING' ||
-  s.workflowStatus === 'CONTINUED_AS_NEW' ||
-  s.workflowStatus === 'PAUSED' ||
+  isOpenWorkflowState(s.workflowStatus) ||
   // Stored but not (yet) known to Temporal: a start may still come (a retried submission).
   (s.workflowStatus === null && s.status !== 'done' && s.status !== 'failed' && s.status !== 'canceled');
 

@@ -64,14 +64,22 @@ export type WorkflowState =
   | 'UNKNOWN';
 
 /**
+ * Still open: running, paused, or a run that continued as new (its chain goes on). The one answer
+ * for every reader (status, events, the reconciler, the reaper), so a paused run is never closed by
+ * one and open to another.
+ */
+export function isOpenWorkflowState(workflow: string | null | undefined): boolean {
+  return workflow === 'RUNNING' || workflow === 'CONTINUED_AS_NEW' || workflow === 'PAUSED';
+}
+
+/**
  * A run's status for a reader. While its workflow is open it is `queued` until a case has started
  * and `running` after; once closed it is what its cases say, except that a workflow failed or timed
  * out is `failed` and one canceled or terminated from outside is `canceled` whatever its cases say.
  * A run whose workflow is unknown (not found) is judged by its cases alone.
  */
 export function runStatus(workflow: WorkflowState | null, c: RunCaseCounts): RunStatus {
-  const open = workflow === 'RUNNING' || workflow === 'CONTINUED_AS_NEW' || workflow === 'PAUSED';
-  if (open || (workflow === null && c.total > finishedCases(c))) {
+  if (isOpenWorkflowState(workflow) || (workflow === null && c.total > finishedCases(c))) {
     const started = c.running + c.trajectory + c.scoring + finishedCases(c);
     return started > 0 ? 'running' : 'queued';
   }

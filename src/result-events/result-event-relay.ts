@@ -172,7 +172,7 @@ export class ResultEventRelay {
   /** Sends a batch and resolves once the broker confirmed every message of it. */
   private async publish(session: BrokerSession, events: PendingResultEvent[]): Promise<void> {
     const { channel } = session;
-    try {
+    const sendAll = async () => {
       for (const event of events) {
         const body = Buffer.from(
           JSON.stringify(resultEventMessage(event, { deploymentId: this.p.deploymentId })),
@@ -185,9 +185,15 @@ export class ResultEventRelay {
           timestamp: Math.floor(event.createdAt.getTime() / 1000),
           appId: 'agentbench-orchestrator',
         });
+        // A channel that closes with a full buffer never drains: the deadline below covers this wait.
         if (!more) await new Promise<void>((resolve) => channel.once('drain', resolve));
       }
-      await withTimeout(channel.waitForConfirms(), this.p.confirmTimeoutMs, 'publisher confirms');
+      await channel.waitForConfirms();
+    };
+    try {
+      // One deadline for sending and confirms: this runs inside the outbox transaction, whose row
+      // locks and pool connection must never be held by a broker that went away.
+      await withTimeout(sendAll(), this.p.confirmTimeoutMs, 'publisher confirms');
     } catch (err) {
       session.lost = true;
       throw new BrokerError(errorText(err));

@@ -1,7 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { TemporalUnavailableError } from '../temporal/errors';
 import type pg from 'pg';
-import { loadRunRequest } from '../db/run-request-repository';
+import { getRunRecord } from '../db/run-view-repository';
 import { findExperimentRuns } from '../temporal/run-lookup';
 
 /**
@@ -36,7 +36,7 @@ export async function cancelExperimentRuns(
   const runs = await findExperimentRuns(
     client,
     // A run started before the deployment attribute: ours when its request is in our database.
-    { deploymentId, isOwnRun: async (workflowId) => (await loadRunRequest(pool, workflowId)) !== null },
+    { deploymentId, isOwnRun: async (workflowId) => (await getRunRecord(pool, workflowId)) !== null },
     experimentId,
     { runningOnly: true },
   );

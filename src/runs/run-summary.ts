@@ -1,7 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type pg from 'pg';
 import type { Config } from '../config';
-import { runStatus, type RunStatus, type WorkflowState } from '../domain/run-status';
+import { isOpenWorkflowState, runStatus, type RunStatus, type WorkflowState } from '../domain/run-status';
 import {
   getRunRecord,
   runCaseCounts,
@@ -67,7 +67,7 @@ export class WorkflowViews {
       if (err instanceof WorkflowNotFoundError) return { status: null, closeTime: null };
       throw new TemporalUnavailableError(err);
     }
-    if (view.status !== 'RUNNING' && view.status !== 'CONTINUED_AS_NEW' && view.status !== 'PAUSED') {
+    if (!isOpenWorkflowState(view.status)) {
       this.closed.set(workflowId, view);
       if (this.closed.size > CLOSED_CACHE_SIZE) {
         const oldest = this.closed.keys().next().value;

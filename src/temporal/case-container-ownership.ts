@@ -1,3 +1,4 @@
+import { isOpenWorkflowState } from '../domain/run-status';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type pg from 'pg';
 import { getCaseStatuses } from '../db/run-case-repository';
@@ -57,7 +58,7 @@ export function caseOwnership(
         deps.client.workflow.getHandle(workflowId).describe(),
       );
       // The handle has no run id: a chain that continued as new answers with its newest run.
-      if (description.status.name === 'RUNNING') return { verdict: 'wanted' };
+      if (isOpenWorkflowState(description.status.name)) return { verdict: 'wanted' };
       return { verdict: 'orphan', reason: `workflow ${description.status.name}` };
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) return { verdict: 'orphan', reason: 'workflow not found' };

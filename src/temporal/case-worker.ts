@@ -72,6 +72,11 @@ export interface CaseWorker {
   run(): Promise<void>;
   runUntil<R>(p: Promise<R>): Promise<R>;
   shutdown(): Promise<void>;
+  /**
+   * Releases what it holds (collector port, Temporal connection, sweeps) when it never ran or an
+   * error came first; run/runUntil do this themselves. Idempotent.
+   */
+  close(): Promise<void>;
 }
 
 /**
@@ -283,9 +288,11 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     clearInterval(spoolSweeps);
     await reaper.stop();
     await reconciler.stop();
-    await connection.close();
     await collector.stop();
     stopObserving?.();
+    // A worker that never ran still holds its reference on the connection, and the SDK refuses to
+    // close it then; the process's exit releases both.
+    if (worker.getState() !== 'INITIALIZED') await connection.close();
   };
 
   return {
@@ -310,5 +317,6 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     async shutdown() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
     },
+    close,
   };
 }

@@ -1,3 +1,4 @@
+import { isOpenWorkflowState } from '../domain/run-status';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type pg from 'pg';
 import { closeOrphanedCases, listIdleActiveRunCases } from '../db/run-control-repository';
@@ -95,7 +96,7 @@ export class RunReconciler {
     try {
       // Without a run id: the newest run of a continue-as-new chain, open while the chain goes on.
       const d = await this.p.client.workflow.getHandle(workflowId).describe();
-      return d.status.name === 'RUNNING' ? { open: true } : { open: false, status: d.status.name };
+      return isOpenWorkflowState(d.status.name) ? { open: true } : { open: false, status: d.status.name };
     } catch (err) {
       return { unknown: err instanceof WorkflowNotFoundError ? 'not found' : errorText(err) };
     }

@@ -143,6 +143,7 @@ export async function openRunDeps(opts: {
     tracing,
     worker,
     async close() {
+      await worker?.close();
       await client.connection.close();
       await closeBase();
     },
