@@ -73,6 +73,8 @@ export interface CaseExecutionDeps extends CaseFinalizationDeps, CaseNetworkDeps
    * (Temporal or Postgres away) keeps it. Absent: such an attempt runs to its end.
    */
   caseWanted?: (ref: CaseRef) => Promise<OwnershipVerdict>;
+  /** Shared with the spool sweep (absent: this execution's own). */
+  liveAttempts?: LiveAttempts;
 }
 
 /** How often an attempt Temporal gave up on asks whether its case is still wanted. */
@@ -88,6 +90,31 @@ interface LiveAttempt {
   outcome: Promise<CaseExecutionSummary>;
   /** Stops the attempt: a real cancel or the worker's shutdown, passed on by a joined successor too. */
   stop: AbortController;
+}
+
+/**
+ * The container phases running in this process, by case. Shared with the spool sweep, which must
+ * never store the record of an attempt still running here (its after command, its removal).
+ */
+export class LiveAttempts {
+  private readonly byCase = new Map<string, LiveAttempt>();
+  private static key(workflowId: string, runCaseId: number): string {
+    return `${workflowId}\n${runCaseId}`;
+  }
+  get(workflowId: string, runCaseId: number): LiveAttempt | undefined {
+    return this.byCase.get(LiveAttempts.key(workflowId, runCaseId));
+  }
+  has(workflowId: string, runCaseId: number): boolean {
+    return this.byCase.has(LiveAttempts.key(workflowId, runCaseId));
+  }
+  set(workflowId: string, runCaseId: number, entry: LiveAttempt): void {
+    this.byCase.set(LiveAttempts.key(workflowId, runCaseId), entry);
+  }
+  /** Only if it is still this entry: a successor may have taken the case's place. */
+  release(workflowId: string, runCaseId: number, entry: LiveAttempt): void {
+    const key = LiveAttempts.key(workflowId, runCaseId);
+    if (this.byCase.get(key) === entry) this.byCase.delete(key);
+  }
 }
 
 /**
@@ -181,7 +208,7 @@ export async function storeCaseResult(
 export function createCaseExecution(deps: CaseExecutionDeps) {
   const { pool, sandbox } = deps;
   const finishInline = createInlineFinisher(deps);
-  const live = new Map<string, LiveAttempt>();
+  const live = deps.liveAttempts ?? new LiveAttempts();
 
   async function executeCase(ref: ExecuteCaseInput): Promise<CaseExecutionSummary> {
     const ctx = Context.current();
@@ -192,8 +219,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       run_case_id: ref.runCaseId,
       attempt,
     });
-    const key = `${ref.workflowId}\n${ref.runCaseId}`;
-    const predecessor = live.get(key);
+    const predecessor = live.get(ref.workflowId, ref.runCaseId);
     if (predecessor) {
       const joined = await joinPredecessor(ctx, predecessor, log);
       if (joined) return joined;
@@ -203,12 +229,12 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       stopWatching = watchWhileOrphaned(ref, controller, log);
     });
     const entry: LiveAttempt = { attempt, stop, outcome: runAttempt(ctx, ref, log, stop.signal) };
-    live.set(key, entry);
+    live.set(ref.workflowId, ref.runCaseId, entry);
     try {
       return await entry.outcome;
     } finally {
       stopWatching?.();
-      if (live.get(key) === entry) live.delete(key);
+      live.release(ref.workflowId, ref.runCaseId, entry);
     }
   }
 
@@ -315,12 +341,14 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     if (status === undefined || isTerminalStatus(status)) {
       log.info({ code: 'CASE_NOT_ACTIVE', status }, 'case is no longer active; not executing');
       // Closed by someone else (the platform's terminate): its event, and the run's if it was the last.
-      await recordRunEnd(pool, {
-        workflowId,
-        experimentId,
-        runCaseIds: [runCaseId],
-        resultEvents: deps.resultEvents,
-      });
+      await rideOut('record run end', () =>
+        recordRunEnd(pool, {
+          workflowId,
+          experimentId,
+          runCaseIds: [runCaseId],
+          resultEvents: deps.resultEvents,
+        }),
+      );
       return { status: 'not_active', errorMessage: null, exitCode: null };
     }
     const caseInput = parseCaseInput(workflowId, runCaseId, start.caseInput);

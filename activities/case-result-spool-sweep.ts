@@ -3,7 +3,9 @@ import { saveCaseResult } from '../src/db/case-result-repository';
 import { isPermanentDatabaseError } from '../src/db/errors';
 import { errorText } from '../src/domain/errors';
 import type { Logger } from '../src/logger';
+import type { LiveAttempts } from './case-execution';
 import type { CaseResultSpool } from './case-result-spool';
+import { afterCommandLost } from './case-record';
 
 /**
  * Spool entries nobody came back for: a worker killed after its agent finished whose retry ran on
@@ -18,14 +20,24 @@ export async function sweepCaseResultSpool(deps: {
   pool: pg.Pool;
   log: Logger;
   minAgeMs: number;
+  /** Attempts running in this process: their entries are theirs to store (after command, removal). */
+  liveAttempts: Pick<LiveAttempts, 'has'>;
 }): Promise<{ stored: number; kept: number }> {
   const { spool, pool, log } = deps;
   let stored = 0;
   let kept = 0;
   for (const entry of await spool.entriesOlderThan(deps.minAgeMs)) {
+    if (deps.liveAttempts.has(entry.workflowId, entry.runCaseId)) continue;
     try {
       const record = await spool.read(entry.workflowId, entry.runCaseId);
-      if (record) await saveCaseResult(pool, entry.workflowId, entry.runCaseId, record.raw);
+      // Cut before its after command: stored as the attempt's retry would store it, never as a success.
+      if (record)
+        await saveCaseResult(
+          pool,
+          entry.workflowId,
+          entry.runCaseId,
+          record.complete ? record.raw : afterCommandLost(record.raw, log),
+        );
       await spool.discard(entry.workflowId, entry.runCaseId);
       stored++;
     } catch (err) {

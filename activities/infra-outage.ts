@@ -10,7 +10,6 @@ const UNREACHABLE_CODES = new Set([
   'ECONNRESET',
   'ECONNABORTED',
   'EPIPE',
-  'ENOENT',
   'ETIMEDOUT',
   'EHOSTUNREACH',
   'ENETUNREACH',
@@ -38,8 +37,10 @@ const UNREACHABLE_TEXT =
 export function isServiceUnreachable(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e !== null && e !== undefined && depth < 6; depth++) {
     if (isPermanentDatabaseError(e)) return false;
-    const code = (e as { code?: unknown }).code;
+    const { code, syscall } = e as { code?: unknown; syscall?: unknown };
     if (typeof code === 'string' && UNREACHABLE_CODES.has(code)) return true;
+    // A socket that is not there (dockerd restarting) — not any missing file or program.
+    if (code === 'ENOENT' && syscall === 'connect') return true;
     if (UNREACHABLE_TEXT.test(errorText(e))) return true;
     e = (e as { cause?: unknown }).cause;
   }
@@ -77,6 +78,7 @@ export async function rideOutOutage<T>(fn: () => Promise<T>, opts: RideOutOption
         );
       opts.onWait?.();
       await delay(waitMs, undefined, opts.signal ? { signal: opts.signal } : {}).catch(() => undefined);
+      if (opts.signal?.aborted) throw err;
       waitMs = Math.min(waitMs * 2, 5_000);
     }
   }

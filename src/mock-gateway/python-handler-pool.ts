@@ -371,6 +371,8 @@ export class PythonHandlerPool {
       })) as Duplex;
       handler = new HandlerProcess(container, stream, docker, log);
       const ready = handler.ready();
+      // A start that throws kills the handler, which rejects `ready` with nobody awaiting it yet.
+      ready.catch(() => undefined);
       await container.start();
       await Promise.race([
         ready,

@@ -481,6 +481,8 @@ export class OtelCollector {
     });
     req.on('end', () => clearTimeout(timer));
     req.on('error', () => clearTimeout(timer));
+    // readBody paused it; a data listener alone does not resume a paused stream.
+    req.resume();
   }
 
   /**

@@ -43,7 +43,8 @@ export class OtlpDecodePool {
   }
 
   async decode(req: OtlpBodyRequest): Promise<OtlpBodyResult> {
-    if (req.body.byteLength <= this.inlineBytes) return decodeOtlpBody(req);
+    // By the size it will have: a small gzip body can expand to maxBodyBytes, never on the main loop.
+    if (!req.gzip && req.body.byteLength <= this.inlineBytes) return decodeOtlpBody(req);
     const own = req.body.byteOffset === 0 && req.body.byteLength === req.body.buffer.byteLength;
     const body = own ? req.body : new Uint8Array(req.body);
     try {

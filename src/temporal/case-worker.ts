@@ -9,6 +9,7 @@ import type { Logger } from '../logger';
 import path from 'node:path';
 import { createActivities } from '../../activities';
 import { FileCaseResultSpool } from '../../activities/case-result-spool';
+import { LiveAttempts } from '../../activities/case-execution';
 import { sweepCaseResultSpool } from '../../activities/case-result-spool-sweep';
 import { rideOutOutage } from '../../activities/infra-outage';
 import { RunRequestCache } from '../db/run-request-cache';
@@ -162,7 +163,10 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
   // One directory per deployment under resultSpoolDir (FileCaseResultSpool).
   const spool = new FileCaseResultSpool(resultSpoolDir(config), config.deploymentId);
   // The one place where the activities meet the concrete adapters.
+  // The container phases running here: a retry joins one, the spool sweep leaves its entry alone.
+  const liveAttempts = new LiveAttempts();
   const activities = createActivities({
+    liveAttempts,
     log,
     pool,
     resultEvents: config.resultEvents.enabled,
@@ -255,9 +259,13 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
 
   // Spooled records of attempts nobody came back for (their retry ran on another host): stored, then removed.
   const sweepSpool = () =>
-    sweepCaseResultSpool({ spool, pool, log, minAgeMs: config.sandbox.reaperMinAgeSeconds * 1000 }).catch(
-      (err: unknown) => log.warn({ code: 'E_CASE_SPOOL_SWEEP_FAILED', err }, 'spool sweep failed'),
-    );
+    sweepCaseResultSpool({
+      spool,
+      pool,
+      log,
+      minAgeMs: config.sandbox.reaperMinAgeSeconds * 1000,
+      liveAttempts,
+    }).catch((err: unknown) => log.warn({ code: 'E_CASE_SPOOL_SWEEP_FAILED', err }, 'spool sweep failed'));
   let spoolSweeps: NodeJS.Timeout | undefined;
 
   const startReaper = async () => {

@@ -20,6 +20,7 @@ import { freePort } from '../support/ports';
  */
 
 const log = createLogger({ level: 'silent' });
+const noneLive = { has: () => false };
 
 function record(output: string, attempt: number): SpooledRecord {
   const now = new Date().toISOString();
@@ -76,7 +77,13 @@ describe('case result spool sweep (real Postgres)', () => {
     await ageAll(path.join(root, 'deployment-b'), 3_600_000);
     await ours.write(workflowId, young, record('young', 1));
 
-    const swept = await sweepCaseResultSpool({ spool: ours, pool: db.pool, log, minAgeMs: 600_000 });
+    const swept = await sweepCaseResultSpool({
+      spool: ours,
+      pool: db.pool,
+      log,
+      minAgeMs: 600_000,
+      liveAttempts: noneLive,
+    });
 
     assert.deepEqual(swept, { stored: 2, kept: 0 });
     assert.equal((await loadCasePhases(db.pool, workflowId, lost))?.result.agentOutput, 'spooled output');
@@ -111,18 +118,56 @@ describe('case result spool sweep (real Postgres)', () => {
     // Nothing listens on this port: every query fails with ECONNREFUSED.
     const away = new pg.Pool({ host: '127.0.0.1', port: await freePort(), connectionTimeoutMillis: 2_000 });
     try {
-      const swept = await sweepCaseResultSpool({ spool, pool: away, log, minAgeMs: 0 });
+      const swept = await sweepCaseResultSpool({
+        spool,
+        pool: away,
+        log,
+        minAgeMs: 0,
+        liveAttempts: noneLive,
+      });
       assert.deepEqual(swept, { stored: 0, kept: 1 });
     } finally {
       await away.end();
     }
     assert.equal((await spool.read(workflowId, runCaseId))?.raw.agentOutput, 'kept through the outage');
 
-    const swept = await sweepCaseResultSpool({ spool, pool: db.pool, log, minAgeMs: 0 });
+    const swept = await sweepCaseResultSpool({
+      spool,
+      pool: db.pool,
+      log,
+      minAgeMs: 0,
+      liveAttempts: noneLive,
+    });
     assert.deepEqual(swept, { stored: 1, kept: 0 });
     assert.equal(
       (await loadCasePhases(db.pool, workflowId, runCaseId))?.result.agentOutput,
       'kept through the outage',
     );
+  });
+
+  test('an attempt still running here keeps its entry; a record cut before its after command is never a success', async () => {
+    const seeded = await seedExperiment(db.pool, { cases: 2 });
+    const workflowId = await storeRunRequest(db.pool, seeded);
+    const [running, cut] = seeded.runCaseIds as [number, number];
+    const spool = new FileCaseResultSpool(root, 'deployment-d');
+    await spool.write(workflowId, running, { ...record('its after command still runs', 1), complete: false });
+    await spool.write(workflowId, cut, { ...record('cut before the after command', 1), complete: false });
+    await ageAll(path.join(root, 'deployment-d'), 3_600_000);
+
+    const swept = await sweepCaseResultSpool({
+      spool,
+      pool: db.pool,
+      log,
+      minAgeMs: 0,
+      liveAttempts: { has: (w, id) => w === workflowId && id === running },
+    });
+
+    assert.deepEqual(swept, { stored: 1, kept: 0 });
+    assert.equal(await loadCasePhases(db.pool, workflowId, running), null, 'the live attempt stores its own');
+    assert.equal((await spool.read(workflowId, running))?.raw.agentOutput, 'its after command still runs');
+    const stored = (await loadCasePhases(db.pool, workflowId, cut))?.result;
+    assert.equal(stored?.status, 'failed');
+    assert.match(stored?.errorMessage ?? '', /^E_AFTER_EXEC_NOT_RUN: /);
+    assert.equal(stored?.agentOutput, 'cut before the after command');
   });
 });

@@ -32,6 +32,20 @@ test('an unreachable Docker daemon or Postgres is recognised, also as the cause 
     ),
   );
   assert.ok(isServiceUnreachable(new Error('connect ENOENT /var/run/docker.sock')));
+  assert.ok(
+    isServiceUnreachable(
+      Object.assign(withCode('connect ENOENT /tmp/chaos.sock', 'ENOENT'), { syscall: 'connect' }),
+    ),
+  );
+  // A missing program or file is no outage: it is not waited out.
+  assert.ok(
+    !isServiceUnreachable(
+      Object.assign(withCode('spawn python3 ENOENT', 'ENOENT'), { syscall: 'spawn python3' }),
+    ),
+  );
+  assert.ok(
+    !isServiceUnreachable(Object.assign(withCode("open '/x/case.json'", 'ENOENT'), { syscall: 'open' })),
+  );
   assert.ok(!isServiceUnreachable(withCode('duplicate key value', '23505')));
   assert.ok(
     !isServiceUnreachable(new DockerInfraError('E_DOCKER_CREATE', 'No such image: bench/none:latest')),
