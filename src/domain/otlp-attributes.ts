@@ -14,6 +14,34 @@ import {
 
 /** OTLP attributes (AnyValue, KeyValue lists) → plain objects, and a row's case correlation, pure. */
 
+/**
+ * A span's events with their attributes redacted as the span's own are: `raw.events` is what the
+ * trajectory keeps, so an event's `authorization` must not outlive the span's. The span itself when
+ * nothing changed (no copy on the hot path).
+ */
+export function withRedactedEvents<T extends object>(span: T): T {
+  const spanEvents = (span as { events?: unknown }).events;
+  if (!Array.isArray(spanEvents)) return span;
+  let changed = false;
+  const events = spanEvents.map((event: unknown) => {
+    if (!isRecord(event) || !Array.isArray(event.attributes)) return event;
+    const { raw } = redactedRecord(event as { attributes: unknown[] }, decodeAttributes(event.attributes));
+    if (raw !== event) changed = true;
+    return raw;
+  });
+  return changed ? { ...span, events } : span;
+}
+
+/** A log record whose body the redaction changed keeps only the redacted form in `raw` too. */
+export function withRedactedBody<T extends { body?: unknown }>(
+  record: T,
+  decoded: unknown,
+  redacted: unknown,
+): T {
+  if (!redactionChanged(decoded, redacted)) return record;
+  return { ...record, body: { stringValue: typeof redacted === 'string' ? redacted : REDACTED } };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Attributes
 

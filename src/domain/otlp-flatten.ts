@@ -15,6 +15,8 @@ import {
   mergedAttributes,
   redactedRecord,
   withExtras,
+  withRedactedBody,
+  withRedactedEvents,
 } from './otlp-attributes';
 import {
   countOrNull,
@@ -96,7 +98,7 @@ export function flattenSpans(payload: unknown, extras: Record<string, string> = 
           end_time: isoFromUnixNanos(first(span.endTimeUnixNano, span.end_time_unix_nano)),
           run_case_id: correlation(undefined, attributes, resource, RUN_CASE_ID_KEY),
           experiment_id: correlation(undefined, attributes, resource, EXPERIMENT_ID_KEY),
-          raw: own.raw,
+          raw: withRedactedEvents(own.raw),
         });
       }
     }
@@ -163,6 +165,8 @@ export function flattenLogs(payload: unknown, extras: Record<string, string> = {
       const scopeAttributes = redactSecrets(decodeAttributes(scope?.attributes));
       for (const record of [...(group.logRecords ?? []), ...(group.log_records ?? [])]) {
         const own = redactedRecord(record, decodeAttributes(record.attributes));
+        const decodedBody = decodeAnyValue(record.body);
+        const body = redactSecrets(decodedBody);
         const attributes = mergedAttributes(resource, own.attributes);
         // Resource first for logs, unlike spans (CONTRACT §4.2; kept for compatibility).
         const serviceName = serviceNameOf(resource[SERVICE_NAME_KEY], attributes[SERVICE_NAME_KEY]);
@@ -174,7 +178,7 @@ export function flattenLogs(payload: unknown, extras: Record<string, string> = {
           service_name: serviceName,
           severity_text: first(record.severityText, record.severity_text) ?? null,
           severity_number: severityNumberOf(first(record.severityNumber, record.severity_number)),
-          ...otlpBody(redactSecrets(decodeAnyValue(record.body))),
+          ...otlpBody(body),
           attributes,
           resource_attributes: resource,
           scope_attributes: scopeAttributes,
@@ -188,7 +192,7 @@ export function flattenLogs(payload: unknown, extras: Record<string, string> = {
           observed_time: isoFromUnixNanos(first(record.observedTimeUnixNano, record.observed_time_unix_nano)),
           run_case_id: correlation(undefined, attributes, resource, RUN_CASE_ID_KEY),
           experiment_id: correlation(undefined, attributes, resource, EXPERIMENT_ID_KEY),
-          raw: own.raw,
+          raw: withRedactedBody(own.raw, decodedBody, body),
         });
       }
     }

@@ -191,6 +191,46 @@ describe('flattenSpans (CONTRACT §4.2; ports test_otel_ingest)', () => {
     assert.doesNotMatch(stored, /pw-nested-1|pw-top-2|sk-url-3/);
   });
 
+  test("a span event's secret attributes are redacted in raw (what the trajectory keeps); a log's secret body too", () => {
+    const [span] = flattenSpans(
+      traces(
+        [],
+        [
+          {
+            ...SPAN,
+            events: [
+              { name: 'request', attributes: [str('authorization', 'Bearer ev-secret-1'), str('step', 's')] },
+              { name: 'plain', attributes: [str('step', 't')] },
+            ],
+          },
+        ],
+      ),
+    );
+    assert.ok(span);
+    assert.doesNotMatch(JSON.stringify(span), /ev-secret-1/);
+    const events = (span.raw as { events: Array<{ attributes: unknown[] }> }).events;
+    assert.deepEqual(events[0]?.attributes, [str('authorization', REDACTED), str('step', 's')]);
+    assert.deepEqual(events[1]?.attributes, [str('step', 't')], 'an event without secrets is kept as sent');
+
+    const [log] = flattenLogs({
+      resourceLogs: [
+        {
+          resource: { attributes: [] },
+          scopeLogs: [
+            {
+              scope: { name: 'log' },
+              logRecords: [
+                { body: { kvlistValue: { values: [str('password', 'body-pw-2'), str('user', 'u')] } } },
+              ],
+            },
+          ],
+        },
+      ],
+    });
+    assert.ok(log);
+    assert.doesNotMatch(JSON.stringify(log), /body-pw-2/);
+  });
+
   test('simplified {"spans": [...]} form, used only when the OTLP walk found nothing', () => {
     const rows = flattenSpans({
       spans: [
