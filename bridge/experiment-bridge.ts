@@ -340,6 +340,11 @@ class ExperimentBridge implements BridgeHandle {
 
   private async closeSession(session: Session): Promise<void> {
     session.state.closing = true;
+    // Channels first: amqplib interleaves the channels' frames, so a connection close can reach the
+    // broker ahead of an ack still buffered on its channel, and the acked delivery is requeued (a
+    // dead-lettered message was found back in the queue). A channel's close follows its own acks.
+    if (!session.state.lost)
+      await Promise.all([session.channel.close(), session.confirm.close()]).catch(() => undefined);
     await session.model.close().catch(() => undefined);
   }
 

@@ -7,7 +7,7 @@ import {
   platformMessage,
   pollUntil,
   publishLikePlatform,
-  settledQueueDepth,
+  queueDepth,
   recordingStartRun,
   startFixture,
   withChannel,
@@ -57,7 +57,7 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
 
       await fx.bridge.stop();
       // Stopping returns unacked deliveries to the queue, so an empty queue proves the ack.
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       assert.deepEqual(fx.bridge.stats(), {
         received: 1,
         started: 1,
@@ -88,7 +88,7 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       assert.equal(duplicate.key, processedKey(msg.message_id));
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       assert.deepEqual(fx.bridge.stats(), {
         received: 2,
         started: 1,
@@ -118,7 +118,7 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       assert.equal(duplicate.workflow_id, `experiment-1-${msg.message_id}`);
       await fx.bridge.stop();
       assert.equal(calls.length, 2);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       assert.deepEqual(fx.bridge.stats(), {
         received: 2,
         started: 1,
@@ -185,7 +185,7 @@ describe('bridge: deliveries from the platform queue (real RabbitMQ + Redis)', (
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
       assert.equal(calls[0]?.meta.dedupSuffix, good.message_id);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
 
       const dlq = deadLetterQueueName(fx.queue);
       assert.equal(dlq, `${fx.queue}.dead-letter`);

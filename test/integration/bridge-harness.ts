@@ -103,21 +103,6 @@ export function queueDepth(queue: string): Promise<number> {
   return withChannel(async (ch) => (await ch.checkQueue(queue)).messageCount);
 }
 
-/**
- * The queue's depth once the broker has applied what a stopped bridge sent last (its acks travel
- * on a channel of their own; a count read on another connection can come before them). With no
- * consumer left nothing else takes a message away, so a message really left in the queue stays in
- * it and is still reported.
- */
-export async function settledQueueDepth(queue: string, timeoutMs = 5_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const depth = await queueDepth(queue);
-    if (depth === 0 || Date.now() > deadline) return depth;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 /** Closes this bridge's broker connections from the server side (as a broker restart would). */
 export async function forceCloseConnections(queue: string): Promise<number> {
   // Tab-separated rows: the Erlang pid as close_connection wants it, then the client properties

@@ -17,7 +17,7 @@ import {
   platformMessage,
   pollUntil,
   publishLikePlatform,
-  settledQueueDepth,
+  queueDepth,
   recordingStartRun,
   startFixture,
   withChannel,
@@ -50,7 +50,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       assert.equal(dup.key, processingKey(msg.message_id));
       await fx.bridge.stop();
       assert.equal(calls.length, 0);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       assert.equal(
         await fx.redis.get(processingKey(msg.message_id)),
         '1',
@@ -77,7 +77,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       await pollUntil('start', () => fx.logs.withCode('WORKFLOW_STARTED')[0]);
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       assert.equal(await fx.redis.exists(processingKey(msg.message_id)), 0);
       const ttl = await fx.redis.ttl(processedKey(msg.message_id));
       assert.ok(ttl > 500 && ttl <= 600, `configured processed TTL is used, got ${ttl}`);
@@ -97,7 +97,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       await pollUntil('start', () => fx.logs.withCode('WORKFLOW_STARTED')[0]);
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       assert.equal(fx.logs.withCode('E_REDIS_DEGRADED').length, 1);
     } finally {
       await fx.cleanup();
@@ -118,7 +118,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       await fx.bridge.stop();
       assert.equal(calls.length, 3);
       assert.equal(fx.logs.withCode('E_WORKFLOW_START_FAILED').length, 0);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       assert.equal(await fx.redis.get(processedKey(msg.message_id)), '1');
     } finally {
       await fx.cleanup();
@@ -162,7 +162,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       );
       assert.equal(calls.length, 6, '3 deliveries × 2 tries, then no more');
       assert.equal(fx.bridge.stats().started, 0);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
       const dead = await withChannel((ch) => ch.get(deadLetterQueueName(fx.queue), { noAck: true }));
       assert.ok(dead, 'the message is in the dead-letter queue');
       assert.equal(dead.properties.headers?.['x-agentbench-error-code'], 'E_WORKFLOW_START_FAILED');
@@ -190,7 +190,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       await pollUntil('start after reconnect', () => fx.logs.withCode('WORKFLOW_STARTED')[0]);
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
     } finally {
       await fx.cleanup();
     }
@@ -230,7 +230,7 @@ describe('bridge: locks, failures and broker loss (real RabbitMQ + Redis)', () =
       assert.equal(dup.key, processedKey(msg.message_id));
       await fx.bridge.stop();
       assert.equal(calls.length, 1);
-      assert.equal(await settledQueueDepth(fx.queue), 0);
+      assert.equal(await queueDepth(fx.queue), 0);
     } finally {
       openGate();
       await fx.cleanup();
