@@ -1,15 +1,18 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { PermanentError } from '../domain/errors';
-import { isSecretName, REDACTED } from '../domain/secret-redaction';
+import { hasUrlSecret, isSecretName, REDACTED, redactUrl } from '../domain/secret-redaction';
 
 /**
  * Secrets of a stored run input (agentbench_run_requests.request). The workers run from that row, so
  * it cannot simply lose every credential: a runtime_spec `env` token must still reach the agent. Yet
- * no row may hold a secret in clear (ARCHITECTURE §5 item 10). So, by name pattern (isSecretName):
+ * no row may hold a secret in clear (ARCHITECTURE §5 item 10). A secret is a string under a
+ * secret-named key (isSecretName), or any string carrying a URL with a password (hasUrlSecret:
+ * `DATABASE_URL=postgres://user:pass@host/db` is no secret by name). Then:
  *
  * - under `scorers`, a secret is redacted: the judge's api_key is read from the platform's
  *   evaluators row at scoring time (src/scoring/evaluator-secrets.ts), and no other secret of a
- *   scorer_config (an `access_token`, say) is used by the judge at all;
+ *   scorer_config (an `access_token`, say) is used by the judge at all; a URL loses only its
+ *   password (redactUrl), so the rest of, say, a `base_url` stays readable;
  * - anywhere else (the agent's runtime_spec_json), a secret is sealed with AES-256-GCM under
  *   AGENTBENCH_SECRETS_KEY and opened again when a worker loads the run; without a key it is
  *   redacted, and the caller is told which paths lost their value.
@@ -61,18 +64,28 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** A copy of `value` with `leaf` applied to every string under a secret-named key (own properties). */
+type Leaf = (s: string, path: string, underScorers: boolean, secretNamed: boolean) => string;
+
+/**
+ * A copy of `value` with `leaf` applied to every non-empty string under a secret-named key, and to
+ * every other string for which `secretValue` holds (own properties).
+ */
 function mapSecretStrings(
   value: unknown,
-  leaf: (s: string, path: string, underScorers: boolean) => string,
+  leaf: Leaf,
+  secretValue: (s: string) => boolean,
   path = '',
   underScorers = false,
   underSecret = false,
 ): unknown {
-  if (typeof value === 'string') return underSecret && value !== '' ? leaf(value, path, underScorers) : value;
+  if (typeof value === 'string') {
+    if (value === '') return value;
+    if (underSecret) return leaf(value, path, underScorers, true);
+    return secretValue(value) ? leaf(value, path, underScorers, false) : value;
+  }
   if (Array.isArray(value))
     return value.map((item: unknown, i) =>
-      mapSecretStrings(item, leaf, `${path}[${i}]`, underScorers, underSecret),
+      mapSecretStrings(item, leaf, secretValue, `${path}[${i}]`, underScorers, underSecret),
     );
   if (!isRecord(value)) return value;
   const copy: Record<string, unknown> = {};
@@ -85,6 +98,7 @@ function mapSecretStrings(
       value: mapSecretStrings(
         item,
         leaf,
+        secretValue,
         itemPath,
         underScorers || (path === '' && key === 'scorers'),
         secret,
@@ -97,27 +111,46 @@ function mapSecretStrings(
   return copy;
 }
 
+/** A scorer's URL without its password; REDACTED when redactUrl cannot take it out. */
+function redactedScorerUrl(plain: string): string {
+  const redacted = redactUrl(plain);
+  // The marker is a password itself to hasUrlSecret; what must not remain is any other one.
+  return hasUrlSecret(redacted.split(REDACTED).join('')) ? REDACTED : redacted;
+}
+
 /**
  * The run input as it may be stored: see the module comment. `unsealed` lists the paths whose
  * secret was redacted for want of a key (never their values), for a warning.
+ *
+ * A string that only looks sealed is sealed too (with a key), though not secret: revealRunInput
+ * opens every sealed-looking string, whatever its key, so it must get back exactly this string.
  */
 export function protectRunInput<T extends object>(
   request: T,
   key: Buffer | undefined,
 ): { request: T; unsealed: string[] } {
   const unsealed: string[] = [];
-  const protectedRequest = mapSecretStrings(request, (plain, path, underScorers) => {
-    if (underScorers) return REDACTED;
-    if (key) return sealSecret(key, plain);
-    unsealed.push(path);
-    return REDACTED;
-  }) as T;
+  const protectedRequest = mapSecretStrings(
+    request,
+    (plain, path, underScorers, secretNamed) => {
+      if (underScorers) return secretNamed || !hasUrlSecret(plain) ? REDACTED : redactedScorerUrl(plain);
+      if (key) return sealSecret(key, plain);
+      unsealed.push(path);
+      return REDACTED;
+    },
+    (s) => hasUrlSecret(s) || isSealed(s),
+  ) as T;
   return { request: protectedRequest, unsealed };
 }
 
-/** The stored run input with its sealed secrets opened, for the workers. Throws RunInputSecretsError. */
+/**
+ * The stored run input with its sealed secrets opened, for the workers: under any key, since a URL
+ * with a password is sealed whatever its name. Throws RunInputSecretsError.
+ */
 export function revealRunInput<T extends object>(request: T, key: Buffer | undefined): T {
-  return mapSecretStrings(request, (stored, path) =>
-    isSealed(stored) ? openSecret(key, stored, path) : stored,
+  return mapSecretStrings(
+    request,
+    (stored, path) => (isSealed(stored) ? openSecret(key, stored, path) : stored),
+    isSealed,
   ) as T;
 }

@@ -1,6 +1,7 @@
 /**
  * The project's one secret-redaction module: which names are secret, and redaction of structures
- * (DB rows, payloads), URLs (query values, userinfo passwords) and free text (reports, logs).
+ * (DB rows, payloads), URLs (query values, userinfo passwords) and free text (reports, logs), and
+ * which values are secret whatever their name (hasUrlSecret: a URL with a password).
  *
  * A name is secret-named by pattern, not by a fixed list: it is split into lower-case words
  * (snake_case, kebab-case, dotted, camelCase), and it is secret when a word is one of SECRET_WORDS,
@@ -113,6 +114,8 @@ function judgeName(name: string): boolean {
 
 /** `scheme://user:password@host` */
 const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#:@]*):([^\s/?#@]+)@/gi;
+/** URL_USERINFO without the global flag: `test` keeps no state between calls. */
+const HAS_URL_USERINFO = new RegExp(URL_USERINFO.source, 'i');
 /** One `name=value` of a query (or a form body): separator, name, value. */
 const QUERY_PARAM = /([?&;])([^=&#;\s?]+)=([^&#;\s]*)/g;
 
@@ -140,6 +143,24 @@ export function redactUrl(url: string): string {
     out = out.slice(0, query) + redactedQuery;
   }
   return out;
+}
+
+/**
+ * Whether `value` carries a URL whose userinfo has a password (`postgres://user:pass@host/db`,
+ * `redis://:pw@host`): such a value is a secret whatever its name (`DATABASE_URL` is not
+ * secret-named). Besides the whole value parsed as a URL, a URL inside it counts too
+ * (`jdbc:postgresql://u:p@h/db` parses as a `jdbc:` URL without userinfo; `--db=postgres://u:p@h`
+ * does not parse at all). A user name alone (`ssh://git@host`) is not a secret. Never throws.
+ */
+export function hasUrlSecret(value: string): boolean {
+  // Cheap refusal first: callers run this over every string of a run input.
+  if (!value.includes('@') || !value.includes(':')) return false;
+  try {
+    if (new URL(value).password !== '') return true;
+  } catch {
+    // Not a URL as a whole; it may still hold one.
+  }
+  return HAS_URL_USERINFO.test(value);
 }
 
 /** A string that may hold a URL with a secret: a query with a value, or a userinfo. */

@@ -66,7 +66,7 @@ export async function storeRunRequest(
   if (stored.unsealed.length > 0) {
     deps.log.warn(
       { code: 'W_RUN_INPUT_SECRET_DROPPED', workflow_id: workflowId, paths: stored.unsealed },
-      'secret-named values of the run input are stored redacted: set AGENTBENCH_SECRETS_KEY to hand them to the agent',
+      'secret values of the run input (secret-named, or URLs with a password) are stored redacted: set AGENTBENCH_SECRETS_KEY to hand them to the agent',
     );
   }
   await saveRunRequest(db, {

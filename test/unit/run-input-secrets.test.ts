@@ -78,6 +78,59 @@ describe('protectRunInput / revealRunInput (the stored run input)', () => {
     );
   });
 
+  const urlRequest = {
+    agent: {
+      runtime_spec_json: {
+        env: {
+          DATABASE_URL: 'postgres://app:pw-SECRET@db:5432/x',
+          MIRROR: 'https://bot:tok-SECRET@git.test/org/repo.git',
+          JDBC: 'jdbc:postgresql://u:jdbc-SECRET@db/x',
+          PUBLIC_URL: 'https://api.test/v1',
+          CLONE: 'ssh://git@git.test/org/repo.git',
+          LOOKS_SEALED: 'enc:v1:not-really',
+        },
+        services: [{ name: 'db', env: { REPLICA: 'redis://:redis-SECRET@cache:6379' } }],
+      },
+    },
+    scorers: [
+      { id: 3, scorer_config: { base_url: 'https://judge:judge-SECRET@judge.test/v1', model_name: 'm' } },
+    ],
+  };
+
+  test('with a key: env values holding a URL password are sealed whatever their name, and opened again', () => {
+    const key = randomBytes(32);
+    const stored = protectRunInput(urlRequest, key);
+    assert.deepEqual(stored.unsealed, []);
+    const text = JSON.stringify(stored.request);
+    assert.ok(!text.includes('SECRET'), text);
+    const env = stored.request.agent.runtime_spec_json.env;
+    for (const name of ['DATABASE_URL', 'MIRROR', 'JDBC'] as const) assert.ok(isSealed(env[name]), name);
+    assert.ok(isSealed(stored.request.agent.runtime_spec_json.services[0]?.env.REPLICA ?? ''));
+    assert.equal(env.PUBLIC_URL, 'https://api.test/v1');
+    assert.equal(env.CLONE, 'ssh://git@git.test/org/repo.git', 'a user name alone is no secret');
+    assert.deepEqual(stored.request.scorers[0]?.scorer_config, {
+      base_url: `https://judge:${REDACTED}@judge.test/v1`,
+      model_name: 'm',
+    });
+
+    const revealed = revealRunInput(stored.request, key);
+    assert.deepEqual(revealed.agent, urlRequest.agent, 'a sealed-looking plain value comes back as it was');
+  });
+
+  test('without a key: env values holding a URL password are redacted, their paths reported', () => {
+    const stored = protectRunInput(urlRequest, undefined);
+    assert.ok(!JSON.stringify(stored.request).includes('SECRET'));
+    assert.deepEqual(stored.unsealed, [
+      'agent.runtime_spec_json.env.DATABASE_URL',
+      'agent.runtime_spec_json.env.MIRROR',
+      'agent.runtime_spec_json.env.JDBC',
+      'agent.runtime_spec_json.env.LOOKS_SEALED',
+      'agent.runtime_spec_json.services[0].env.REPLICA',
+    ]);
+    assert.equal(stored.request.agent.runtime_spec_json.env.PUBLIC_URL, 'https://api.test/v1');
+    assert.deepEqual(revealRunInput(stored.request, undefined), stored.request);
+  });
+
   test('AGENTBENCH_SECRETS_KEY: hex or base64 of 32 bytes; errors never show the value', () => {
     const key = randomBytes(32);
     assert.deepEqual(parseSecretsKey(key.toString('hex')), key);

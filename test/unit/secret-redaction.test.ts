@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  hasUrlSecret,
   isSecretName,
   redactSecrets,
   redactSecretText,
@@ -155,5 +156,38 @@ describe('redactUrl and redactSecretText', () => {
       redact.text('fetch http://x.test/a?access_token=tok-123&page=2 → 401'),
       `fetch http://x.test/a?access_token=${REDACTED}&page=2 → 401`,
     );
+  });
+});
+
+describe('hasUrlSecret: a URL with a password is a secret whatever its name', () => {
+  const secret = [
+    'postgres://user:pass@host/db',
+    'https://user:token@host',
+    'redis://:pw@cache:6379/0',
+    'mysql+pymysql://app:p%40ss@db/x',
+    ' postgres://u:p@h/db ',
+    'jdbc:postgresql://u:p@h:5432/db',
+    '--db=postgres://u:p@h/db',
+    'primary=https://a:b@one.test,replica=https://c:d@two.test',
+  ];
+  const notSecret = [
+    '',
+    'C',
+    'en_US.UTF-8',
+    'not a url @ all: really',
+    'https://api.test/v1',
+    'https://api.test/v1?q=a@b:c',
+    'ssh://git@github.com/org/repo.git',
+    'postgres://postgres@localhost/db',
+    'http://user:@host',
+    'user@example.com',
+    'http://[::1',
+  ];
+  for (const value of secret)
+    test(`${JSON.stringify(value)} is secret`, () => assert.equal(hasUrlSecret(value), true));
+  for (const value of notSecret)
+    test(`${JSON.stringify(value)} is not`, () => assert.equal(hasUrlSecret(value), false));
+  test('called again, the same answer (no regex state kept between calls)', () => {
+    for (let i = 0; i < 3; i++) assert.equal(hasUrlSecret('jdbc:postgresql://u:p@h/db'), true);
   });
 });
