@@ -4,7 +4,7 @@ import type { BatchTask } from '../src/domain/batch-task';
 import type { RunCaseInput, ExperimentRunRequested } from '../src/domain/message';
 import { resolveCaseSpec, type CaseSpecDefaults, type ResolvedCaseSpec } from '../src/domain/runtime-spec';
 import { resultCacheMode, taskRuntimeSpecJson, type ResultCacheMode } from '../src/domain/task-runtime';
-import { resultCacheKey } from '../src/cache/result-cache-key';
+import { cacheKeyEnv, resultCacheKey } from '../src/cache/result-cache-key';
 import { loadBatchTask } from '../src/db/batch-task-repository';
 import type { CaseRawResult, CaseTrajectory, StoredCaseResult } from '../src/db/case-result-repository';
 import { saveCaseResult } from '../src/db/case-result-repository';
@@ -37,9 +37,6 @@ export interface TaskCasePlan {
   resultCache: { key: string; taskType: string } | null;
 }
 
-/** Env keys of a spec that are not runtime settings (they carry no behaviour, or are secret). */
-const SECRET_ENV = /KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL/i;
-
 export async function planTaskCase(
   deps: TaskCaseDeps,
   request: ExperimentRunRequested,
@@ -66,7 +63,7 @@ export async function planTaskCase(
     exec: spec.caseExecCommand,
     after: spec.afterExecCommand,
     start: spec.sandboxStartCommand || spec.agentCommand || null,
-    env: Object.fromEntries(Object.entries(spec.env ?? {}).filter(([k]) => !SECRET_ENV.test(k))),
+    env: cacheKeyEnv(spec.env),
     user: spec.user ?? null,
     memory_mb: spec.limits.memoryMb,
     cpus: spec.limits.cpus,

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { pythonCanonicalJson } from '../domain/runtime-snapshot';
+import { hasUrlSecret, isSecretName } from '../domain/secret-redaction';
 
 /**
  * The content address of a case's result: everything that decides what the agent does, nothing
@@ -20,6 +21,18 @@ export interface ResultCacheKeyInput {
   imageId: string;
   /** What else steers the runtime: commands, env without secrets, limits, user, model, endpoint. */
   runtimeSettings: unknown;
+}
+
+/**
+ * The part of a runtime spec's env that goes into a key: without secret-named variables
+ * (isSecretName: `OPENAI_API_KEY`, `GITHUB_TOKEN`) and without values carrying a URL with a
+ * password (hasUrlSecret: `DATABASE_URL=postgres://u:p@h/db`), which are secrets whatever their
+ * name. Every other variable steers the runtime and stays, as it is.
+ */
+export function cacheKeyEnv(env: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(env ?? {}).filter(([name, value]) => !isSecretName(name) && !hasUrlSecret(value)),
+  );
 }
 
 /** Bump when what a cached result holds changes shape, so old entries are never read as new. */

@@ -6,7 +6,7 @@
  * A name is secret-named by pattern, not by a fixed list: it is split into lower-case words
  * (snake_case, kebab-case, dotted, camelCase), and it is secret when a word is one of SECRET_WORDS,
  * or it is `key`/`keys` alone, or the words run together contain one of SECRET_COMPOUNDS (api_key,
- * x-api-key, secretKey, private_key, accessToken; not `scorer_key` or `cache_key`) — unless a word says the value is a
+ * x-api-key, secretKey, private_key, accessToken, PGPASSWORD; not `scorer_key` or `cache_key`) — unless a word says the value is a
  * count, limit, kind or location rather than the secret itself (EXEMPT_WORDS: `max_tokens`,
  * `token_count`, `token_type`, `auth_url`, `password_file`). Plural `tokens` is a count in LLM
  * usage, never a credential. Only non-empty strings are replaced (a number under `token` stays), so
@@ -32,8 +32,15 @@ const SECRET_WORDS: ReadonlySet<string> = new Set([
   'apikey',
   'signature',
 ]);
-/** Run together, a name containing one of these is secret (`x-api-key`, `AWS_ACCESS_KEY_ID`, `signingKey`). */
+/**
+ * Run together, a name containing one of these is secret (`x-api-key`, `AWS_ACCESS_KEY_ID`,
+ * `signingKey`; `PGPASSWORD`, `CLIENTSECRET`, written as one word). Not `token`: `tokenizer`.
+ */
 const SECRET_COMPOUNDS = [
+  'password',
+  'passwd',
+  'passphrase',
+  'secret',
   'apikey',
   'accesskey',
   'privatekey',

@@ -34,6 +34,9 @@ describe('isSecretName: by pattern, not by list', () => {
     'Cookie',
     'private_key',
     'webhook_signature',
+    'PGPASSWORD',
+    'MYSQLPASSWD',
+    'CLIENTSECRET',
   ];
   const notSecret = [
     'max_tokens',
