@@ -7,6 +7,7 @@ import {
   type JudgeHttpRequest,
 } from '../domain/judge-score';
 import { errorText } from '../domain/errors';
+import { isSecretName, REDACTED } from '../domain/secret-redaction';
 import {
   ConnectionError,
   ConnectTimeout,
@@ -82,11 +83,11 @@ function checkedUrl(url: string): string {
 /** Error bodies may quote the credential back (some providers echo it); never let it travel on. */
 function excerptWithoutSecrets(text: string, headers: Record<string, string>): string {
   let excerpt = text.slice(0, ERROR_BODY_EXCERPT_CHARS);
+  // Every secret-named header (Authorization, x-api-key, and whatever a judge style adds later).
   for (const [name, value] of Object.entries(headers)) {
-    const lower = name.toLowerCase();
-    if (lower !== 'authorization' && lower !== 'x-api-key') continue;
+    if (!isSecretName(name)) continue;
     const secret = value.replace(/^Bearer\s+/i, '');
-    if (secret) excerpt = excerpt.split(secret).join('[REDACTED]');
+    if (secret) excerpt = excerpt.split(secret).join(REDACTED);
   }
   return excerpt;
 }

@@ -99,6 +99,17 @@ describe('callLlmJudge', () => {
     assert.equal(judge.requestsTo('/401').length, 1);
   });
 
+  test('the excerpt drops the value of every secret-named header, not only Authorization', async () => {
+    judge.script('/403', { status: 403, json: { error: 'key ak-header-test / tok-header-test refused' } });
+    const req = requestTo('/403');
+    const headers = { ...req.headers, 'x-api-key': 'ak-header-test', 'X-Judge-Token': 'tok-header-test' };
+    await assert.rejects(callLlmJudge({ ...req, headers }, options()), (err: unknown) => {
+      assert.ok(err instanceof HTTPError);
+      assert.ok(!err.message.includes('header-test'), err.message);
+      return true;
+    });
+  });
+
   test('read timeout: ReadTimeout after every attempt timed out', async () => {
     judge.script('/hang-read', 'hang');
     await assert.rejects(
