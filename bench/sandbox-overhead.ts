@@ -337,7 +337,7 @@ async function main(): Promise<void> {
         ].join(' | ') +
           `\n      per round (pipeline/floor cases/min): ${pipes.map((p, i) => `${p.rate.toFixed(0)}/${floors[i]!.rate.toFixed(0)}`).join(', ')}` +
           `\n      scheduled → agent's first instruction: p50 ${percentile(firstInstruction, 50).toFixed(0)} ms p95 ${percentile(firstInstruction, 95).toFixed(0)} ms (${firstInstruction.length} cases)` +
-          `\n      docker API (last pipeline round, the reaper's listings included): ${perCaseText(pipes.at(-1)!.calls, CASES)}` +
+          `\n      ${perCaseText(pipes.at(-1)!.calls, CASES)} — last pipeline round, the reaper's listings included` +
           `\n      pipeline p50 parts: ${breakdown}\n      pipeline ${pipes.at(-1)!.cpu}\n      floor    ${floors.at(-1)!.cpu}`,
       );
       process.stdout.write(`${rows[rows.length - 1]}\n`);

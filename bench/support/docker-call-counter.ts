@@ -33,11 +33,11 @@ export function countDockerCalls(docker: Dockerode): {
   };
 }
 
-/** `7.0 calls/case: POST /containers/create 1.0, …`, most frequent first. */
+/** `Docker calls per case: 7.00 (POST /containers/create 1.00, …)`, most frequent first. */
 export function perCaseText(counts: Map<string, number>, cases: number): string {
   const total = [...counts.values()].reduce((a, b) => a + b, 0);
   const parts = [...counts]
     .sort((a, b) => b[1] - a[1])
     .map(([kind, n]) => `${kind} ${(n / cases).toFixed(2)}`);
-  return `${(total / cases).toFixed(2)} calls/case: ${parts.join(', ')}`;
+  return `Docker calls per case: ${(total / cases).toFixed(2)} (${parts.join(', ')})`;
 }

@@ -141,7 +141,8 @@ exit 1
  * spans on shutdown before the container is killed. In two steps: first everything below the
  * start command (a server it runs), then the start command itself (init's children) — ending the
  * start command first would end init and with it, at once, the whole container. This script, its
- * `sleep`s and zombies are not waited for.
+ * `sleep`s and zombies are not waited for. What outlived the grace is printed (not told by the exit
+ * code: reading that would cost an exec inspect per case, and only a debug line uses it).
  */
 const TERMINATE_ALL_SCRIPT = `
 scan() {
@@ -180,7 +181,7 @@ scan rest
 wait_gone rest
 scan top
 [ -n "$found" ] && kill -TERM $found 2>/dev/null
-wait_gone top
+wait_gone top || echo "still running:$found"
 `;
 const STOP_POLL_MS = 50;
 /** remove()'s own steps after its SIGTERM grace: the kill and the removal call. */
@@ -381,7 +382,9 @@ export class DockerSandbox {
       }
       addresses = await this.waitRunning(containerId, spec.name, spec.startup, deadlines.inspectMs);
     } catch (err) {
-      await this.remove(containerId).catch((cleanupErr: unknown) =>
+      // Nothing of the case ran in it yet: no spans to flush, so no graceful stop (an exec that would
+      // mostly fail on a container that is not running).
+      await this.remove(containerId, { graceful: false }).catch((cleanupErr: unknown) =>
         this.log.warn(
           { container: spec.name, err: errorDetail(cleanupErr) },
           'could not remove failed container',
@@ -456,11 +459,16 @@ export class DockerSandbox {
     return result;
   }
 
-  /** `onStop` = what a timeout/abort does in the container; the killer itself must not spawn killers. */
+  /**
+   * `onStop` = what a timeout/abort does in the container; the killer itself must not spawn killers.
+   * `exitCode: 'skip'` spares the exec inspect(s) the exit code takes (reported as -1) for a caller
+   * that does not use it.
+   */
   private async runExec(
     containerId: string,
     p: ExecParams,
     onStop: 'kill-tree' | 'leave',
+    exitCode: 'settle' | 'skip' = 'settle',
   ): Promise<ExecResult> {
     const startedAt = Date.now();
     throwIfAborted(p.signal);
@@ -524,7 +532,7 @@ export class DockerSandbox {
     }
 
     return {
-      exitCode: await this.settledExitCode(exec),
+      exitCode: exitCode === 'settle' ? await this.settledExitCode(exec) : -1,
       stdout: stdout.text(),
       stderr: stderr.text(),
       timedOut: outcome.kind === 'timeout',
@@ -582,12 +590,13 @@ export class DockerSandbox {
   /**
    * Force-removes a container, its anonymous volumes and its case files directory; already gone or
    * already being removed is success. A running container first gets its processes stopped
-   * gracefully (stopGraceMs), so what they still had to send (spans) is sent before the kill.
+   * gracefully (stopGraceMs), so what they still had to send (spans) is sent before the kill;
+   * `graceful: false` skips that for a container nothing of the case ran in.
    */
-  async remove(containerIdOrName: string): Promise<void> {
+  async remove(containerIdOrName: string, opts: { graceful?: boolean } = {}): Promise<void> {
     this.stopping.add(containerIdOrName);
     try {
-      if (this.stopGraceMs > 0) await this.terminateProcesses(containerIdOrName);
+      if (this.stopGraceMs > 0 && opts.graceful !== false) await this.terminateProcesses(containerIdOrName);
       if (!(await this.removeContainer(containerIdOrName))) return;
     } finally {
       this.stopping.delete(containerIdOrName);
@@ -629,11 +638,13 @@ export class DockerSandbox {
           timeoutMs: this.stopGraceMs + KILL_EXEC_TIMEOUT_MS,
         },
         'leave',
+        'skip',
       );
-      // 137: the container ended under the script (its start command exited): all stopped.
-      if (result.exitCode !== 0 && result.exitCode !== 137)
+      // Empty: all stopped, or the container ended under the script (its start command exited).
+      const left = result.stdout.trim();
+      if (left !== '')
         this.log.debug(
-          { container_id: containerIdOrName, grace_ms: this.stopGraceMs, exit_code: result.exitCode },
+          { container_id: containerIdOrName, grace_ms: this.stopGraceMs, left },
           'case processes still running after the stop grace; killing them',
         );
     } catch {
