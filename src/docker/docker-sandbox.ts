@@ -184,6 +184,14 @@ scan top
 wait_gone top || echo "still running:$found"
 `;
 const STOP_POLL_MS = 50;
+/**
+ * Start commands that only keep the container alive (CONTRACT §6.2's `sleep infinity`): nothing in
+ * them holds spans to flush at the case's end.
+ */
+const IDLE_START_COMMAND = /^\s*(?:exec\s+)?(sleep\s+(?:infinity|inf)|tail\s+-f\s+\/dev\/null)\s*$/;
+const TOP_TIMEOUT_MS = 10_000;
+/** Docker's init (HostConfig.Init) as `ps` shows it: PID 1 of every case container. */
+const DOCKER_INIT = /^\S*docker-init\s+--\s/;
 /** remove()'s own steps after its SIGTERM grace: the kill and the removal call. */
 const OUTSIDE_STOP_SLACK_MS = 5_000;
 
@@ -257,6 +265,11 @@ export class DockerSandbox {
   readonly caseFiles: CaseFileDirectory;
   /** Container id → name, for the containers whose file directory this process wrote. */
   private readonly fileDirs = new Map<string, string>();
+  /**
+   * Container id → the command lines (`ps` CMD) of its idle start command: a container running
+   * nothing else has nothing to stop gracefully (see remove()).
+   */
+  private readonly idleProcesses = new Map<string, string[]>();
   /** Containers remove() is stopping right now (by the id or name it was given). */
   private readonly stopping = new Set<string>();
   private readonly stopGraceMs: number;
@@ -392,6 +405,9 @@ export class DockerSandbox {
       );
       throw err;
     }
+    const idle = spec.startCommand === undefined ? null : IDLE_START_COMMAND.exec(spec.startCommand);
+    if (idle?.[1] !== undefined)
+      this.idleProcesses.set(containerId, [`sh -lc ${spec.startCommand}`, idle[1]].map(oneSpaced));
     this.log.debug(
       { container: spec.name, container_id: containerId, image: spec.image },
       'case container started',
@@ -595,8 +611,15 @@ export class DockerSandbox {
    */
   async remove(containerIdOrName: string, opts: { graceful?: boolean } = {}): Promise<void> {
     this.stopping.add(containerIdOrName);
+    const idle = this.idleProcesses.get(containerIdOrName);
+    this.idleProcesses.delete(containerIdOrName);
     try {
-      if (this.stopGraceMs > 0 && opts.graceful !== false) await this.terminateProcesses(containerIdOrName);
+      if (
+        this.stopGraceMs > 0 &&
+        opts.graceful !== false &&
+        !(idle && (await this.runsOnly(containerIdOrName, idle)))
+      )
+        await this.terminateProcesses(containerIdOrName);
       if (!(await this.removeContainer(containerIdOrName))) return;
     } finally {
       this.stopping.delete(containerIdOrName);
@@ -622,6 +645,32 @@ export class DockerSandbox {
       if (found === null || !found.state.running) return true;
       if (Date.now() >= deadline) return false;
       await delay(250);
+    }
+  }
+
+  /**
+   * Whether the container runs nothing but init and its idle start command: one `top` (a `ps` by
+   * the daemon) instead of the graceful stop's exec create + start (and a runc exec) per case. A
+   * process the case left behind (an agent server started in the background) shows up here and
+   * gets its SIGTERM as before. false when the daemon cannot tell (the exec then finds out).
+   */
+  private async runsOnly(containerId: string, commandLines: string[]): Promise<boolean> {
+    try {
+      const top = await withDockerDeadline(
+        () => this.docker.getContainer(containerId).top() as Promise<unknown>,
+        TOP_TIMEOUT_MS,
+        'E_DOCKER_TOP_TIMEOUT',
+        'docker top',
+      );
+      const { Titles: titles, Processes: rows } = top as { Titles?: string[]; Processes?: string[][] };
+      const cmd = titles?.indexOf('CMD') ?? -1;
+      if (cmd < 0 || !rows) return false;
+      return rows.every((row) => {
+        const line = oneSpaced(row[cmd] ?? '');
+        return DOCKER_INIT.test(line) || commandLines.includes(line);
+      });
+    } catch {
+      return false;
     }
   }
 
@@ -966,6 +1015,10 @@ function looksNotReady(r: ExecResult): boolean {
   if (r.exitCode === 7) return true;
   const combined = `${r.stdout}\n${r.stderr}`.toLowerCase();
   return NOT_READY_PATTERNS.some((pattern) => combined.includes(pattern));
+}
+
+function oneSpaced(commandLine: string): string {
+  return commandLine.trim().replace(/\s+/g, ' ');
 }
 
 function sortedEnv(env: Record<string, string>): string[] {

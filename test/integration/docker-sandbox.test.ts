@@ -7,6 +7,7 @@ import { DockerSandbox, EXEC_OUTPUT_CAP_BYTES } from '../../src/docker/docker-sa
 import { DockerInfraError, SandboxSpecError } from '../../src/docker/errors';
 import { LABELS } from '../../src/docker/labels';
 import { Semaphore } from '../../src/docker/semaphore';
+import { countDockerCalls } from '../../bench/support/docker-call-counter';
 import {
   AGENT_BASE,
   baseSpec,
@@ -475,5 +476,42 @@ echo ready`,
     assert.equal(self.exitCode, 143);
     assert.equal(await sandbox.stoppedFromOutside(own.containerId), false);
     await sandbox.remove(own.containerId);
+  });
+
+  test('the graceful stop at removal: no exec for an idle start command running alone, a process the case left behind still gets it', async () => {
+    const client = createDockerClient(SOCKET_PATH);
+    const calls = countDockerCalls(client);
+    const graceful = new DockerSandbox(client, new Semaphore(4), log, { stopGraceMs: 2_000 });
+    const execs = () => calls.snapshot().get('POST /containers/:id/exec') ?? 0;
+
+    const alone = await graceful.createAndStart(baseSpec(runId));
+    calls.reset();
+    await graceful.remove(alone.containerId);
+    assert.equal(execs(), 0, [...calls.snapshot()].join(', '));
+    assert.equal(calls.snapshot().get('GET /containers/:id/top'), 1);
+    assert.equal((await graceful.inspectState(alone.containerId)) === null, true);
+
+    // The case command left a server running: it gets its SIGTERM (and exits on it, well within the grace).
+    const leftBehind = await graceful.createAndStart(baseSpec(runId));
+    const started = await graceful.exec(leftBehind.containerId, {
+      command: `sh -c 'trap "exit 0" TERM; while :; do sleep 0.05; done' >/dev/null 2>&1 &`,
+      timeoutMs: 10_000,
+    });
+    assert.equal(started.exitCode, 0, started.stderr);
+    calls.reset();
+    const removeStart = Date.now();
+    await graceful.remove(leftBehind.containerId);
+    assert.equal(execs(), 1, [...calls.snapshot()].join(', '));
+    assert.ok(Date.now() - removeStart < 2_000 + 5_000, 'the left-behind process ended on SIGTERM');
+    assert.equal((await graceful.inspectState(leftBehind.containerId)) === null, true);
+
+    // A start command that is not idle is stopped gracefully without asking.
+    const server = await graceful.createAndStart(
+      baseSpec(runId, { startCommand: `trap "exit 0" TERM; while :; do sleep 0.05; done` }),
+    );
+    calls.reset();
+    await graceful.remove(server.containerId);
+    assert.equal(calls.snapshot().get('GET /containers/:id/top') ?? 0, 0);
+    assert.equal(execs(), 1);
   });
 });
