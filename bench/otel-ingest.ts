@@ -23,7 +23,7 @@ import type { SpanRow } from '../src/domain/otlp-rows';
 import { createLogger } from '../src/logger';
 import { INGEST_TOKEN_HEADER, OtelCollector } from '../src/otel/otel-collector';
 import { copyStatement, SPAN_COLUMNS, spanCopyText } from '../src/otel/otel-copy-text';
-import { insertSpans, queryCaseTelemetry } from '../src/otel/otel-repository';
+import { INGEST_TOAST_COMPRESSION, insertSpans, queryCaseTelemetry } from '../src/otel/otel-repository';
 import { decodeOtlpProtobuf } from '../src/otel/otlp-protobuf';
 import { createTestDatabase } from '../test/support/database';
 import { encode, fakeTrace, sdkSpans } from '../test/support/otel-fixtures';
@@ -204,6 +204,8 @@ async function floorLoops(
   store: (client: pg.PoolClient) => Promise<void>,
 ): Promise<FloorResult> {
   const connections = await Promise.all(Array.from({ length: clients }, () => pool.connect()));
+  // The compression the collector's COPY uses (otel-repository), so the floor stores the same bytes.
+  await Promise.all(connections.map((client) => client.query(INGEST_TOAST_COMPRESSION)));
   const cpuBefore = cpuSnapshot();
   const startedAt = performance.now();
   const deadline = startedAt + durationMs;
@@ -214,6 +216,7 @@ async function floorLoops(
       }),
     );
   } finally {
+    await Promise.all(connections.map((client) => client.query('RESET default_toast_compression')));
     for (const client of connections) client.release();
   }
   const elapsedMs = performance.now() - startedAt;

@@ -24,6 +24,21 @@ export { COPY_CHUNK_ROWS, SPAN_COLUMNS } from './otel-copy-text';
  * bench/otel-ingest.ts compares the collector with COPY of the same, already encoded, rows.
  */
 
+/**
+ * A span row is over the 2 kB TOAST threshold (raw repeats the attributes), so Postgres compresses
+ * its jsonb; pglz costs several times lz4's CPU and Postgres is the ingest's bottleneck (bench:
+ * ~1.7 of 2 cores at the COPY floor). Set for the COPY only and reset after it: the pool is
+ * shared, and the platform's other writes keep the server default. The tables are the
+ * platform's, so no ALTER TABLE … SET COMPRESSION (CONTRACT §4.2). Readers need nothing: any
+ * Postgres >= 14 built with lz4 decompresses transparently; one without lz4 (or older) refuses the
+ * SET, and the ingest then stays on the default (see `lz4Refused`).
+ */
+export const INGEST_TOAST_COMPRESSION = 'SET default_toast_compression = lz4';
+const RESET_TOAST_COMPRESSION = 'RESET default_toast_compression';
+
+/** Set once a server refused lz4 (built without it): the ingest then uses its default compression. */
+let lz4Refused = false;
+
 /** Stores COPY text of a signal's rows (otel-copy-text); resolves once Postgres has committed it. */
 export async function copyRows(pool: pg.Pool, signal: OtelSignal, text: Uint8Array): Promise<void> {
   if (text.byteLength === 0) return;
@@ -31,14 +46,30 @@ export async function copyRows(pool: pg.Pool, signal: OtelSignal, text: Uint8Arr
   // A connection whose COPY failed midway is released with the error, so pg discards it.
   let failure: Error | undefined;
   try {
+    const lz4 = !lz4Refused && (await setLz4(client));
     const sink = client.query(copyFrom(copyStatement(signal)));
     const bytes = Buffer.isBuffer(text) ? text : Buffer.from(text.buffer, text.byteOffset, text.byteLength);
     await pipeline(Readable.from([bytes]), sink);
+    if (lz4) await client.query(RESET_TOAST_COMPRESSION);
   } catch (err) {
     failure = err instanceof Error ? err : new Error(String(err));
     throw err;
   } finally {
     client.release(failure);
+  }
+}
+
+/** lz4 for this session's TOAST values; false (and never asked again) if the server lacks lz4. */
+async function setLz4(client: pg.PoolClient): Promise<boolean> {
+  try {
+    await client.query(INGEST_TOAST_COMPRESSION);
+    return true;
+  } catch (err) {
+    // 22023: built without lz4; 42704: before Postgres 14 (no such setting). Anything else is real.
+    const code = (err as { code?: string }).code;
+    if (code !== '22023' && code !== '42704') throw err;
+    lz4Refused = true;
+    return false;
   }
 }
 

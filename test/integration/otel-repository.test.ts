@@ -115,6 +115,31 @@ describe('otel repository (real Postgres)', () => {
     assert.equal(await count('otel_traces', 103), COPY_CHUNK_ROWS + 10);
   });
 
+  test("a big span's jsonb is stored lz4-compressed; the pool's connections keep the server default", async () => {
+    const rows = spanRows(110, 2, { attributes: { results: 'lz4 text '.repeat(400) } });
+    await insertSpans(db.pool, rows);
+    const { rows: stored } = await db.pool.query<{ method: string | null }>(
+      'SELECT pg_column_compression(raw) AS method FROM otel_traces WHERE run_case_id = 110',
+    );
+    assert.deepEqual(
+      stored.map((r) => r.method),
+      ['lz4', 'lz4'],
+    );
+    // Every idle connection of the shared pool, not only the one the COPY happened to use.
+    const clients = await Promise.all(Array.from({ length: 3 }, () => db.pool.connect()));
+    try {
+      for (const client of clients) {
+        const { rows: setting } = await client.query<{ current: string; reset: string }>(
+          `SELECT current_setting('default_toast_compression') AS current, reset_val AS reset
+           FROM pg_settings WHERE name = 'default_toast_compression'`,
+        );
+        assert.equal(setting[0]?.current, setting[0]?.reset);
+      }
+    } finally {
+      for (const client of clients) client.release();
+    }
+  });
+
   test('queryCaseTelemetry: spans when the case has no logs, with usage summed from gen_ai attributes', async () => {
     const rows = spanRows(104, 4, {
       attributes: { 'gen_ai.usage.input_tokens': 10, 'gen_ai.usage.output_tokens': '3' },
