@@ -23,6 +23,14 @@ export const DECODE_THREADS = Math.max(2, Math.min(4, availableParallelism()));
 const INLINE_DECODE_BYTES = 64 * 1024;
 /** Heap of one decode thread; a 16 MB body of real spans needs about 200 MB. */
 const DECODE_WORKER_HEAP_MB = 384;
+/**
+ * Young generation of one decode thread: 192 MB = 64 MB semi-spaces (V8 sizes it 3 semi-spaces).
+ * A 1000-span request allocates megabytes of short-lived objects and strings (protobuf message,
+ * rows, COPY text); with the default 16 MB semi-space most of it survives a scavenge or two and is
+ * copied. Measured in a thread on this 2-core host (decode+flatten+encode of 1000 spans, 4 A/B
+ * runs): 62 ms default → 42 ms. Committed only as it is used; not counted against the old-space cap.
+ */
+const DECODE_WORKER_YOUNG_MB = 192;
 
 export class OtlpDecodePool {
   private readonly pool: Piscina;
@@ -36,7 +44,10 @@ export class OtlpDecodePool {
       minThreads: 0,
       maxThreads: threads,
       idleTimeout: 30_000,
-      resourceLimits: { maxOldGenerationSizeMb: DECODE_WORKER_HEAP_MB },
+      resourceLimits: {
+        maxOldGenerationSizeMb: DECODE_WORKER_HEAP_MB,
+        maxYoungGenerationSizeMb: DECODE_WORKER_YOUNG_MB,
+      },
       // Worker threads must not count toward the process's open handles at shutdown.
       atomics: 'disabled',
     });
