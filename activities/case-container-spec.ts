@@ -4,7 +4,8 @@ import { buildCommandContext, renderCommandTemplate } from '../src/domain/templa
 import type { CaseContainerSpec } from '../src/docker/docker-sandbox';
 import { caseContainerName, LABELS } from '../src/docker/labels';
 import { mergeCaseOtelEnv } from '../src/otel/case-otel-env';
-import type { CaseNetwork } from './case-network';
+import type { WarmSandboxTemplate } from '../src/docker/warm-pool';
+import type { CaseNetwork, CaseNetworkPlan } from './case-network';
 import type { TaskCasePlan } from './task-case';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
@@ -100,6 +101,42 @@ export function caseContainerSpec(p: {
     hardening: spec.hardening,
     user: spec.user,
     startup: spec.startup,
+  };
+}
+
+/**
+ * Start commands after which a container holds nothing of its case: they only keep it alive
+ * (CONTRACT §6.2's `sleep infinity`), read no env and no file.
+ */
+const IDLE_START_COMMAND = /^\s*(?:exec\s+)?(?:sleep\s+(?:infinity|inf)|tail\s+-f\s+\/dev\/null)\s*$/;
+
+/**
+ * What a warm container for this case is made of (src/docker/warm-pool.ts): caseContainerSpec's
+ * create without the case. undefined when the case must have a container made for it, because its
+ * container's create depends on the case: a start command other than an idle one (an image CMD or a
+ * server the agent starts may read the case's env, which a warm container gets only with each exec,
+ * or be a template of the case's); a network named by the spec is joined as it is, and a network of
+ * the case's own (sealed or not) is made with the warm container: it is plain Docker and firewall,
+ * its gateway and OTel token come at the claim.
+ */
+export function warmSandboxTemplate(
+  spec: ResolvedCaseSpec,
+  ownNetwork: CaseNetworkPlan | undefined,
+): WarmSandboxTemplate | undefined {
+  const start = spec.sandboxStartCommand.trim() || spec.agentCommand?.trim() || undefined;
+  if (start === undefined || !IDLE_START_COMMAND.test(start)) return undefined;
+  return {
+    container: {
+      image: spec.agentImage,
+      startCommand: start,
+      pull: { policy: spec.pullPolicy, timeoutSeconds: spec.pullTimeoutSeconds },
+      limits: spec.limits,
+      hardening: spec.hardening,
+      user: spec.user,
+      startup: spec.startup,
+    },
+    network: ownNetwork ? undefined : spec.dockerNetwork,
+    ownNetwork,
   };
 }
 

@@ -27,10 +27,16 @@ import { parseCaseInput } from '../src/db/run-request-cache';
 import type { OwnershipVerdict } from '../src/docker/orphan-reaper';
 import type { Logger } from '../src/logger';
 import { caseActivity } from './activity-boundary';
-import { caseContainerSpec, renderCaseCommands, type CaseCommands } from './case-container-spec';
+import type { WarmSandbox, WarmSandboxTemplate } from '../src/docker/warm-pool';
+import {
+  caseContainerSpec,
+  renderCaseCommands,
+  warmSandboxTemplate,
+  type CaseCommands,
+} from './case-container-spec';
 import { afterCommandLost, caseRecord, failedBeforeExec } from './case-record';
 import type { CaseResultSpool, SpooledRecord } from './case-result-spool';
-import { openCaseNetwork, type CaseNetworkDeps } from './case-network';
+import { caseNetworkPlan, openCaseNetwork, type CaseNetworkDeps } from './case-network';
 import { rideOutOutage } from './infra-outage';
 import { createCaseFinalizer, type CaseFinalizationDeps } from './case-finalization';
 import { computeTrajectory } from './case-trajectory';
@@ -75,6 +81,8 @@ export interface CaseExecutionDeps extends CaseFinalizationDeps, CaseNetworkDeps
   caseWanted?: (ref: CaseRef) => Promise<OwnershipVerdict>;
   /** Shared with the spool sweep (absent: this execution's own). */
   liveAttempts?: LiveAttempts;
+  /** SANDBOX_WARM_POOL_SIZE > 0: warm containers a case may claim instead of creating its own. */
+  warmPool?: { claim(template: WarmSandboxTemplate): WarmSandbox | undefined };
 }
 
 /** How often an attempt Temporal gave up on asks whether its case is still wanted. */
@@ -405,12 +413,25 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     log.info({ code: 'CASE_EXEC_START' }, 'case starts');
     const startedAt = new Date();
 
-    const network = await openCaseNetwork(deps, { request: run.request, caseInput, spec, log });
+    // A warm container (SANDBOX_WARM_POOL_SIZE) comes with the case's own network, if it gets one.
+    const template = deps.warmPool && warmSandboxTemplate(spec, caseNetworkPlan(deps, { caseInput, spec }));
+    const warm = template ? deps.warmPool?.claim(template) : undefined;
+    const network = await openCaseNetwork(deps, {
+      request: run.request,
+      caseInput,
+      spec,
+      log,
+      network: warm?.network,
+    }).catch(async (err: unknown) => {
+      await warm?.discard();
+      throw err;
+    });
     let commands: CaseCommands;
     try {
       commands = renderCaseCommands(ref, run.request, caseInput, spec, network.mockBaseUrl);
     } catch (err) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
+      await warm?.discard();
       await network.close();
       const message = errorText(err);
       const failed = await saveCaseResult(
@@ -441,21 +462,20 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
           const connectStart = Date.now();
           phase = 'container_start';
           // Fixed name per attempt: a create that failed half-way is replaced by the next try.
+          const containerSpec = caseContainerSpec({
+            workflowId,
+            experimentId,
+            runCaseId,
+            attempt,
+            request: run.request,
+            caseInput,
+            spec,
+            plan,
+            network,
+            startCommand: commands.start,
+          });
           const container = await rideOut('start container', () =>
-            sandbox.createAndStart(
-              caseContainerSpec({
-                workflowId,
-                experimentId,
-                runCaseId,
-                attempt,
-                request: run.request,
-                caseInput,
-                spec,
-                plan,
-                network,
-                startCommand: commands.start,
-              }),
-            ),
+            warm ? warm.start(containerSpec) : sandbox.createAndStart(containerSpec),
           );
           const { name, addresses } = container;
           containerId = container.containerId;
@@ -540,8 +560,10 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
           }
           throw err;
         })
-        .finally(() =>
-          network.close().then(
+        .finally(async () => {
+          // Stopped before its container phase began: the warm container never was the case's.
+          await warm?.discard();
+          await network.close().then(
             (closed) => {
               mockRequests = closed.requests;
               telemetryComplete = closed.telemetryComplete;
@@ -551,8 +573,8 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
                 { code: 'E_CASE_NETWORK_CLOSE_FAILED', err: errorText(err) },
                 'closing the case network failed',
               ),
-          ),
-        );
+          );
+        });
       result.timings.containerPhaseMs = Date.now() - phaseStart;
       if (mockRequests.length > 0) result.mockRequests = mockRequests;
       result.telemetryComplete = telemetryComplete;

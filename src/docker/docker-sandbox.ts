@@ -270,6 +270,11 @@ export class DockerSandbox {
    * nothing else has nothing to stop gracefully (see remove()).
    */
   private readonly idleProcesses = new Map<string, string[]>();
+  /**
+   * Container id → the env of the case a warm container was handed to (assignCase): given to every
+   * exec in it, since a container's own env is fixed at its create, before it had a case.
+   */
+  private readonly caseEnvs = new Map<string, Record<string, string>>();
   /** Containers remove() is stopping right now (by the id or name it was given). */
   private readonly stopping = new Set<string>();
   private readonly stopGraceMs: number;
@@ -300,7 +305,10 @@ export class DockerSandbox {
    * the container's addresses on its networks (how servers on the host see its requests).
    * On failure the container is removed before the error is thrown, so a failed call leaves nothing.
    */
-  async createAndStart(spec: CaseContainerSpec): Promise<StartedContainer> {
+  async createAndStart(
+    spec: CaseContainerSpec,
+    opts: { emptyCaseFiles?: boolean } = {},
+  ): Promise<StartedContainer> {
     checkContainerSpec(spec);
 
     const options: Dockerode.ContainerCreateOptions = {
@@ -344,7 +352,9 @@ export class DockerSandbox {
     const copied =
       this.delivery === 'copy' ? files : files.filter((f) => !CaseFileDirectory.mountable(f.path));
     const mounted = files.filter((f) => !copied.includes(f));
-    if (mounted.length > 0) {
+    // A warm container (createIdle) gets its case's files later, in a directory mounted now.
+    const mounting = mounted.length > 0 || (opts.emptyCaseFiles === true && this.delivery !== 'copy');
+    if (mounting) {
       const source = await this.caseFiles.write(spec.name, mounted);
       options.HostConfig = {
         ...options.HostConfig,
@@ -357,7 +367,7 @@ export class DockerSandbox {
     try {
       containerId = await this.createContainer(options, spec, deadlines);
     } catch (err) {
-      if (mounted.length > 0 && this.delivery === 'auto' && BIND_SOURCE_MISSING.test(errorDetail(err))) {
+      if (mounting && this.delivery === 'auto' && BIND_SOURCE_MISSING.test(errorDetail(err))) {
         // The daemon does not see our filesystem (worker in a container, remote daemon): copy from now on.
         this.delivery = 'copy';
         this.log.warn(
@@ -365,14 +375,14 @@ export class DockerSandbox {
           'the Docker daemon cannot see the case files directory; copying files into each container instead',
         );
         await this.caseFiles.remove(spec.name);
-        return this.createAndStart(spec);
+        return this.createAndStart(spec, opts);
       }
-      if (mounted.length > 0) await this.caseFiles.remove(spec.name);
+      if (mounting) await this.caseFiles.remove(spec.name);
       // Timeouts and pull failures keep their own codes.
       if (err instanceof DockerInfraError) throw err;
       throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
     }
-    if (mounted.length > 0) {
+    if (mounting) {
       if (this.delivery === 'auto') this.delivery = 'bind';
       this.fileDirs.set(containerId, spec.name);
     }
@@ -413,6 +423,33 @@ export class DockerSandbox {
       'case container started',
     );
     return { containerId, name: spec.name, addresses, startup: spec.startup };
+  }
+
+  /**
+   * A warm container (src/docker/warm-pool.ts): created and started from `spec` with no case in it
+   * — no env, no files, its case files directory mounted empty (bind delivery) — for assignCase.
+   */
+  async createIdle(spec: Omit<CaseContainerSpec, 'env' | 'files'>): Promise<StartedContainer> {
+    return this.createAndStart({ ...spec, env: {}, files: [] }, { emptyCaseFiles: true });
+  }
+
+  /**
+   * Hands a createIdle container to one case (once: it is removed after that case, as any other):
+   * its files written (into its mounted directory, else copied in), its env given to every exec in it.
+   * The rest of `spec` (image, limits, network, start command) is what the container was created
+   * with: warm-pool.ts only hands a container to a case whose spec has the same.
+   */
+  async assignCase(container: StartedContainer, spec: CaseContainerSpec): Promise<StartedContainer> {
+    checkContainerSpec(spec);
+    const { containerId } = container;
+    const files = spec.files ?? [];
+    const mountedAs = this.fileDirs.get(containerId);
+    const mounted = mountedAs === undefined ? [] : files.filter((f) => CaseFileDirectory.mountable(f.path));
+    const copied = files.filter((f) => !mounted.includes(f));
+    if (mountedAs !== undefined && mounted.length > 0) await this.caseFiles.add(mountedAs, mounted);
+    if (copied.length > 0) await this.writeFiles(containerId, copied);
+    this.caseEnvs.set(containerId, spec.env);
+    return { ...container, startup: spec.startup };
   }
 
   /**
@@ -463,7 +500,9 @@ export class DockerSandbox {
    */
   async exec(containerId: string, p: ExecParams): Promise<ExecResult> {
     const startedAt = Date.now();
-    const result = await this.runExec(containerId, p, 'kill-tree');
+    const caseEnv = this.caseEnvs.get(containerId);
+    const params = caseEnv ? { ...p, env: { ...caseEnv, ...p.env } } : p;
+    const result = await this.runExec(containerId, params, 'kill-tree');
     // 137 = SIGKILL. The kernel's OOM killer hits the exec'd process, not PID 1, so State.OOMKilled stays
     // false; the daemon's `oom` event for the container is what tells the two apart.
     if (!result.timedOut && result.exitCode === 137 && (await this.oomEventSince(containerId, startedAt))) {
@@ -613,6 +652,7 @@ export class DockerSandbox {
     this.stopping.add(containerIdOrName);
     const idle = this.idleProcesses.get(containerIdOrName);
     this.idleProcesses.delete(containerIdOrName);
+    this.caseEnvs.delete(containerIdOrName);
     try {
       if (
         this.stopGraceMs > 0 &&
@@ -628,6 +668,11 @@ export class DockerSandbox {
       this.fileDirs.get(containerIdOrName) ?? (NAME.test(containerIdOrName) ? containerIdOrName : undefined);
     this.fileDirs.delete(containerIdOrName);
     if (name !== undefined) await this.caseFiles.remove(name);
+  }
+
+  /** Whether `containerId` is a warm container assignCase handed to a case, not yet removed. */
+  hasCase(containerId: string): boolean {
+    return this.caseEnvs.has(containerId);
   }
 
   /**
