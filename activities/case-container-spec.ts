@@ -1,7 +1,7 @@
 import type { RunCaseInput, ExperimentRunRequested } from '../src/domain/message';
 import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
 import { buildCommandContext, renderCommandTemplate } from '../src/domain/template';
-import type { CaseContainerSpec } from '../src/docker/docker-sandbox';
+import { isIdleStartCommand, type CaseContainerSpec } from '../src/docker/docker-sandbox';
 import { caseContainerName, LABELS } from '../src/docker/labels';
 import { mergeCaseOtelEnv } from '../src/otel/case-otel-env';
 import type { WarmSandboxTemplate } from '../src/docker/warm-pool';
@@ -105,12 +105,6 @@ export function caseContainerSpec(p: {
 }
 
 /**
- * Start commands after which a container holds nothing of its case: they only keep it alive
- * (CONTRACT §6.2's `sleep infinity`), read no env and no file.
- */
-const IDLE_START_COMMAND = /^\s*(?:exec\s+)?(?:sleep\s+(?:infinity|inf)|tail\s+-f\s+\/dev\/null)\s*$/;
-
-/**
  * What a warm container for this case is made of (src/docker/warm-pool.ts): caseContainerSpec's
  * create without the case. undefined when the case must have a container made for it, because its
  * container's create depends on the case: a start command other than an idle one (an image CMD or a
@@ -124,7 +118,7 @@ export function warmSandboxTemplate(
   ownNetwork: CaseNetworkPlan | undefined,
 ): WarmSandboxTemplate | undefined {
   const start = spec.sandboxStartCommand.trim() || spec.agentCommand?.trim() || undefined;
-  if (start === undefined || !IDLE_START_COMMAND.test(start)) return undefined;
+  if (start === undefined || !isIdleStartCommand(start)) return undefined;
   return {
     container: {
       image: spec.agentImage,

@@ -189,6 +189,11 @@ const STOP_POLL_MS = 50;
  * them holds spans to flush at the case's end.
  */
 const IDLE_START_COMMAND = /^\s*(?:exec\s+)?(sleep\s+(?:infinity|inf)|tail\s+-f\s+\/dev\/null)\s*$/;
+
+/** Whether the start command only keeps the container alive (a warm container can run it before its case). */
+export function isIdleStartCommand(command: string): boolean {
+  return IDLE_START_COMMAND.test(command);
+}
 const TOP_TIMEOUT_MS = 10_000;
 /** Docker's init (HostConfig.Init) as `ps` shows it: PID 1 of every case container. */
 const DOCKER_INIT = /^\S*docker-init\s+--\s/;

@@ -185,7 +185,6 @@ export class WarmPool {
         try {
           return await sandbox.assignCase(entry.container, spec);
         } catch (err) {
-          this.claimed.delete(id);
           log.warn(
             { code: 'SANDBOX_WARM_CLAIM_FAILED', container: entry.container.name, err: errorDetail(err) },
             'the warm container could not take its case; creating a fresh one',
