@@ -135,6 +135,8 @@ export class CaseFileDirectory {
     const removed: string[] = [];
     const now = Date.now();
     for (const name of entries) {
+      // Not a container's (a warm pool owner's liveness file, src/docker/warm-pool.ts).
+      if (name.startsWith('.')) continue;
       if (liveContainerNames.has(name)) continue;
       const info = await stat(join(this.root, name)).catch(() => null);
       if (!info || (now - info.mtimeMs) / 1000 < minAgeSeconds) continue;

@@ -1,6 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { mkdir, readdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from '../logger';
 import type { CaseContainerSpec, DockerSandbox, StartedContainer } from './docker-sandbox';
 import { errorDetail } from './errors';
@@ -334,11 +336,20 @@ function templateKey(template: WarmSandboxTemplate): string {
 }
 
 /**
- * This process as LABELS.pool says it: `host:pid:start time` (the start time in clock ticks since
- * boot, from /proc), so a later process that got the same pid is not taken for it.
+ * This process as LABELS.pool says it: `host:pid namespace:pid:start time` (the namespace's inode,
+ * the start time in clock ticks since boot, both from /proc): a later process that got the same pid,
+ * or a process of another pid namespace (another pod on the node) with that pid, is not taken for it.
  */
 export function warmPoolOwner(pid = process.pid): string {
-  return `${hostname()}:${pid}:${processStartTime(pid) ?? 'unknown'}`;
+  return `${hostname()}:${pidNamespace(pid) ?? 'unknown'}:${pid}:${processStartTime(pid) ?? 'unknown'}`;
+}
+
+function pidNamespace(pid: number): string | undefined {
+  try {
+    return /\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/pid`))?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 function processStartTime(pid: number): string | undefined {
@@ -351,19 +362,78 @@ function processStartTime(pid: number): string | undefined {
   }
 }
 
+/** How often a pool owner touches its liveness file, and when one untouched counts as its owner gone. */
+const BEACON_INTERVAL_MS = 10_000;
+export const BEACON_STALE_MS = 60_000;
+/** Liveness files of owners gone that long are removed by the next pool that starts. */
+const BEACON_FORGET_MS = 24 * 3600_000;
+const BEACON_PREFIX = '.warm-owner-';
+
+function beaconPath(dir: string, owner: string): string {
+  return join(dir, `${BEACON_PREFIX}${createHash('sha256').update(owner).digest('hex').slice(0, 32)}`);
+}
+
+/**
+ * A pool owner's liveness file, in the case files directory (on Kubernetes the node's, shared by
+ * every worker pod there, the ones that share its Docker daemon): touched while the owner lives,
+ * removed when its pool closes. How a worker in another pid namespace tells that a pool's owner is
+ * gone, where /proc cannot.
+ */
+export class OwnerBeacon {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly dir: string,
+    private readonly owner: string,
+    private readonly intervalMs = BEACON_INTERVAL_MS,
+  ) {}
+
+  async start(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    await this.touch();
+    this.timer = setInterval(() => void this.touch().catch(() => undefined), this.intervalMs);
+    this.timer.unref();
+    const now = Date.now();
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      if (!name.startsWith(BEACON_PREFIX)) continue;
+      const info = await stat(join(this.dir, name)).catch(() => null);
+      if (info && now - info.mtimeMs > BEACON_FORGET_MS)
+        await unlink(join(this.dir, name)).catch(() => undefined);
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await unlink(beaconPath(this.dir, this.owner)).catch(() => undefined);
+  }
+
+  private async touch(): Promise<void> {
+    const file = beaconPath(this.dir, this.owner);
+    const now = new Date();
+    await utimes(file, now, now).catch(() => writeFile(file, `${this.owner}\n`));
+  }
+}
+
 /**
  * The orphan reaper's judge, for warm containers too. One of this process's pool is wanted while
  * the pool holds it (idle or just claimed) or its case has it (until its removal: one that failed
- * is an orphan then). One of another process on this host: wanted while that process lives (idle,
- * it is its pool's; claimed, its case runs there, and a case whose worker is gone is retried
- * elsewhere with a container of its own). An owner on another host (a daemon shared between hosts)
- * cannot be checked from here: `unknown`, kept (that host's workers reap it). Other containers go
- * to `judge`.
+ * is an orphan then). One of another process: wanted while that process lives (idle, it is its
+ * pool's; claimed, its case runs there, and a case whose worker is gone is retried elsewhere with a
+ * container of its own) — told by /proc in this pid namespace, else by the owner's liveness file in
+ * `beaconDir` (fresh: alive; older than `staleMs`: gone). An owner with neither (a worker on another
+ * host sharing the daemon, with a directory of its own) cannot be judged from here: `unknown`, kept
+ * (its own host's workers reap it). Other containers go to `judge`.
  */
 export function warmPoolOwnership(
   judge: (labels: Record<string, string>) => Promise<OwnershipVerdict>,
-  self?: { owner: string; pool: Pick<WarmPool, 'holds'>; sandbox: Pick<DockerSandbox, 'hasCase'> },
+  opts: {
+    self?: { owner: string; pool: Pick<WarmPool, 'holds'>; sandbox: Pick<DockerSandbox, 'hasCase'> };
+    beaconDir?: string;
+    staleMs?: number;
+  } = {},
 ): (labels: Record<string, string>, container: { id: string }) => Promise<OwnershipVerdict> {
+  const { self, beaconDir, staleMs = BEACON_STALE_MS } = opts;
+  const here = warmPoolOwner().split(':');
   return async (labels, container) => {
     const owner = labels[LABELS.pool];
     if (owner === undefined) return judge(labels);
@@ -371,10 +441,25 @@ export function warmPoolOwnership(
       return self.pool.holds(container.id) || self.sandbox.hasCase(container.id)
         ? { verdict: 'wanted' }
         : { verdict: 'orphan', reason: 'warm container neither in its pool nor with its case' };
-    const [host, pid] = owner.split(':');
-    if (host !== hostname()) return { verdict: 'unknown', reason: `warm container of a worker on ${host}` };
-    if (pid !== undefined && /^\d+$/.test(pid) && warmPoolOwner(Number(pid)) === owner)
-      return { verdict: 'wanted' };
-    return { verdict: 'orphan', reason: `its warm pool's worker (${owner}) is gone` };
+    const [host, pidns, pid] = owner.split(':');
+    if (
+      host === here[0] &&
+      pidns === here[1] &&
+      pidns !== 'unknown' &&
+      pid !== undefined &&
+      /^\d+$/.test(pid)
+    )
+      return warmPoolOwner(Number(pid)) === owner
+        ? { verdict: 'wanted' }
+        : { verdict: 'orphan', reason: `its warm pool's worker (${owner}) is gone` };
+    const touched =
+      beaconDir === undefined ? null : await stat(beaconPath(beaconDir, owner)).catch(() => null);
+    if (touched === null)
+      return { verdict: 'unknown', reason: `warm container of a worker this host cannot check (${owner})` };
+    if (Date.now() - touched.mtimeMs <= staleMs) return { verdict: 'wanted' };
+    return {
+      verdict: 'orphan',
+      reason: `its warm pool's worker (${owner}) is gone: liveness file untouched for ${Math.round((Date.now() - touched.mtimeMs) / 1000)}s`,
+    };
   };
 }

@@ -18,7 +18,7 @@ import { ImagePuller } from '../docker/image-puller';
 import { Semaphore } from '../docker/semaphore';
 import { OrphanReaper, type OrphanReaperParams } from '../docker/orphan-reaper';
 import { LABELS } from '../docker/labels';
-import { WarmPool, warmPoolOwner, warmPoolOwnership } from '../docker/warm-pool';
+import { OwnerBeacon, WarmPool, warmPoolOwner, warmPoolOwnership } from '../docker/warm-pool';
 import type { WorkerMetrics } from '../metrics/orchestrator-metrics';
 import { activityMetricsInterceptor } from '../metrics/activity-metrics-interceptor';
 import { MeteredOrphanReaper } from '../metrics/metered-orphan-reaper';
@@ -172,6 +172,9 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
           log,
         })
       : null;
+  // How workers in other pid namespaces on this host (pods of one node) tell this one lives.
+  const beacon = warmPool ? new OwnerBeacon(sandbox.caseFiles.root, poolOwner) : null;
+  await beacon?.start();
   const stopObserving = metrics?.observeWorker({
     dockerOperations: ops,
     dockerOperationsLimit: config.docker.maxConcurrentOperations,
@@ -231,10 +234,10 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     minAgeSeconds: config.sandbox.reaperMinAgeSeconds,
     // A container of a killed worker's attempt is removed by the retried attempt itself (heartbeat details).
     // Warm containers carry no case labels: judged by their pool's owner (warm-pool.ts).
-    judge: warmPoolOwnership(
-      caseContainerOwnership({ pool, client }),
-      warmPool ? { owner: poolOwner, pool: warmPool, sandbox } : undefined,
-    ),
+    judge: warmPoolOwnership(caseContainerOwnership({ pool, client }), {
+      ...(warmPool ? { self: { owner: poolOwner, pool: warmPool, sandbox } } : {}),
+      beaconDir: sandbox.caseFiles.root,
+    }),
   };
   const reaper = metrics ? new MeteredOrphanReaper(reaperParams, metrics) : new OrphanReaper(reaperParams);
 
@@ -319,6 +322,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     clearInterval(spoolSweeps);
     await reaper.stop();
     await warmPool?.close();
+    await beacon?.stop();
     await reconciler.stop();
     await collector.stop();
     stopObserving?.();

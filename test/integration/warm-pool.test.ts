@@ -1,8 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { createDockerClient } from '../../src/docker/docker-client';
 import { DockerSandbox } from '../../src/docker/docker-sandbox';
@@ -10,7 +10,14 @@ import { createIsolatedNetwork, reapIsolatedNetworks } from '../../src/docker/is
 import { LABELS } from '../../src/docker/labels';
 import { OrphanReaper } from '../../src/docker/orphan-reaper';
 import { Semaphore } from '../../src/docker/semaphore';
-import { WarmPool, warmPoolOwner, warmPoolOwnership, type WarmSandbox } from '../../src/docker/warm-pool';
+import {
+  BEACON_STALE_MS,
+  OwnerBeacon,
+  WarmPool,
+  warmPoolOwner,
+  warmPoolOwnership,
+  type WarmSandbox,
+} from '../../src/docker/warm-pool';
 import {
   captureLogger,
   cliInspect,
@@ -190,7 +197,9 @@ describe('WarmPool (real Docker)', () => {
       deploymentId,
       minAgeSeconds: 0,
       // No case container here: anything but a warm one would be a test bug.
-      judge: warmPoolOwnership(async () => ({ verdict: 'unknown', reason: 'not a warm container' })),
+      judge: warmPoolOwnership(async () => ({ verdict: 'unknown', reason: 'not a warm container' }), {
+        beaconDir: caseFilesDir,
+      }),
     });
     try {
       await waitFor(async () => output.includes('full'), 90_000, `the child's pool to fill: ${output}`);
@@ -208,5 +217,29 @@ describe('WarmPool (real Docker)', () => {
     } finally {
       child.kill('SIGKILL');
     }
+  });
+
+  test('an owner in another pid namespace (another pod on the node) is judged by its liveness file: fresh -> kept, stale -> orphan, none -> unknown', async () => {
+    // Pid namespace 1 is never a real one's inode: /proc here cannot tell about this owner.
+    const owner = `${hostname()}:1:4242:777`;
+    const labels = { [LABELS.pool]: owner };
+    const judge = warmPoolOwnership(async () => ({ verdict: 'unknown', reason: 'not a warm container' }), {
+      beaconDir: caseFilesDir,
+    });
+    const verdict = async () => (await judge(labels, { id: 'c' })).verdict;
+    assert.equal(await verdict(), 'unknown', 'no liveness file: cannot tell');
+    const beacon = new OwnerBeacon(caseFilesDir, owner);
+    await beacon.start();
+    try {
+      assert.equal(await verdict(), 'wanted');
+      const files = (await readdir(caseFilesDir)).filter((f) => f.startsWith('.warm-owner-'));
+      assert.equal(files.length, 1);
+      const past = new Date(Date.now() - BEACON_STALE_MS - 5_000);
+      await utimes(path.join(caseFilesDir, files[0]!), past, past);
+      assert.equal(await verdict(), 'orphan', 'untouched past the stale time: its owner is gone');
+    } finally {
+      await beacon.stop();
+    }
+    assert.equal(await verdict(), 'unknown', 'a closed pool removes its file');
   });
 });
