@@ -236,6 +236,8 @@ describe('deploy/: Kubernetes manifests and docker-compose.yml, validated offlin
     SANDBOX_HOST_PORTS: 'no host port is reachable unless an operator opens one',
     SANDBOX_REAPER_INTERVAL_SECONDS: 'default sweep',
     SANDBOX_REAPER_MIN_AGE_SECONDS: 'default age',
+    SANDBOX_WARM_POOL_SIZE: 'off by default (0): an operator enables warm sandboxes per deployment',
+    SANDBOX_WARM_POOL_IDLE_SECONDS: 'only read with a warm pool',
     RUN_RECONCILER_INTERVAL_SECONDS: 'default sweep',
     RUN_RECONCILER_MIN_IDLE_SECONDS: 'default idle time',
     SANDBOX_CASE_FILES: 'auto: bind mounts, since SANDBOX_CASE_FILES_DIR is the node’s path',
