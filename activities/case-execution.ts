@@ -562,7 +562,8 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
             phase = 'exited';
             return record(after, containerLogs);
           } finally {
-            await removeContainer(id, rideOut, log);
+            // An adopted container by its name: its case files directory (named after it) goes too.
+            await removeContainer(adopted ? name : id, rideOut, log);
             containerId = undefined;
           }
         })

@@ -267,7 +267,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
     const summary = await runIn(attempt({ attempt: 2 }), executeCase, ref);
 
     assert.equal(summary.status, 'success');
-    assert.deepEqual(sandbox.events, [`await ${container.containerId}`, `remove ${container.containerId}`]);
+    assert.deepEqual(sandbox.events, [`await ${container.containerId}`, `remove ${container.name}`]);
     assert.equal(sandbox.created.length, 0, 'no container started');
     const timeoutMs = sandbox.awaitTimeouts[0] ?? 0;
     assert.ok(
@@ -304,7 +304,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
 
     assert.equal(summary.status, 'timeout');
     assert.ok((sandbox.awaitTimeouts[0] ?? 1) <= 0, 'already past its deadline');
-    assert.deepEqual(sandbox.events, [`await ${container.containerId}`, `remove ${container.containerId}`]);
+    assert.deepEqual(sandbox.events, [`await ${container.containerId}`, `remove ${container.name}`]);
   });
 
   test('a leftover without the case command recorded, or of a case whose mock gateway died with its worker, is removed and the case starts afresh', async () => {
