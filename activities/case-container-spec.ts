@@ -1,10 +1,11 @@
 import type { RunCaseInput, ExperimentRunRequested } from '../src/domain/message';
 import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
 import { buildCommandContext, renderCommandTemplate } from '../src/domain/template';
-import type { CaseContainerSpec } from '../src/docker/docker-sandbox';
+import { isIdleStartCommand, type CaseContainerSpec } from '../src/docker/docker-sandbox';
 import { caseContainerName, LABELS } from '../src/docker/labels';
 import { mergeCaseOtelEnv } from '../src/otel/case-otel-env';
-import type { CaseNetwork } from './case-network';
+import type { WarmSandboxTemplate } from '../src/docker/warm-pool';
+import type { CaseNetwork, CaseNetworkPlan } from './case-network';
 import type { TaskCasePlan } from './task-case';
 
 /** Where every case container finds its own case as JSON (ARCHITECTURE §5 item 9). */
@@ -100,6 +101,36 @@ export function caseContainerSpec(p: {
     hardening: spec.hardening,
     user: spec.user,
     startup: spec.startup,
+  };
+}
+
+/**
+ * What a warm container for this case is made of (src/docker/warm-pool.ts): caseContainerSpec's
+ * create without the case. undefined when the case must have a container made for it, because its
+ * container's create depends on the case: a start command other than an idle one (an image CMD or a
+ * server the agent starts may read the case's env, which a warm container gets only with each exec,
+ * or be a template of the case's); a network named by the spec is joined as it is, and a network of
+ * the case's own (sealed or not) is made with the warm container: it is plain Docker and firewall,
+ * its gateway and OTel token come at the claim.
+ */
+export function warmSandboxTemplate(
+  spec: ResolvedCaseSpec,
+  ownNetwork: CaseNetworkPlan | undefined,
+): WarmSandboxTemplate | undefined {
+  const start = spec.sandboxStartCommand.trim() || spec.agentCommand?.trim() || undefined;
+  if (start === undefined || !isIdleStartCommand(start)) return undefined;
+  return {
+    container: {
+      image: spec.agentImage,
+      startCommand: start,
+      pull: { policy: spec.pullPolicy, timeoutSeconds: spec.pullTimeoutSeconds },
+      limits: spec.limits,
+      hardening: spec.hardening,
+      user: spec.user,
+      startup: spec.startup,
+    },
+    network: ownNetwork ? undefined : spec.dockerNetwork,
+    ownNetwork,
   };
 }
 

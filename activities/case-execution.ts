@@ -32,11 +32,18 @@ import { parseCaseInput } from '../src/db/run-request-cache';
 import type { OwnershipVerdict } from '../src/docker/orphan-reaper';
 import type { Logger } from '../src/logger';
 import { caseActivity } from './activity-boundary';
-import { caseContainerSpec, renderCaseCommands, type CaseCommands } from './case-container-spec';
+import type { WarmSandbox, WarmSandboxTemplate } from '../src/docker/warm-pool';
+import {
+  caseContainerSpec,
+  renderCaseCommands,
+  warmSandboxTemplate,
+  type CaseCommands,
+} from './case-container-spec';
 import { afterCommandLost, caseRecord, failedBeforeExec } from './case-record';
 import type { CaseResultSpool, SpooledRecord } from './case-result-spool';
 import {
   adoptCaseNetwork,
+  caseNetworkPlan,
   openCaseNetwork,
   workerBoundReason,
   type CaseNetwork,
@@ -96,6 +103,8 @@ export interface CaseExecutionDeps extends CaseFinalizationDeps, CaseNetworkDeps
   caseWanted?: (ref: CaseRef) => Promise<OwnershipVerdict>;
   /** Shared with the spool sweep (absent: this execution's own). */
   liveAttempts?: LiveAttempts;
+  /** SANDBOX_WARM_POOL_SIZE > 0: warm containers a case may claim instead of creating its own. */
+  warmPool?: { claim(template: WarmSandboxTemplate): WarmSandbox | undefined };
 }
 
 /** How often an attempt Temporal gave up on asks whether its case is still wanted. */
@@ -434,14 +443,28 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     if (!adopted) log.info({ code: 'CASE_EXEC_START' }, 'case starts');
     const startedAt = adopted ? new Date(adopted.startedAtMs) : new Date();
 
+    // A warm container (SANDBOX_WARM_POOL_SIZE) comes with the case's own network, if it gets one.
+    const template =
+      !adopted && deps.warmPool && warmSandboxTemplate(spec, caseNetworkPlan(deps, { caseInput, spec }));
+    const warm = template ? deps.warmPool?.claim(template) : undefined;
     const network: CaseNetwork = adopted
       ? adoptCaseNetwork(deps, { request: run.request, caseInput, container: adopted, log })
-      : await openCaseNetwork(deps, { request: run.request, caseInput, spec, log });
+      : await openCaseNetwork(deps, {
+          request: run.request,
+          caseInput,
+          spec,
+          log,
+          network: warm?.network,
+        }).catch(async (err: unknown) => {
+          await warm?.discard();
+          throw err;
+        });
     let commands: CaseCommands;
     try {
       commands = renderCaseCommands(ref, run.request, caseInput, spec, network.mockBaseUrl);
     } catch (err) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
+      await warm?.discard();
       await network.close();
       if (adopted) await removeContainer(adopted.containerId, rideOut, log);
       const message = errorText(err);
@@ -473,24 +496,26 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
           const connectStart = Date.now();
           phase = 'container_start';
           // Fixed name per attempt: a create that failed half-way is replaced by the next try.
+          const startContainer = () => {
+            const containerSpec = caseContainerSpec({
+              workflowId,
+              experimentId,
+              runCaseId,
+              attempt,
+              request: run.request,
+              caseInput,
+              spec,
+              plan,
+              network,
+              startCommand: commands.start,
+            });
+            return rideOut('start container', () =>
+              warm ? warm.start(containerSpec) : sandbox.createAndStart(containerSpec),
+            );
+          };
           const container: StartedContainer = adopted
             ? { ...adopted, startup: spec.startup }
-            : await rideOut('start container', () =>
-                sandbox.createAndStart(
-                  caseContainerSpec({
-                    workflowId,
-                    experimentId,
-                    runCaseId,
-                    attempt,
-                    request: run.request,
-                    caseInput,
-                    spec,
-                    plan,
-                    network,
-                    startCommand: commands.start,
-                  }),
-                ),
-              );
+            : await startContainer();
           const { name, addresses } = container;
           containerId = container.containerId;
           const id = container.containerId;
@@ -581,8 +606,10 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
           }
           throw err;
         })
-        .finally(() =>
-          network.close().then(
+        .finally(async () => {
+          // Stopped before its container phase began: the warm container never was the case's.
+          await warm?.discard();
+          await network.close().then(
             (closed) => {
               mockRequests = closed.requests;
               telemetryComplete = closed.telemetryComplete;
@@ -592,8 +619,8 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
                 { code: 'E_CASE_NETWORK_CLOSE_FAILED', err: errorText(err) },
                 'closing the case network failed',
               ),
-          ),
-        );
+          );
+        });
       result.timings.containerPhaseMs = Date.now() - phaseStart;
       if (mockRequests.length > 0) result.mockRequests = mockRequests;
       result.telemetryComplete = telemetryComplete;
@@ -667,10 +694,19 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     let adopted: AdoptableContainer | null = null;
     for (const c of leftovers) {
       if (adopted === null) {
-        const found: PredecessorContainer =
+        let found: PredecessorContainer =
           bound === null
             ? await sandbox.inspectPredecessor(c.id)
             : { kind: 'unadoptable', reason: bound, name: c.id, networks: c.networks };
+        // A warm container (LABELS.pool, no case labels) got the case's env with each exec from
+        // its worker's memory, and its pool's reaper judges it by that dead worker: not adopted.
+        if (found.kind === 'adoptable' && found.container.labels[LABELS.pool] !== undefined)
+          found = {
+            kind: 'unadoptable',
+            reason: "a warm pool container: the case's env lived in the worker that died",
+            name: found.container.name,
+            networks: found.container.networks,
+          };
         if (found.kind === 'adoptable') {
           adopted = found.container;
           log.info(

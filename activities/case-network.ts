@@ -92,46 +92,74 @@ function wantsGateway(spec: ResolvedCaseSpec, c: RunCaseInput): boolean {
   return c.mock_config !== null || spec.raw.mock_gateway === true;
 }
 
+/** What a case's own network is made with, when it gets one (createNetwork). */
+export interface CaseNetworkPlan {
+  sealed: boolean;
+  /** Host ports the network opens from the start. */
+  ports: number[];
+}
+
 /**
  * The case's network (issue 15): a sealed case's is internal (its gateway is its only way out); any
  * other case gets one of its own too unless its spec names a `docker_network` (the agent asked for
  * that network, and gets it as it is) or isolation is off. On its own network a case reaches the
  * host only at the worker's collector, its gateway, SANDBOX_HOST_PORTS and the spec's
- * `allow_host_ports`.
+ * `allow_host_ports`. undefined: no network of its own. Nothing in it is per case but the sealing,
+ * so a warm sandbox's network is made from it ahead of its case (src/docker/warm-pool.ts).
  */
+export function caseNetworkPlan(
+  deps: Pick<CaseNetworkDeps, 'networks' | 'sealPassthroughFalse'>,
+  p: { caseInput: RunCaseInput; spec: ResolvedCaseSpec },
+): CaseNetworkPlan | undefined {
+  const { networks } = deps;
+  const { caseInput, spec } = p;
+  const sealed = deps.sealPassthroughFalse && caseInput.mock_config?.passthrough === false;
+  if (!sealed && (spec.dockerNetwork !== undefined || !networks.isolate)) return undefined;
+  // Sealed, the gateway's port (opened when it listens) is the only one.
+  const ports = sealed ? [] : [networks.collectorPort, ...networks.hostPorts, ...spec.allowHostPorts];
+  return { sealed, ports: [...new Set(ports)] };
+}
+
 async function createNetwork(
   deps: CaseNetworkDeps,
   p: { request: ExperimentRunRequested; caseInput: RunCaseInput; spec: ResolvedCaseSpec; log: Logger },
 ): Promise<IsolatedNetwork | undefined> {
-  const { networks } = deps;
   const { caseInput, spec, log } = p;
-  const sealed = deps.sealPassthroughFalse && caseInput.mock_config?.passthrough === false;
-  if (!sealed && (spec.dockerNetwork !== undefined || !networks.isolate)) return undefined;
-  if (sealed && spec.dockerNetwork) {
+  const plan = caseNetworkPlan(deps, p);
+  if (plan === undefined) return undefined;
+  if (plan.sealed && spec.dockerNetwork) {
     log.warn(
       { code: 'MOCK_GATEWAY_NETWORK_OVERRIDE', docker_network: spec.dockerNetwork },
       'sealed case: docker_network ignored',
     );
   }
-  if (sealed && spec.allowHostPorts.length > 0) {
+  if (plan.sealed && spec.allowHostPorts.length > 0) {
     log.warn(
       { code: 'CASE_NETWORK_HOST_PORTS_IGNORED', allow_host_ports: spec.allowHostPorts },
       'sealed case: allow_host_ports ignored (its gateway is its only way out)',
     );
   }
-  // Sealed, the gateway's port (opened when it listens) is the only one.
-  const ports = sealed ? [] : [networks.collectorPort, ...networks.hostPorts, ...spec.allowHostPorts];
-  return networks.create({
+  return deps.networks.create({
     runCaseId: caseInput.run_case_id,
     experimentId: p.request.experiment.id,
-    sealed,
-    ports: [...new Set(ports)],
+    sealed: plan.sealed,
+    ports: plan.ports,
   });
 }
 
+/**
+ * `network`: the case's own network made ahead of it (a warm sandbox's, made from the same
+ * caseNetworkPlan); from here on it is the case's, closed and removed with it like one made here.
+ */
 export async function openCaseNetwork(
   deps: CaseNetworkDeps,
-  p: { request: ExperimentRunRequested; caseInput: RunCaseInput; spec: ResolvedCaseSpec; log: Logger },
+  p: {
+    request: ExperimentRunRequested;
+    caseInput: RunCaseInput;
+    spec: ResolvedCaseSpec;
+    log: Logger;
+    network?: IsolatedNetwork;
+  },
 ): Promise<CaseNetwork> {
   const { collector } = deps;
   const { request, caseInput, spec, log } = p;
@@ -143,7 +171,7 @@ export async function openCaseNetwork(
   let network: IsolatedNetwork | undefined;
   let gateway: CaseGateway | undefined;
   try {
-    network = await createNetwork(deps, p);
+    network = p.network ?? (await createNetwork(deps, p));
     if (wantsGateway(spec, caseInput)) {
       gateway = await deps.gateways.start({
         runCaseId: caseInput.run_case_id,

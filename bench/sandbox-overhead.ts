@@ -13,6 +13,14 @@
  * Each level runs `rounds` pipeline runs and `rounds` floor runs in alternating order and reports
  * the medians: single runs of ~10 s drift by ±15% on a 2-core machine.
  * Targets (2 cores): p50 at C=1 within 1.15x the floor; throughput at C=4 at least 0.9x the floor.
+ *
+ * --warm (issue 18): the same worker with warm sandboxes (SANDBOX_WARM_POOL_SIZE = --pool-size),
+ * each level in rounds of cold pipeline, warm pipeline and floor: p50/p95 from "case scheduled" to
+ * "agent's first instruction runs" and cases/min of each, warm/cold and warm/floor. A warm round
+ * starts with its pool full (a worker whose cases keep coming); a cold round with the pool off
+ * (size 0: every case creates its own container, as without the setting).
+ * Targets (2 cores): warm p50 scheduled → first instruction < 100 ms at C=1; warm throughput at
+ * C=4 >= 1.2x the cold floor.
  */
 import { runBench, startBenchIntake } from './support/bench-intake';
 import { readFileSync } from 'node:fs';
@@ -39,8 +47,12 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     // Also compares OCI runtimes on the bare floor, e.g. `runc,crun` (each registered with dockerd).
     runtimes: { type: 'string', default: '' },
+    warm: { type: 'boolean', default: false },
+    'pool-size': { type: 'string', default: '8' },
   },
 });
+const WARM = values.warm;
+const POOL_SIZE = Number(values['pool-size']);
 const CASES = Number(values.cases);
 const ROUNDS = Number(values.rounds);
 const LEVELS = values.concurrency.split(',').map(Number);
@@ -176,6 +188,7 @@ async function main(): Promise<void> {
   const intake = await startBenchIntake({
     log,
     liveContainers: 16,
+    ...(WARM ? { env: { SANDBOX_WARM_POOL_SIZE: String(POOL_SIZE) } } : {}),
     startRun: (stack) => async (message, meta) => {
       const started = await startExperimentRun(
         { client: stack.client, pool: stack.db.pool, config: stack.config, log },
@@ -220,11 +233,11 @@ async function main(): Promise<void> {
   // The worker's sandbox talks to Docker through this client: every call of a case is counted here.
   const dockerCalls = countDockerCalls(stack.docker);
 
-  /** One pipeline run of CASES cases at concurrency c, timed by the pipeline's own timestamps. */
-  async function pipelineRun(c: number) {
+  /** One pipeline run of `cases` cases at concurrency c, timed by the pipeline's own timestamps. */
+  async function pipelineRun(c: number, cases = CASES) {
     concurrency = c;
     collectGarbage();
-    const seeded = await seedExperiment(stack.db.pool, { cases: CASES });
+    const seeded = await seedExperiment(stack.db.pool, { cases });
     const message = buildPlatformMessage(seeded, {
       queue,
       runtimeSpec: {
@@ -279,7 +292,7 @@ async function main(): Promise<void> {
       [seeded.experimentId],
     );
     return {
-      rate: (CASES / ((done.getTime() - started) / 1000)) * 60,
+      rate: (cases / ((done.getTime() - started) / 1000)) * 60,
       phases,
       startupMs: first.getTime() - started,
       firstInstruction: await scheduledToFirstInstruction(seeded.experimentId),
@@ -301,9 +314,69 @@ async function main(): Promise<void> {
     };
   }
 
+  /** --warm: the pool off (cold) or full (warm) for the next pipeline run. */
+  async function setPool(warm: boolean): Promise<void> {
+    const pool = stack.worker?.warmPool;
+    if (!pool) throw new Error('--warm: the worker has no warm pool');
+    pool.setSize(warm ? POOL_SIZE : 0);
+    if (!warm) return;
+    // Its first claim tells the pool the template; then it fills in the background.
+    await pipelineRun(1, 1);
+    await eventually(async () => (pool.idleCount >= POOL_SIZE ? true : undefined), 120_000, 'a full pool');
+  }
+
+  /** --warm, one level: rounds of cold pipeline, warm pipeline and floor (rotating order). */
+  async function warmLevel(c: number): Promise<string> {
+    type Pipe = Awaited<ReturnType<typeof pipelineRun>>;
+    const cold: Pipe[] = [];
+    const warm: Pipe[] = [];
+    const floors: Array<Awaited<ReturnType<typeof floorRun>>> = [];
+    const steps = [
+      async () => {
+        await setPool(false);
+        cold.push(await pipelineRun(c));
+      },
+      async () => {
+        await setPool(true);
+        warm.push(await pipelineRun(c));
+        await setPool(false);
+      },
+      async () => {
+        floors.push(await floorRun(c));
+      },
+    ];
+    for (let r = 0; r < ROUNDS; r++)
+      for (let i = 0; i < steps.length; i++) await steps[(r + i) % steps.length]!();
+    const first = (pipes: Pipe[]) => {
+      const xs = pipes.flatMap((p) => p.firstInstruction);
+      return `p50 ${percentile(xs, 50).toFixed(0)} ms p95 ${percentile(xs, 95).toFixed(0)} ms (${xs.length} cases)`;
+    };
+    const rate = (pipes: Array<{ rate: number }>) => median(pipes.map((p) => p.rate));
+    const [coldRate, warmRate, floorRate] = [rate(cold), rate(warm), rate(floors)];
+    return (
+      `C=${c} scheduled → agent's first instruction: cold ${first(cold)} | warm ${first(warm)}` +
+      `\n      throughput: cold ${coldRate.toFixed(0)} cases/min | warm ${warmRate.toFixed(0)} cases/min | floor (bare create → start → exec → remove) ${floorRate.toFixed(0)} cases/min` +
+      ` | warm/cold ${(warmRate / coldRate).toFixed(2)}x warm/floor ${(warmRate / floorRate).toFixed(2)}x` +
+      `\n      per round (cold/warm/floor cases/min): ${cold.map((p, i) => `${p.rate.toFixed(0)}/${warm[i]!.rate.toFixed(0)}/${floors[i]!.rate.toFixed(0)}`).join(', ')}` +
+      `\n      cold ${perCaseText(cold.at(-1)!.calls, CASES)}` +
+      `\n      warm ${perCaseText(warm.at(-1)!.calls, CASES)} — the pool's refill included` +
+      `\n      cold ${cold.at(-1)!.cpu}\n      warm ${warm.at(-1)!.cpu}`
+    );
+  }
+
   try {
     await bareCase(stack.docker); // warm the image and the daemon once for both sides
     await pipelineRun(1); // and the worker, its workflow bundle and the database
+    if (WARM) {
+      for (const c of LEVELS) {
+        rows.push(await warmLevel(c));
+        process.stdout.write(`${rows.at(-1)}\n`);
+      }
+      process.stdout.write(
+        `\nbench/sandbox-overhead --warm: ${CASES} cases per run, ${ROUNDS} rounds per level, pool size ${POOL_SIZE} (targets: warm p50 scheduled → first instruction < 100 ms at C=1, warm throughput at C=4 >= 1.2x the floor)\n${rows.join('\n')}\n`,
+      );
+      return;
+    }
     for (const c of LEVELS) {
       const pipes: Array<Awaited<ReturnType<typeof pipelineRun>>> = [];
       const floors: Array<Awaited<ReturnType<typeof floorRun>>> = [];

@@ -174,6 +174,8 @@ const envSchema = z.object({
   SANDBOX_NO_NEW_PRIVILEGES: boolVar(true),
   SANDBOX_DROP_ALL_CAPABILITIES: boolVar(true),
   SANDBOX_ISOLATE_CASES: boolVar(true),
+  SANDBOX_WARM_POOL_SIZE: intVar(0, 0),
+  SANDBOX_WARM_POOL_IDLE_SECONDS: intVar(60, 1),
   SANDBOX_HOST_PORTS: portListVar(),
   SANDBOX_REAPER_INTERVAL_SECONDS: intVar(60, 1),
   SANDBOX_REAPER_MIN_AGE_SECONDS: intVar(120, 0),
@@ -330,6 +332,11 @@ export interface Config {
     caseFiles: { delivery: 'auto' | 'bind' | 'copy'; dir: string | undefined };
     /** The OCI runtime of case containers, as registered with dockerd; undefined = the daemon's default. */
     runtime: string | undefined;
+    /**
+     * Warm sandboxes (src/docker/warm-pool.ts): containers kept started per template while its
+     * cases keep coming (size 0 = off), drained after idleSeconds without a claim.
+     */
+    warmPool: { size: number; idleSeconds: number };
   };
   otel: {
     collectorHost: string;
@@ -653,6 +660,7 @@ export function loadConfig(env: Env = process.env): Config {
       reconcilerMinIdleSeconds: e.RUN_RECONCILER_MIN_IDLE_SECONDS,
       caseFiles: { delivery: e.SANDBOX_CASE_FILES, dir: e.SANDBOX_CASE_FILES_DIR },
       runtime: e.SANDBOX_RUNTIME,
+      warmPool: { size: e.SANDBOX_WARM_POOL_SIZE, idleSeconds: e.SANDBOX_WARM_POOL_IDLE_SECONDS },
     },
     otel: {
       collectorHost: e.OTEL_COLLECTOR_HOST,

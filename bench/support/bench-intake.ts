@@ -22,11 +22,17 @@ export async function startBenchIntake(opts: {
   log: Logger;
   liveContainers: number;
   startRun: (stack: Stack) => StartRun;
+  /** More worker settings (e.g. SANDBOX_WARM_POOL_SIZE). */
+  env?: Record<string, string>;
 }): Promise<BenchIntake> {
   const queue = `agentbench.bench.${randomBytes(4).toString('hex')}`;
   const stack = await startStack({
     log: opts.log,
-    env: { RABBITMQ_EXPERIMENT_QUEUE: queue, DOCKER_MAX_LIVE_CONTAINERS: String(opts.liveContainers) },
+    env: {
+      RABBITMQ_EXPERIMENT_QUEUE: queue,
+      DOCKER_MAX_LIVE_CONTAINERS: String(opts.liveContainers),
+      ...opts.env,
+    },
   });
   const settings = requireBridgeSettings(stack.config);
   const redis = createRedis(settings.redis);

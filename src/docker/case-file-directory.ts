@@ -17,6 +17,13 @@ function narrowedByUmask(mode: number): boolean {
   return (mode & ~umask) !== mode;
 }
 
+function checkMountable(files: readonly CaseFile[]): void {
+  for (const file of files) {
+    if (!CaseFileDirectory.mountable(file.path))
+      throw new Error(`not a file directly in ${CASE_FILES_ROOT}: ${file.path}`);
+  }
+}
+
 interface CaseFile {
   /** Absolute path inside the container. */
   path: string;
@@ -49,15 +56,27 @@ export class CaseFileDirectory {
    */
   async write(containerName: string, files: readonly CaseFile[]): Promise<string> {
     const dir = this.dirOf(containerName);
-    for (const file of files) {
-      if (!CaseFileDirectory.mountable(file.path))
-        throw new Error(`not a file directly in ${CASE_FILES_ROOT}: ${file.path}`);
-    }
+    checkMountable(files);
     await this.makeFresh(dir);
-    const names: string[] = [];
-    this.written.set(containerName, names);
+    this.written.set(containerName, []);
     // Readable by whatever user the image runs as; modes the umask would narrow are set explicitly.
     if (narrowedByUmask(DIRECTORY_MODE)) await chmod(dir, DIRECTORY_MODE);
+    await this.writeInto(containerName, dir, files);
+    return dir;
+  }
+
+  /**
+   * Adds `files` to the directory write() made, in place: a running container has it mounted (a
+   * warm container handed to its case), and a directory made anew would not be the mounted one.
+   */
+  async add(containerName: string, files: readonly CaseFile[]): Promise<void> {
+    checkMountable(files);
+    await this.writeInto(containerName, this.dirOf(containerName), files);
+  }
+
+  private async writeInto(containerName: string, dir: string, files: readonly CaseFile[]): Promise<void> {
+    const names = this.written.get(containerName) ?? [];
+    this.written.set(containerName, names);
     for (const file of files) {
       const name = file.path.slice(CASE_FILES_ROOT.length + 1);
       const mode = file.mode ?? FILE_MODE;
@@ -66,7 +85,6 @@ export class CaseFileDirectory {
       names.push(name);
       if (narrowedByUmask(mode)) await chmod(target, mode);
     }
-    return dir;
   }
 
   async remove(containerName: string): Promise<void> {
@@ -117,6 +135,8 @@ export class CaseFileDirectory {
     const removed: string[] = [];
     const now = Date.now();
     for (const name of entries) {
+      // Not a container's (a warm pool owner's liveness file, src/docker/warm-pool.ts).
+      if (name.startsWith('.')) continue;
       if (liveContainerNames.has(name)) continue;
       const info = await stat(join(this.root, name)).catch(() => null);
       if (!info || (now - info.mtimeMs) / 1000 < minAgeSeconds) continue;

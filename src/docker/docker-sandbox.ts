@@ -223,6 +223,11 @@ const STOP_POLL_MS = 50;
  * them holds spans to flush at the case's end.
  */
 const IDLE_START_COMMAND = /^\s*(?:exec\s+)?(sleep\s+(?:infinity|inf)|tail\s+-f\s+\/dev\/null)\s*$/;
+
+/** Whether the start command only keeps the container alive (a warm container can run it before its case). */
+export function isIdleStartCommand(command: string): boolean {
+  return IDLE_START_COMMAND.test(command);
+}
 const TOP_TIMEOUT_MS = 10_000;
 /** Docker's init (HostConfig.Init) as `ps` shows it: PID 1 of every case container. */
 const DOCKER_INIT = /^\S*docker-init\s+--\s/;
@@ -304,6 +309,11 @@ export class DockerSandbox {
    * nothing else has nothing to stop gracefully (see remove()).
    */
   private readonly idleProcesses = new Map<string, string[]>();
+  /**
+   * Container id → the env of the case a warm container was handed to (assignCase): given to every
+   * exec in it, since a container's own env is fixed at its create, before it had a case.
+   */
+  private readonly caseEnvs = new Map<string, Record<string, string>>();
   /** Containers remove() is stopping right now (by the id or name it was given). */
   private readonly stopping = new Set<string>();
   private readonly stopGraceMs: number;
@@ -334,7 +344,10 @@ export class DockerSandbox {
    * the container's addresses on its networks (how servers on the host see its requests).
    * On failure the container is removed before the error is thrown, so a failed call leaves nothing.
    */
-  async createAndStart(spec: CaseContainerSpec): Promise<StartedContainer> {
+  async createAndStart(
+    spec: CaseContainerSpec,
+    opts: { emptyCaseFiles?: boolean } = {},
+  ): Promise<StartedContainer> {
     checkContainerSpec(spec);
 
     const options: Dockerode.ContainerCreateOptions = {
@@ -378,7 +391,9 @@ export class DockerSandbox {
     const copied =
       this.delivery === 'copy' ? files : files.filter((f) => !CaseFileDirectory.mountable(f.path));
     const mounted = files.filter((f) => !copied.includes(f));
-    if (mounted.length > 0) {
+    // A warm container (createIdle) gets its case's files later, in a directory mounted now.
+    const mounting = mounted.length > 0 || (opts.emptyCaseFiles === true && this.delivery !== 'copy');
+    if (mounting) {
       const source = await this.caseFiles.write(spec.name, mounted);
       options.HostConfig = {
         ...options.HostConfig,
@@ -391,7 +406,7 @@ export class DockerSandbox {
     try {
       containerId = await this.createContainer(options, spec, deadlines);
     } catch (err) {
-      if (mounted.length > 0 && this.delivery === 'auto' && BIND_SOURCE_MISSING.test(errorDetail(err))) {
+      if (mounting && this.delivery === 'auto' && BIND_SOURCE_MISSING.test(errorDetail(err))) {
         // The daemon does not see our filesystem (worker in a container, remote daemon): copy from now on.
         this.delivery = 'copy';
         this.log.warn(
@@ -399,14 +414,14 @@ export class DockerSandbox {
           'the Docker daemon cannot see the case files directory; copying files into each container instead',
         );
         await this.caseFiles.remove(spec.name);
-        return this.createAndStart(spec);
+        return this.createAndStart(spec, opts);
       }
-      if (mounted.length > 0) await this.caseFiles.remove(spec.name);
+      if (mounting) await this.caseFiles.remove(spec.name);
       // Timeouts and pull failures keep their own codes.
       if (err instanceof DockerInfraError) throw err;
       throw new DockerInfraError('E_DOCKER_CREATE', errorDetail(err), { cause: err });
     }
-    if (mounted.length > 0) {
+    if (mounting) {
       if (this.delivery === 'auto') this.delivery = 'bind';
       this.fileDirs.set(containerId, spec.name);
     }
@@ -447,6 +462,33 @@ export class DockerSandbox {
       'case container started',
     );
     return { containerId, name: spec.name, addresses, startup: spec.startup };
+  }
+
+  /**
+   * A warm container (src/docker/warm-pool.ts): created and started from `spec` with no case in it
+   * — no env, no files, its case files directory mounted empty (bind delivery) — for assignCase.
+   */
+  async createIdle(spec: Omit<CaseContainerSpec, 'env' | 'files'>): Promise<StartedContainer> {
+    return this.createAndStart({ ...spec, env: {}, files: [] }, { emptyCaseFiles: true });
+  }
+
+  /**
+   * Hands a createIdle container to one case (once: it is removed after that case, as any other):
+   * its files written (into its mounted directory, else copied in), its env given to every exec in it.
+   * The rest of `spec` (image, limits, network, start command) is what the container was created
+   * with: warm-pool.ts only hands a container to a case whose spec has the same.
+   */
+  async assignCase(container: StartedContainer, spec: CaseContainerSpec): Promise<StartedContainer> {
+    checkContainerSpec(spec);
+    const { containerId } = container;
+    const files = spec.files ?? [];
+    const mountedAs = this.fileDirs.get(containerId);
+    const mounted = mountedAs === undefined ? [] : files.filter((f) => CaseFileDirectory.mountable(f.path));
+    const copied = files.filter((f) => !mounted.includes(f));
+    if (mountedAs !== undefined && mounted.length > 0) await this.caseFiles.add(mountedAs, mounted);
+    if (copied.length > 0) await this.writeFiles(containerId, copied);
+    this.caseEnvs.set(containerId, spec.env);
+    return { ...container, startup: spec.startup };
   }
 
   /**
@@ -514,9 +556,11 @@ export class DockerSandbox {
 
   private async execChecked(containerId: string, p: ExecParams, recorded: boolean): Promise<ExecResult> {
     const startedAt = Date.now();
+    const caseEnv = this.caseEnvs.get(containerId);
+    const params = caseEnv ? { ...p, env: { ...caseEnv, ...p.env } } : p;
     const result = await this.runExec(
       containerId,
-      p,
+      params,
       'kill-tree',
       'settle',
       recorded ? recordedCaseCmd(p.command) : undefined,
@@ -780,6 +824,7 @@ export class DockerSandbox {
     this.stopping.add(containerIdOrName);
     const idle = this.idleProcesses.get(containerIdOrName);
     this.idleProcesses.delete(containerIdOrName);
+    this.caseEnvs.delete(containerIdOrName);
     try {
       if (
         this.stopGraceMs > 0 &&
@@ -795,6 +840,11 @@ export class DockerSandbox {
       this.fileDirs.get(containerIdOrName) ?? (NAME.test(containerIdOrName) ? containerIdOrName : undefined);
     this.fileDirs.delete(containerIdOrName);
     if (name !== undefined) await this.caseFiles.remove(name);
+  }
+
+  /** Whether `containerId` is a warm container assignCase handed to a case, not yet removed. */
+  hasCase(containerId: string): boolean {
+    return this.caseEnvs.has(containerId);
   }
 
   /**

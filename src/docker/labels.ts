@@ -10,6 +10,12 @@ export const LABELS = {
   workflowId: 'io.agentbench.workflow-id',
   attempt: 'io.agentbench.activity-attempt',
   createdAt: 'io.agentbench.created-at',
+  /**
+   * On a warm container and its network (warm-pool.ts): the worker process whose pool made it
+   * (`host:pid:start time`), by which the reaper tells whether that pool still exists. Such a
+   * container carries no case labels, before its case or after.
+   */
+  pool: 'io.agentbench.pool',
 } as const;
 
 /**

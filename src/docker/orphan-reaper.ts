@@ -20,7 +20,10 @@ export interface OrphanReaperParams {
   /** Younger containers are left alone: their activity may not have heartbeated its container id yet. */
   minAgeSeconds: number;
   /** Asked per old container of our deployment; a throw or a timeout counts as `unknown`. */
-  judge: (labels: Record<string, string>) => Promise<OwnershipVerdict>;
+  judge: (
+    labels: Record<string, string>,
+    container: { id: string; name: string },
+  ) => Promise<OwnershipVerdict>;
   /** Per container; past it the verdict is `unknown`. */
   judgeTimeoutMs?: number;
 }
@@ -69,7 +72,7 @@ export class OrphanReaper {
         kept++;
         continue;
       }
-      const judged = await this.judge(c.labels);
+      const judged = await this.judge(c.labels, c);
       if (judged.verdict !== 'orphan') {
         kept++;
         if (judged.verdict === 'unknown') {
@@ -120,7 +123,10 @@ export class OrphanReaper {
     return { removed, kept, unknown, foreign };
   }
 
-  private async judge(labels: Record<string, string>): Promise<OwnershipVerdict> {
+  private async judge(
+    labels: Record<string, string>,
+    container: { id: string; name: string },
+  ): Promise<OwnershipVerdict> {
     const timeoutMs = this.p.judgeTimeoutMs ?? DEFAULT_JUDGE_TIMEOUT_MS;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<OwnershipVerdict>((resolve) => {
@@ -131,7 +137,7 @@ export class OrphanReaper {
     });
     try {
       return await Promise.race([
-        this.p.judge(labels).catch((err: unknown) => ({
+        this.p.judge(labels, container).catch((err: unknown) => ({
           verdict: 'unknown' as const,
           reason: errorDetail(err),
         })),

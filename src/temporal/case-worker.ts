@@ -18,6 +18,7 @@ import { ImagePuller } from '../docker/image-puller';
 import { Semaphore } from '../docker/semaphore';
 import { OrphanReaper, type OrphanReaperParams } from '../docker/orphan-reaper';
 import { LABELS } from '../docker/labels';
+import { OwnerBeacon, WarmPool, warmPoolOwner, warmPoolOwnership } from '../docker/warm-pool';
 import type { WorkerMetrics } from '../metrics/orchestrator-metrics';
 import { activityMetricsInterceptor } from '../metrics/activity-metrics-interceptor';
 import { MeteredOrphanReaper } from '../metrics/metered-orphan-reaper';
@@ -69,6 +70,8 @@ interface CaseWorkerDeps {
 export interface CaseWorker {
   worker: Worker;
   reaper: OrphanReaper;
+  /** SANDBOX_WARM_POOL_SIZE > 0: this worker's warm containers. */
+  warmPool: WarmPool | null;
   /** Runs until shutdown() (or the promise passed to runUntil settles). */
   run(): Promise<void>;
   runUntil<R>(p: Promise<R>): Promise<R>;
@@ -154,6 +157,24 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     },
   });
   const liveContainers = new Semaphore(config.docker.maxLiveContainers);
+  const poolOwner = warmPoolOwner();
+  const warmPool =
+    config.sandbox.warmPool.size > 0
+      ? new WarmPool({
+          sandbox,
+          liveContainers,
+          maxLiveContainers: config.docker.maxLiveContainers,
+          size: config.sandbox.warmPool.size,
+          idleMs: config.sandbox.warmPool.idleSeconds * 1000,
+          owner: poolOwner,
+          createNetwork: ({ name, sealed, ports, labels }) =>
+            createIsolatedNetwork(docker, { name, labels, deploymentId: config.deploymentId, sealed, ports }),
+          log,
+        })
+      : null;
+  // How workers in other pid namespaces on this host (pods of one node) tell this one lives.
+  const beacon = warmPool ? new OwnerBeacon(sandbox.caseFiles.root, poolOwner) : null;
+  await beacon?.start();
   const stopObserving = metrics?.observeWorker({
     dockerOperations: ops,
     dockerOperationsLimit: config.docker.maxConcurrentOperations,
@@ -175,6 +196,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     pullAttempts: config.consumer.maxRetries,
     sandbox,
     liveContainers,
+    ...(warmPool ? { warmPool } : {}),
     spool,
     caseWanted: caseOwnership({ pool, client }),
     ...(config.worker.faultPauseAfterCaseExecMs > 0
@@ -212,7 +234,11 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     deploymentId: config.deploymentId,
     minAgeSeconds: config.sandbox.reaperMinAgeSeconds,
     // A container of a killed worker's attempt is removed by the retried attempt itself (heartbeat details).
-    judge: caseContainerOwnership({ pool, client }),
+    // Warm containers carry no case labels: judged by their pool's owner (warm-pool.ts).
+    judge: warmPoolOwnership(caseContainerOwnership({ pool, client }), {
+      ...(warmPool ? { self: { owner: poolOwner, pool: warmPool, sandbox } } : {}),
+      beaconDir: sandbox.caseFiles.root,
+    }),
   };
   const reaper = metrics ? new MeteredOrphanReaper(reaperParams, metrics) : new OrphanReaper(reaperParams);
 
@@ -296,6 +322,8 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
     closed = true;
     clearInterval(spoolSweeps);
     await reaper.stop();
+    await warmPool?.close();
+    await beacon?.stop();
     await reconciler.stop();
     await collector.stop();
     stopObserving?.();
@@ -307,6 +335,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
   return {
     worker,
     reaper,
+    warmPool,
     async run() {
       await startReaper();
       try {

@@ -32,6 +32,7 @@ import type {
   ExecResult,
   PredecessorContainer,
 } from '../../src/docker/docker-sandbox';
+import type { WarmSandbox, WarmSandboxTemplate } from '../../src/docker/warm-pool';
 import { caseContainerName, LABELS } from '../../src/docker/labels';
 import { createLogger, type Logger } from '../../src/logger';
 import { createTestDatabase, seedExperiment, setCaseStatuses, type TestDatabase } from '../support/database';
@@ -127,10 +128,10 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
   async function oneCaseRun(
     sandbox: CaseSandbox,
     liveContainers: ContainerSlots = { run: (fn) => fn() },
-    opts: { runtimeSpec?: Record<string, unknown>; log?: Logger } = {},
+    extra: Pick<CaseExecutionDeps, 'warmPool'> & { runtimeSpec?: Record<string, unknown>; log?: Logger } = {},
   ) {
     const seeded = await seedExperiment(db.pool, { cases: 1 });
-    const workflowId = await storeRunRequest(db.pool, seeded, opts.runtimeSpec);
+    const workflowId = await storeRunRequest(db.pool, seeded, extra.runtimeSpec);
     await queueRunCases(db.pool, { workflowId, experimentId: seeded.experimentId });
     const revokedTokens: string[] = [];
     const adoptedTokens: string[] = [];
@@ -138,7 +139,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
     const config = loadConfig(localTestEnv());
     const deps: CaseExecutionDeps = {
       pool: db.pool,
-      log: opts.log ?? log,
+      log: extra.log ?? log,
       config: { resultCache: config.resultCache },
       llm: config.llm,
       specDefaults: caseSpecDefaults(config),
@@ -177,6 +178,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
       sandbox,
       liveContainers,
       spool,
+      ...(extra.warmPool ? { warmPool: extra.warmPool } : {}),
     };
     const runCaseId = seeded.runCaseIds[0] as number;
     const ref: ExecuteCaseInput = { workflowId, experimentId: seeded.experimentId, runCaseId };
@@ -205,6 +207,61 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
     const stored = await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId);
     assert.equal(stored?.result.status, 'success');
     assert.equal(stored?.result.attempt, 1);
+  });
+
+  test('warm pool: a case with an idle start command claims a warm container and hands it its spec (env, files); others create their own', async () => {
+    const sandbox = new RecordingSandbox();
+    const templates: WarmSandboxTemplate[] = [];
+    const handed: CaseContainerSpec[] = [];
+    let discards = 0;
+    const warmPool = {
+      claim(template: WarmSandboxTemplate): WarmSandbox {
+        templates.push(template);
+        return {
+          name: 'agentbench-warm-test',
+          network: undefined,
+          async start(spec) {
+            handed.push(spec);
+            sandbox.events.push('claim warm-1');
+            return {
+              containerId: 'warm-1',
+              name: 'agentbench-warm-test',
+              addresses: [],
+              startup: spec.startup,
+            };
+          },
+          async discard() {
+            discards++;
+          },
+        };
+      },
+    };
+    const idle = {
+      agent_image: 'bench/busybox:latest',
+      sandbox_start_command: 'sleep infinity',
+      case_exec_command: 'true',
+    };
+    const { ref, executeCase } = await oneCaseRun(sandbox, undefined, { warmPool, runtimeSpec: idle });
+
+    const summary = await runIn(attempt({ attempt: 1 }), executeCase, ref);
+
+    assert.equal(summary.status, 'success');
+    assert.deepEqual(sandbox.events, ['claim warm-1', 'exec', 'remove warm-1']);
+    assert.equal(templates[0]?.container.startCommand, 'sleep infinity');
+    assert.equal(templates[0]?.container.image, 'bench/busybox:latest');
+    assert.equal(handed[0]?.env.BENCHMARK_RUN_CASE_ID, String(ref.runCaseId));
+    assert.ok(handed[0]?.files?.some((f) => f.path === '/benchmark/case.json'));
+    // After start() a discard is the pool's no-op; the case removed its container as any other.
+    assert.equal(discards, 1);
+    const stored = await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId);
+    assert.equal(stored?.result.containerName, 'agentbench-warm-test');
+
+    // The image's CMD (no start command) may read the case's env: never a warm container.
+    const cold = new RecordingSandbox();
+    const other = await oneCaseRun(cold, undefined, { warmPool });
+    await runIn(attempt({ attempt: 1 }), other.executeCase, other.ref);
+    assert.equal(templates.length, 1);
+    assert.deepEqual(cold.events, ['create container-1', 'exec', 'remove container-1']);
   });
 
   test("a retried attempt removes the previous attempt's container (heartbeat details) and labelled leftovers before creating its own", async () => {

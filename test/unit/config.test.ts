@@ -66,6 +66,19 @@ describe('loadConfig (test_config port)', () => {
       (err: unknown) => err instanceof ConfigError && err.variable === 'SANDBOX_RUNTIME',
     );
   });
+
+  test('SANDBOX_WARM_POOL_SIZE: off (0) unless set; idle drain after 60 s', () => {
+    assert.deepEqual(loadConfig(MINIMAL_ENV).sandbox.warmPool, { size: 0, idleSeconds: 60 });
+    assert.deepEqual(
+      loadConfig({ ...MINIMAL_ENV, SANDBOX_WARM_POOL_SIZE: '4', SANDBOX_WARM_POOL_IDLE_SECONDS: '5' }).sandbox
+        .warmPool,
+      { size: 4, idleSeconds: 5 },
+    );
+    assert.throws(
+      () => loadConfig({ ...MINIMAL_ENV, SANDBOX_WARM_POOL_SIZE: '-1' }),
+      (err: unknown) => err instanceof ConfigError && err.variable === 'SANDBOX_WARM_POOL_SIZE',
+    );
+  });
 });
 
 describe('case isolation on the network', () => {
