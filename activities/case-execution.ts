@@ -17,12 +17,17 @@ import { loadCaseStart } from '../src/db/case-start-repository';
 import { recordRunEnd } from '../src/db/result-event-outbox';
 import { transitionCaseStatus } from '../src/db/run-case-repository';
 import type {
+  AdoptableContainer,
   AgentReadyParams,
   CaseContainerSpec,
   ExecParams,
   ExecResult,
+  PredecessorContainer,
   StartedContainer,
 } from '../src/docker/docker-sandbox';
+import { LABELS } from '../src/docker/labels';
+import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
+import type { RunCaseInput } from '../src/domain/message';
 import { parseCaseInput } from '../src/db/run-request-cache';
 import type { OwnershipVerdict } from '../src/docker/orphan-reaper';
 import type { Logger } from '../src/logger';
@@ -36,7 +41,14 @@ import {
 } from './case-container-spec';
 import { afterCommandLost, caseRecord, failedBeforeExec } from './case-record';
 import type { CaseResultSpool, SpooledRecord } from './case-result-spool';
-import { caseNetworkPlan, openCaseNetwork, type CaseNetworkDeps } from './case-network';
+import {
+  adoptCaseNetwork,
+  caseNetworkPlan,
+  openCaseNetwork,
+  workerBoundReason,
+  type CaseNetwork,
+  type CaseNetworkDeps,
+} from './case-network';
 import { rideOutOutage } from './infra-outage';
 import { createCaseFinalizer, type CaseFinalizationDeps } from './case-finalization';
 import { computeTrajectory } from './case-trajectory';
@@ -53,7 +65,17 @@ export interface CaseSandbox {
   exec(containerId: string, p: ExecParams): Promise<ExecResult>;
   logs(containerId: string, tailChars: number): Promise<string>;
   remove(containerIdOrName: string): Promise<void>;
-  listManagedContainers(filter: { workflowId: string; runCaseId: number }): Promise<Array<{ id: string }>>;
+  listManagedContainers(filter: {
+    workflowId: string;
+    runCaseId: number;
+  }): Promise<Array<{ id: string; labels: Record<string, string>; networks: string[] }>>;
+  /** A killed predecessor's container: may this attempt adopt it (its case command recorded there)? */
+  inspectPredecessor(containerId: string): Promise<PredecessorContainer>;
+  /** The adopted case command's outcome: waited for within `timeoutMs`, past it killed (timedOut). */
+  awaitCaseCommand(
+    container: AdoptableContainer,
+    p: { timeoutMs: number; signal?: AbortSignal },
+  ): Promise<ExecResult>;
   /** Whether a command that died of a signal was stopped from outside the agent (DockerSandbox). */
   stoppedFromOutside(containerId: string): Promise<boolean>;
 }
@@ -322,14 +344,13 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     const { workflowId, experimentId, runCaseId } = ref;
     const attempt = ctx.info.attempt;
     const phaseStart = Date.now();
-    // A previous attempt may have died with its container alive (worker killed): remove it first.
-    // (A first attempt has no predecessor; a leftover of its fixed name is replaced by createAndStart.)
-    if (attempt > 1) {
-      const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
-      if (previous?.containerId) await sandbox.remove(previous.containerId);
-      for (const c of await sandbox.listManagedContainers({ workflowId, runCaseId }))
-        await sandbox.remove(c.id);
-    }
+    // A previous attempt may have died with its container alive (worker killed): it is adopted
+    // below, or removed. (A first attempt has no predecessor; a leftover of its fixed name is
+    // replaced by createAndStart.)
+    const leftovers = attempt > 1 ? await predecessorContainers(ctx, ref) : [];
+    const removeLeftovers = async () => {
+      for (const c of leftovers) await removePredecessor(c);
+    };
 
     let phase = 'starting';
     let containerId: string | undefined;
@@ -342,12 +363,14 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       Promise.all([loadCaseStart(pool, ref), deps.runRequests.get(workflowId)]),
     );
     if (start.stored) {
+      await removeLeftovers();
       if (attempt > 1) await discardSpooled(ref, log);
       return finishInline(ref, start.stored, summarize(start.stored.result, run.request.scorers), log);
     }
     const { status } = start;
     if (status === undefined || isTerminalStatus(status)) {
       log.info({ code: 'CASE_NOT_ACTIVE', status }, 'case is no longer active; not executing');
+      await removeLeftovers();
       // Closed by someone else (the platform's terminate): its event, and the run's if it was the last.
       await rideOut('record run end', () =>
         recordRunEnd(pool, {
@@ -369,6 +392,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
         { code: 'CASE_RESULT_FROM_SPOOL', from_attempt: spooled.raw.attempt, complete: spooled.complete },
         "an earlier attempt's finished record is stored; the agent is not run again",
       );
+      await removeLeftovers();
       phase = 'persisting';
       const record = spooled.complete ? spooled.raw : afterCommandLost(spooled.raw, log);
       const stored = await rideOut('store case result', () =>
@@ -378,15 +402,21 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       return finishInline(ref, stored, summarize(stored.result, run.request.scorers), log);
     }
 
-    throwIfRetryBudgetSpent(ctx, ref);
-
     // prepareRun failed such a run before its first case; a case that gets here anyway fails at once.
-    if (!run.spec) throw run.specError;
+    if (!run.spec) {
+      await removeLeftovers();
+      throw run.specError;
+    }
     // A batch task's own runtime, and the result cache when the agent allows reuse (task-case.ts).
     const plan = await planTaskCase(deps, run.request, caseInput, run.spec);
     const spec = plan.spec;
+    // The agent of a killed worker's attempt may still run in its container, or have finished
+    // there: its outcome is this attempt's (the agent is not started again).
+    const adopted = await adoptOrRemove(leftovers, spec, caseInput, log);
+
+    if (!adopted) throwIfRetryBudgetSpent(ctx, ref);
     const cache = plan.resultCache ? ('miss' as const) : undefined;
-    if (plan.resultCache && plan.cacheMode === 'use') {
+    if (!adopted && plan.resultCache && plan.cacheMode === 'use') {
       const reused = await reuseCachedResult(deps, {
         workflowId,
         runCaseId,
@@ -410,22 +440,25 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     await rideOut('mark running', () =>
       transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' }),
     );
-    log.info({ code: 'CASE_EXEC_START' }, 'case starts');
-    const startedAt = new Date();
+    if (!adopted) log.info({ code: 'CASE_EXEC_START' }, 'case starts');
+    const startedAt = adopted ? new Date(adopted.startedAtMs) : new Date();
 
     // A warm container (SANDBOX_WARM_POOL_SIZE) comes with the case's own network, if it gets one.
-    const template = deps.warmPool && warmSandboxTemplate(spec, caseNetworkPlan(deps, { caseInput, spec }));
+    const template =
+      !adopted && deps.warmPool && warmSandboxTemplate(spec, caseNetworkPlan(deps, { caseInput, spec }));
     const warm = template ? deps.warmPool?.claim(template) : undefined;
-    const network = await openCaseNetwork(deps, {
-      request: run.request,
-      caseInput,
-      spec,
-      log,
-      network: warm?.network,
-    }).catch(async (err: unknown) => {
-      await warm?.discard();
-      throw err;
-    });
+    const network: CaseNetwork = adopted
+      ? adoptCaseNetwork(deps, { request: run.request, caseInput, container: adopted, log })
+      : await openCaseNetwork(deps, {
+          request: run.request,
+          caseInput,
+          spec,
+          log,
+          network: warm?.network,
+        }).catch(async (err: unknown) => {
+          await warm?.discard();
+          throw err;
+        });
     let commands: CaseCommands;
     try {
       commands = renderCaseCommands(ref, run.request, caseInput, spec, network.mockBaseUrl);
@@ -433,6 +466,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
       await warm?.discard();
       await network.close();
+      if (adopted) await removeContainer(adopted.containerId, rideOut, log);
       const message = errorText(err);
       const failed = await saveCaseResult(
         pool,
@@ -462,39 +496,50 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
           const connectStart = Date.now();
           phase = 'container_start';
           // Fixed name per attempt: a create that failed half-way is replaced by the next try.
-          const containerSpec = caseContainerSpec({
-            workflowId,
-            experimentId,
-            runCaseId,
-            attempt,
-            request: run.request,
-            caseInput,
-            spec,
-            plan,
-            network,
-            startCommand: commands.start,
-          });
-          const container = await rideOut('start container', () =>
-            warm ? warm.start(containerSpec) : sandbox.createAndStart(containerSpec),
-          );
+          const startContainer = () => {
+            const containerSpec = caseContainerSpec({
+              workflowId,
+              experimentId,
+              runCaseId,
+              attempt,
+              request: run.request,
+              caseInput,
+              spec,
+              plan,
+              network,
+              startCommand: commands.start,
+            });
+            return rideOut('start container', () =>
+              warm ? warm.start(containerSpec) : sandbox.createAndStart(containerSpec),
+            );
+          };
+          const container: StartedContainer = adopted
+            ? { ...adopted, startup: spec.startup }
+            : await startContainer();
           const { name, addresses } = container;
           containerId = container.containerId;
           const id = container.containerId;
           phase = 'case_exec';
           network.bindContainer(addresses);
           try {
-            const sandboxConnectMs = Date.now() - connectStart;
-            const execStart = Date.now();
-            const caseRun = await sandbox.execUntilAgentReady(container, {
-              command: commands.exec,
-              timeoutMs: timeoutSeconds * 1000,
-              signal: stopSignal,
-              onRetry: (n, retryInMs) =>
-                log.info(
-                  { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
-                  'agent not ready',
-                ),
-            });
+            const sandboxConnectMs = adopted ? 0 : Date.now() - connectStart;
+            const execStart = adopted?.startedAtMs ?? Date.now();
+            const caseRun = adopted
+              ? // The case's deadline counts from the command's start, not from this attempt's.
+                await sandbox.awaitCaseCommand(adopted, {
+                  timeoutMs: adopted.startedAtMs + timeoutSeconds * 1000 - Date.now(),
+                  signal: stopSignal,
+                })
+              : await sandbox.execUntilAgentReady(container, {
+                  command: commands.exec,
+                  timeoutMs: timeoutSeconds * 1000,
+                  signal: stopSignal,
+                  onRetry: (n, retryInMs) =>
+                    log.info(
+                      { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
+                      'agent not ready',
+                    ),
+                });
             await throwIfStoppedByUs(id, caseRun, stopSignal);
             const caseExecMs = Date.now() - execStart;
             const record = (after: ExecResult | null, containerLogs: string): CaseRawResult =>
@@ -542,7 +587,8 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
             phase = 'exited';
             return record(after, containerLogs);
           } finally {
-            await removeContainer(id, rideOut, log);
+            // An adopted container by its name: its case files directory (named after it) goes too.
+            await removeContainer(adopted ? name : id, rideOut, log);
             containerId = undefined;
           }
         })
@@ -597,6 +643,99 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     } finally {
       clearInterval(beat);
     }
+  }
+
+  /**
+   * What earlier attempts of the case left on this Docker host — the container the last one
+   * heartbeated and those labelled with the case — newest attempt first.
+   */
+  async function predecessorContainers(ctx: Context, ref: CaseRef): Promise<Leftover[]> {
+    const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
+    const listed = await sandbox.listManagedContainers({
+      workflowId: ref.workflowId,
+      runCaseId: ref.runCaseId,
+    });
+    const found: Leftover[] = listed.map((c) => ({
+      id: c.id,
+      networks: c.networks,
+      attempt: attemptOf(c.labels),
+    }));
+    if (previous?.containerId && !found.some((c) => c.id === previous.containerId))
+      found.unshift({ id: previous.containerId, networks: [], attempt: undefined });
+    return found.sort((a, b) => (b.attempt ?? 0) - (a.attempt ?? 0));
+  }
+
+  /** The container and, best effort, its case network (its worker died before removing them). */
+  async function removePredecessor(c: Leftover, log?: Logger): Promise<void> {
+    await sandbox.remove(c.id);
+    for (const name of c.networks)
+      await deps.networks
+        .removeLeftover(name)
+        .catch((err: unknown) =>
+          log?.warn(
+            { code: 'E_SANDBOX_NETWORK_REMOVE', network: name, err: errorText(err) },
+            'could not remove the case network; the reaper will',
+          ),
+        );
+  }
+
+  /**
+   * The newest earlier attempt's container that still runs with the case command recorded in it
+   * (running or finished) is adopted, unless the case relies on what died with that attempt's
+   * worker (workerBoundReason); every other leftover is removed.
+   */
+  async function adoptOrRemove(
+    leftovers: Leftover[],
+    spec: ResolvedCaseSpec,
+    caseInput: RunCaseInput,
+    log: Logger,
+  ): Promise<AdoptableContainer | null> {
+    const bound = workerBoundReason(spec, caseInput);
+    let adopted: AdoptableContainer | null = null;
+    for (const c of leftovers) {
+      if (adopted === null) {
+        let found: PredecessorContainer =
+          bound === null
+            ? await sandbox.inspectPredecessor(c.id)
+            : { kind: 'unadoptable', reason: bound, name: c.id, networks: c.networks };
+        // A warm container (LABELS.pool, no case labels) got the case's env with each exec from
+        // its worker's memory, and its pool's reaper judges it by that dead worker: not adopted.
+        if (found.kind === 'adoptable' && found.container.labels[LABELS.pool] !== undefined)
+          found = {
+            kind: 'unadoptable',
+            reason: "a warm pool container: the case's env lived in the worker that died",
+            name: found.container.name,
+            networks: found.container.networks,
+          };
+        if (found.kind === 'adoptable') {
+          adopted = found.container;
+          log.info(
+            {
+              code: 'CASE_CONTAINER_ADOPTED',
+              from_attempt: attemptOf(adopted.labels),
+              container: adopted.name,
+              finished: adopted.exitCode !== null,
+            },
+            "a killed worker's attempt left its agent running (or finished) in its container; adopted, the agent is not started again",
+          );
+          continue;
+        }
+        if (found.kind === 'unadoptable') {
+          log.info(
+            {
+              code: 'CASE_ADOPTION_SKIPPED',
+              reason: found.reason,
+              from_attempt: c.attempt,
+              container: found.name,
+            },
+            "an earlier attempt's container is not adopted; removed, the case starts afresh",
+          );
+          c.networks = [...new Set([...c.networks, ...found.networks])];
+        }
+      }
+      await removePredecessor(c, log);
+    }
+    return adopted;
   }
 
   /**
@@ -663,6 +802,19 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
   }
 
   return { executeCase: caseActivity(executeCase) };
+}
+
+/** A container an earlier attempt of the case left behind. */
+interface Leftover {
+  id: string;
+  networks: string[];
+  /** Its attempt label (undefined: not known). */
+  attempt: number | undefined;
+}
+
+function attemptOf(labels: Record<string, string>): number | undefined {
+  const n = Number(labels[LABELS.attempt]);
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }
 
 /**

@@ -4,6 +4,7 @@ import type { CaseAttribution } from '../src/domain/otlp-flatten';
 import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
 import { redactUrl } from '../src/domain/secret-redaction';
 import { caseOtelEnv } from '../src/otel/otel-collector';
+import { ingestTokenOf } from '../src/otel/case-otel-env';
 import type { CaseGateway, RecordedRequest } from '../src/mock-gateway/case-gateway';
 import type { IsolatedNetwork } from '../src/docker/isolated-network';
 import { errorText } from '../src/domain/errors';
@@ -12,6 +13,8 @@ import type { Logger } from '../src/logger';
 /** The OTel collector as a case's network uses it (src/otel/otel-collector): per-case ingest tokens. */
 export interface TelemetryIngest {
   issueToken(c: CaseAttribution): string;
+  /** Takes over a token a killed worker issued for the case (an adopted container carries it). */
+  adoptToken(token: string, c: CaseAttribution): void;
   revokeToken(token: string): void;
   /** Untokened posts from this address belong to the token's case. */
   bindSource(ip: string, token: string): void;
@@ -42,6 +45,11 @@ export interface CaseNetworks {
     sealed: boolean;
     ports: number[];
   }): Promise<IsolatedNetwork>;
+  /**
+   * Removes the network `name` (and its firewall) if it is a case network of this deployment,
+   * which an earlier attempt's container was on; any other network is left alone.
+   */
+  removeLeftover(name: string): Promise<void>;
 }
 
 export interface CaseNetworkDeps {
@@ -222,6 +230,71 @@ export async function openCaseNetwork(
               'could not remove the case network; the reaper will',
             ),
           );
+      }
+    },
+  };
+}
+
+/**
+ * Why a case cannot be adopted from a killed worker by another attempt: what it relies on ran in
+ * that worker's process and died with it. Its mock gateway does (and a sealed case, whose only way
+ * out is its gateway, always has one): the agent's requests would go nowhere. null: nothing of the
+ * case lives in the worker but its OTel token, which the adopting attempt takes over.
+ */
+export function workerBoundReason(spec: ResolvedCaseSpec, caseInput: RunCaseInput): string | null {
+  return wantsGateway(spec, caseInput) ? 'its mock gateway ran in the worker that started it' : null;
+}
+
+/**
+ * The network side of a container adopted from a killed worker (workerBoundReason said it may be):
+ * the same `{{mock.base_url}}` the container was made with (its env), the case's ingest token taken
+ * over so spans it still sends to this worker's collector are stored (same collector port, as in
+ * production's fixed OTEL_COLLECTOR_PORT), and at the end its case network removed. Telemetry is
+ * never complete: what it sent while no worker listened is lost, so the trajectory phase waits the
+ * flush grace as usual.
+ */
+export function adoptCaseNetwork(
+  deps: CaseNetworkDeps,
+  p: {
+    request: ExperimentRunRequested;
+    caseInput: RunCaseInput;
+    container: { env: Record<string, string>; networks: string[] };
+    log: Logger;
+  },
+): CaseNetwork {
+  const { collector } = deps;
+  const { request, caseInput, container, log } = p;
+  const token = ingestTokenOf(container.env);
+  if (token !== undefined)
+    collector.adoptToken(token, {
+      runCaseId: caseInput.run_case_id,
+      experimentId: request.experiment.id,
+      dataItemId: caseInput.data_item_id,
+    });
+  return {
+    mockBaseUrl: container.env.BENCHMARK_MOCK_BASE_URL ?? deps.collectorUrl,
+    env: {},
+    files: [],
+    network: undefined,
+    hostAddress: undefined,
+    bindContainer(addresses) {
+      if (token !== undefined) for (const ip of addresses) collector.bindSource(ip, token);
+    },
+    async close() {
+      try {
+        await collector.drain(deps.flushGraceMs);
+        return { requests: [], telemetryComplete: false };
+      } finally {
+        if (token !== undefined) collector.revokeToken(token);
+        for (const name of container.networks)
+          await deps.networks
+            .removeLeftover(name)
+            .catch((err: unknown) =>
+              log.warn(
+                { code: 'E_SANDBOX_NETWORK_REMOVE', network: name, err: errorText(err) },
+                'could not remove the case network; the reaper will',
+              ),
+            );
       }
     },
   };

@@ -20,6 +20,16 @@ import { LABELS } from './labels';
 import type { Semaphore } from './semaphore';
 import { tarArchive } from './tar-archive';
 import { CASE_FILES_ROOT, CaseFileDirectory } from './case-file-directory';
+import {
+  AWAIT_GONE_EXIT_CODE,
+  AWAIT_SCRIPT,
+  awaitEnv,
+  EXEC_TOKEN_ENV,
+  parseProbe,
+  PROBE_SCRIPT,
+  READ_SCRIPT,
+  recordedCaseCmd,
+} from './case-command-record';
 
 /** One case's container: the run's resolved spec (limits, hardening, user, startup) and the case's own parts. */
 export interface CaseContainerSpec extends Pick<ResolvedCaseSpec, 'limits' | 'hardening' | 'startup'> {
@@ -72,6 +82,30 @@ export interface AgentReadyParams extends ExecParams {
   onRetry?: (attempt: number, retryInMs: number) => void;
 }
 
+/** A case container of a killed predecessor, as the retry finds it (inspectPredecessor). */
+export type PredecessorContainer =
+  | { kind: 'gone' }
+  | { kind: 'unadoptable'; reason: string; name: string; networks: string[] }
+  | { kind: 'adoptable'; container: AdoptableContainer };
+
+export interface AdoptableContainer {
+  containerId: string;
+  name: string;
+  /** Its addresses on its networks (how servers on the host see its requests). */
+  addresses: string[];
+  /** The networks it is on (a case network of its own goes with it). */
+  networks: string[];
+  /** Its environment as created (`BENCHMARK_MOCK_BASE_URL`, the OTel ingest token). */
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  /** When its case command started (whole seconds: the wrapper's `date +%s`). */
+  startedAtMs: number;
+  /** The case command's exec token: what a timeout kills it by. */
+  token: string;
+  /** null while the case command runs. */
+  exitCode: number | null;
+}
+
 interface ContainerState {
   running: boolean;
   /** null while running or never started. */
@@ -85,6 +119,8 @@ interface ManagedContainer {
   labels: Record<string, string>;
   createdAt: Date;
   state: string;
+  /** The networks it is on (by name). */
+  networks: string[];
 }
 
 /** Per stream; an agent that prints more keeps only its tail (the end is where the answer and errors are). */
@@ -101,8 +137,6 @@ const EXEC_CALL_TIMEOUT_MS = 30_000;
 const EXEC_INSPECT_TIMEOUT_MS = 10_000;
 const COPY_TIMEOUT_MS = 60_000;
 const NO_SUCH_IMAGE = /no such image/i;
-/** Every exec carries this env var; descendants inherit it, which is how a timeout finds and kills them all. */
-const EXEC_TOKEN_ENV = 'AGENTBENCH_EXEC_TOKEN';
 /** The killer gets the token under another name so it never matches its own needle. */
 const KILL_TOKEN_ENV = 'AGENTBENCH_KILL_TOKEN';
 const DOCKER_SOCKET = /docker\.sock/;
@@ -504,10 +538,33 @@ export class DockerSandbox {
    * the container is killed too (the original only dropped its client and left the agent running).
    */
   async exec(containerId: string, p: ExecParams): Promise<ExecResult> {
+    return this.execChecked(containerId, p, false);
+  }
+
+  /**
+   * The case command: as exec(), run under the wrapper that records it in the container
+   * (case-command-record.ts), so a retry after this worker's death can adopt it. Same output and
+   * exit code; a timeout's kill also kills the wrapper before it prints, so the output up to the kill
+   * is read from the record (one exec more, on a timeout only).
+   */
+  async execCase(containerId: string, p: ExecParams): Promise<ExecResult> {
+    const result = await this.execChecked(containerId, p, true);
+    if (!result.timedOut) return result;
+    const partial = await this.readRecord(containerId).catch(() => null);
+    return partial ? { ...result, stdout: partial.stdout, stderr: partial.stderr } : result;
+  }
+
+  private async execChecked(containerId: string, p: ExecParams, recorded: boolean): Promise<ExecResult> {
     const startedAt = Date.now();
     const caseEnv = this.caseEnvs.get(containerId);
     const params = caseEnv ? { ...p, env: { ...caseEnv, ...p.env } } : p;
-    const result = await this.runExec(containerId, params, 'kill-tree');
+    const result = await this.runExec(
+      containerId,
+      params,
+      'kill-tree',
+      'settle',
+      recorded ? recordedCaseCmd(p.command) : undefined,
+    );
     // 137 = SIGKILL. The kernel's OOM killer hits the exec'd process, not PID 1, so State.OOMKilled stays
     // false; the daemon's `oom` event for the container is what tells the two apart.
     if (!result.timedOut && result.exitCode === 137 && (await this.oomEventSince(containerId, startedAt))) {
@@ -529,6 +586,7 @@ export class DockerSandbox {
     p: ExecParams,
     onStop: 'kill-tree' | 'leave',
     exitCode: 'settle' | 'skip' = 'settle',
+    cmd: string[] = ['sh', '-lc', p.command],
   ): Promise<ExecResult> {
     const startedAt = Date.now();
     throwIfAborted(p.signal);
@@ -541,7 +599,7 @@ export class DockerSandbox {
       exec = await withDockerDeadline(
         () =>
           container.exec({
-            Cmd: ['sh', '-lc', p.command],
+            Cmd: cmd,
             Env: sortedEnv({ ...p.env, [EXEC_TOKEN_ENV]: token }),
             User: p.user,
             AttachStdin: false,
@@ -612,7 +670,7 @@ export class DockerSandbox {
     const firstAttemptAt = Date.now();
     const retryInMs = startup.pollIntervalSeconds * 1000;
     for (let attempts = 1; ; attempts++) {
-      const result = await this.exec(containerId, p);
+      const result = await this.execCase(containerId, p);
       const windowOpen = Date.now() - firstAttemptAt < startup.timeoutSeconds * 1000;
       if (result.timedOut || result.exitCode === 0 || !looksNotReady(result) || !windowOpen) {
         return { ...result, attempts };
@@ -624,6 +682,115 @@ export class DockerSandbox {
         throw abortError(p.signal);
       }
     }
+  }
+
+  /**
+   * A killed predecessor's case container as a retry finds it: adoptable while it runs and its case
+   * command started there under the recording wrapper (finished or not). One inspect and one exec.
+   */
+  async inspectPredecessor(containerId: string): Promise<PredecessorContainer> {
+    let info: Dockerode.ContainerInspectInfo;
+    try {
+      info = await withDockerDeadline(
+        () => this.docker.getContainer(containerId).inspect(),
+        DEFAULT_INSPECT_TIMEOUT_SECONDS * 1000,
+        'E_DOCKER_INSPECT_TIMEOUT',
+        'docker inspect',
+      );
+    } catch (err) {
+      if (err instanceof DockerInfraError) throw err;
+      if (statusCode(err) === 404) return { kind: 'gone' };
+      throw new DockerInfraError('E_DOCKER_INSPECT', errorDetail(err), { cause: err });
+    }
+    const networks = Object.keys(info.NetworkSettings.Networks ?? {});
+    const name = info.Name.replace(/^\//, '');
+    const unadoptable = (reason: string): PredecessorContainer => ({
+      kind: 'unadoptable',
+      reason,
+      name,
+      networks,
+    });
+    if (!info.State.Running) return unadoptable(`container ${info.State.Status}`);
+    let probe: ReturnType<typeof parseProbe>;
+    try {
+      const r = await this.runExec(
+        containerId,
+        { command: PROBE_SCRIPT, timeoutMs: KILL_EXEC_TIMEOUT_MS },
+        'leave',
+        'skip',
+      );
+      probe = parseProbe(r.stdout);
+    } catch (err) {
+      return unadoptable(`its record is unreadable: ${errorDetail(err)}`);
+    }
+    if (probe.kind === 'not-started') return unadoptable('the case command never started in it');
+    if (probe.kind === 'lost') return unadoptable('the case command ended without an exit code');
+    return {
+      kind: 'adoptable',
+      container: {
+        containerId: info.Id,
+        name,
+        addresses: Object.values(info.NetworkSettings.Networks ?? {})
+          .map((n) => n.IPAddress)
+          .filter((ip): ip is string => typeof ip === 'string' && ip !== ''),
+        networks,
+        env: envRecord(info.Config.Env ?? []),
+        labels: info.Config.Labels ?? {},
+        startedAtMs: probe.startedAtMs,
+        token: probe.token,
+        exitCode: probe.kind === 'finished' ? probe.exitCode : null,
+      },
+    };
+  }
+
+  /**
+   * The adopted case command's outcome: waits (one exec polling in the container) for its exit
+   * code when it still runs, then reads its record. Past `timeoutMs` its process tree is killed by
+   * its token and what it printed until then comes back as a timeout, as exec() does. An abort
+   * stops the wait only (the caller removes the container).
+   */
+  async awaitCaseCommand(
+    c: Pick<AdoptableContainer, 'containerId' | 'token' | 'exitCode' | 'startedAtMs'>,
+    p: { timeoutMs: number; signal?: AbortSignal },
+  ): Promise<ExecResult> {
+    const { containerId, token } = c;
+    if (c.exitCode === null) {
+      const waited = await this.runExec(
+        containerId,
+        {
+          command: AWAIT_SCRIPT,
+          env: awaitEnv(token),
+          timeoutMs: Math.max(0, p.timeoutMs),
+          signal: p.signal,
+        },
+        'kill-tree',
+      );
+      if (waited.timedOut) {
+        await this.killTree(containerId, token);
+        const partial = await this.readRecord(containerId).catch(() => null);
+        return {
+          exitCode: -1,
+          stdout: partial?.stdout ?? '',
+          stderr: partial?.stderr ?? '',
+          timedOut: true,
+          durationMs: Date.now() - c.startedAtMs,
+        };
+      }
+      if (waited.exitCode !== 0)
+        throw new DockerInfraError(
+          'E_SANDBOX_CONTAINER_STOPPED',
+          waited.exitCode === AWAIT_GONE_EXIT_CODE
+            ? `container=${containerId}: the adopted case command ended without an exit code`
+            : `container=${containerId} stopped while the adopted case command ran`,
+        );
+    }
+    const record = await this.readRecord(containerId);
+    return { ...record, timedOut: false, durationMs: Date.now() - c.startedAtMs };
+  }
+
+  /** The record's stdout, stderr and exit code (255 while it has none). */
+  private readRecord(containerId: string): Promise<ExecResult> {
+    return this.runExec(containerId, { command: READ_SCRIPT, timeoutMs: EXEC_CALL_TIMEOUT_MS }, 'leave');
   }
 
   /** stdout+stderr in the order the container wrote them, last tailChars chars; never throws (CONTRACT §6.2 step 5). */
@@ -832,6 +999,7 @@ export class DockerSandbox {
       labels: c.Labels,
       createdAt: new Date(c.Created * 1000),
       state: c.State,
+      networks: Object.keys(c.NetworkSettings?.Networks ?? {}),
     }));
   }
 
@@ -894,30 +1062,32 @@ export class DockerSandbox {
   private async killExec(containerId: string, exec: Dockerode.Exec, token: string, user?: string) {
     // A second round covers a process that only appeared after the first scan.
     for (let round = 0; round < 2; round++) {
-      try {
-        const killer = await this.runExec(
-          containerId,
-          {
-            command: KILL_BY_TOKEN_SCRIPT,
-            env: { [KILL_TOKEN_ENV]: token },
-            user,
-            timeoutMs: KILL_EXEC_TIMEOUT_MS,
-          },
-          'leave',
-        );
-        if (killer.exitCode !== 0) {
-          this.log.warn(
-            { container_id: containerId, exit_code: killer.exitCode, stderr: killer.stderr.slice(-500) },
-            'could not kill exec process tree',
-          );
-        }
-      } catch (err) {
+      await this.killTree(containerId, token, user);
+      if (await this.execEnded(exec)) return;
+    }
+  }
+
+  /** Kills every process of the container carrying the exec token (KILL_BY_TOKEN_SCRIPT); never throws. */
+  private async killTree(containerId: string, token: string, user?: string): Promise<void> {
+    try {
+      const killer = await this.runExec(
+        containerId,
+        {
+          command: KILL_BY_TOKEN_SCRIPT,
+          env: { [KILL_TOKEN_ENV]: token },
+          user,
+          timeoutMs: KILL_EXEC_TIMEOUT_MS,
+        },
+        'leave',
+      );
+      if (killer.exitCode !== 0) {
         this.log.warn(
-          { container_id: containerId, err: errorDetail(err) },
+          { container_id: containerId, exit_code: killer.exitCode, stderr: killer.stderr.slice(-500) },
           'could not kill exec process tree',
         );
       }
-      if (await this.execEnded(exec)) return;
+    } catch (err) {
+      this.log.warn({ container_id: containerId, err: errorDetail(err) }, 'could not kill exec process tree');
     }
   }
 
@@ -1069,6 +1239,15 @@ function looksNotReady(r: ExecResult): boolean {
 
 function oneSpaced(commandLine: string): string {
   return commandLine.trim().replace(/\s+/g, ' ');
+}
+
+function envRecord(env: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of env) {
+    const at = entry.indexOf('=');
+    if (at > 0) out[entry.slice(0, at)] = entry.slice(at + 1);
+  }
+  return out;
 }
 
 function sortedEnv(env: Record<string, string>): string[] {

@@ -323,24 +323,51 @@ export async function reapIsolatedNetworks(
   });
   const removed: string[] = [];
   for (const summary of networks) {
-    const info = (await docker
-      .getNetwork(summary.Id)
-      .inspect()
-      .catch(() => null)) as {
-      Name: string;
-      Created?: string;
-      Containers?: Record<string, unknown>;
-      Options?: Record<string, string>;
-      Labels?: Record<string, string>;
-    } | null;
+    const info = await inspectNetwork(docker, summary.Id);
     if (!info) continue;
     const age = Date.now() - Date.parse(info.Created ?? '');
     if (!(age >= p.minAgeMs) || Object.keys(info.Containers ?? {}).length > 0) continue;
-    await removeDockerNetwork(docker, info.Name);
-    const bridge = info.Options?.[BRIDGE_NAME_OPTION];
-    if (bridge?.startsWith(BRIDGE_PREFIX))
-      await removeFirewall(bridge, info.Labels?.[CASE_NETWORK_LABEL] === 'sealed');
+    await removeInspected(docker, info);
     removed.push(info.Name);
   }
   return removed;
+}
+
+interface NetworkInfo {
+  Name: string;
+  Created?: string;
+  Containers?: Record<string, unknown>;
+  Options?: Record<string, string>;
+  Labels?: Record<string, string>;
+}
+
+function inspectNetwork(docker: Dockerode, idOrName: string): Promise<NetworkInfo | null> {
+  return docker
+    .getNetwork(idOrName)
+    .inspect()
+    .then(
+      (info) => info as NetworkInfo,
+      () => null,
+    );
+}
+
+async function removeInspected(docker: Dockerode, info: NetworkInfo): Promise<void> {
+  await removeDockerNetwork(docker, info.Name);
+  const bridge = info.Options?.[BRIDGE_NAME_OPTION];
+  if (bridge?.startsWith(BRIDGE_PREFIX))
+    await removeFirewall(bridge, info.Labels?.[CASE_NETWORK_LABEL] === 'sealed');
+}
+
+/**
+ * Removes one case network of this deployment by name, with its firewall: the one an earlier
+ * attempt's container was on (that attempt's worker died before it could). Any other network
+ * (the spec's `docker_network`, Docker's bridge, another deployment's) is left alone.
+ */
+export async function removeCaseNetwork(
+  docker: Dockerode,
+  p: { name: string; deploymentId: string },
+): Promise<void> {
+  const info = await inspectNetwork(docker, p.name);
+  if (!info?.Labels?.[CASE_NETWORK_LABEL] || info.Labels[LABELS.deployment] !== p.deploymentId) return;
+  await removeInspected(docker, info);
 }

@@ -128,3 +128,9 @@ export function mergeCaseOtelEnv(
   }
   return env;
 }
+
+/** The case's ingest token in a container env made by mergeCaseOtelEnv (an adopted container's). */
+export function ingestTokenOf(env: Readonly<Record<string, string>>): string | undefined {
+  const token = parseList(env.OTEL_EXPORTER_OTLP_HEADERS).get(INGEST_TOKEN_HEADER);
+  return token === undefined || token === '' ? undefined : token;
+}

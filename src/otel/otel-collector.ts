@@ -242,6 +242,14 @@ export class OtelCollector {
     return token;
   }
 
+  /**
+   * A token another worker issued, taken over with the case whose container carries it (a retry
+   * adopting the container of a killed worker): its posts are stored under `c` from now on.
+   */
+  adoptToken(token: string, c: CaseAttribution): void {
+    this.cases.set(token, caseSchema.parse(c));
+  }
+
   /** The token stops working, and so does every source IP bound to it. */
   revokeToken(token: string): void {
     this.cases.delete(token);

@@ -30,7 +30,7 @@ import { OtelCollector } from '../otel/otel-collector';
 import { CertificateAuthority } from '../mock-gateway/certificate-authority';
 import { MockGatewayManager } from '../mock-gateway/case-gateway';
 import { dockerHostAddress } from '../mock-gateway/host-address';
-import { createIsolatedNetwork, reapIsolatedNetworks } from '../docker/isolated-network';
+import { createIsolatedNetwork, reapIsolatedNetworks, removeCaseNetwork } from '../docker/isolated-network';
 import type { OrchestratorTracing } from '../tracing/orchestrator-tracing';
 import { workerTracingOptions } from '../tracing/temporal-tracing';
 
@@ -218,6 +218,7 @@ export async function createCaseWorker(deps: CaseWorkerDeps): Promise<CaseWorker
           sealed,
           ports,
         }),
+      removeLeftover: (name) => removeCaseNetwork(docker, { name, deploymentId: config.deploymentId }),
     },
     sealPassthroughFalse: config.mockGateway.sealPassthroughFalse,
     flushGraceMs: config.otel.flushGraceMs,

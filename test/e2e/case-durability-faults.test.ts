@@ -10,6 +10,7 @@ import { startPrivatePostgres, type PrivatePostgres } from '../support/private-p
 import { countedAgentCommand, startHitCounter, type HitCounter } from '../support/hit-counter';
 import { startPrivateTemporal, type PrivateTemporal } from '../support/private-temporal';
 import { reapIsolatedNetworks } from '../../src/docker/isolated-network';
+import { LABELS } from '../../src/docker/labels';
 import {
   captureLogger,
   eventually,
@@ -201,6 +202,66 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
         assert.equal(r.agent_output, runs[0]?.nonce, 'the stored output is that one execution');
       }
       assert.match(second.output(), /CASE_RESULT_FROM_SPOOL/);
+    } finally {
+      first.child.kill('SIGKILL');
+      if (second) {
+        second.child.kill('SIGTERM');
+        await second.exited;
+      }
+      assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
+      await reapIsolatedNetworks(stack.docker, { deploymentId: stack.config.deploymentId, minAgeMs: 0 });
+      await stack.stop();
+    }
+  });
+
+  test("kill -9 of the worker while its agents run: each retry adopts the case's container and waits for the agent, each agent ran once", async () => {
+    const executions = counter ?? (counter = await startHitCounter());
+    const stack = await startStack({ worker: false, env: { CONSUMER_CONCURRENT_CASES: '2' } });
+    const workflowIds: string[] = [];
+    const first = spawnWorker(stack.env);
+    let second: ReturnType<typeof spawnWorker> | undefined;
+    try {
+      const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
+      // Longer than the heartbeat timeout (30 s) that makes Temporal retry: the agents still run then.
+      const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, 40), {
+        allowHostPorts: [executions.port],
+      });
+      workflowIds.push(handle.workflowId);
+      await eventually(
+        async () =>
+          seeded.runCaseIds.every((id) => (executions.executions.get(String(id)) ?? []).length === 1)
+            ? true
+            : undefined,
+        120_000,
+        'every agent started',
+      );
+      const caseNetworks = (
+        await stack.docker.listContainers({
+          filters: { label: [`${LABELS.workflowId}=${handle.workflowId}`] },
+        })
+      ).flatMap((c) => Object.keys(c.NetworkSettings.Networks));
+      assert.equal(caseNetworks.length, 2, 'each case on a network of its own');
+      first.child.kill('SIGKILL');
+      await first.exited;
+
+      second = spawnWorker(stack.env);
+      const result = (await handle.result()) as ExperimentRunResult;
+      assert.equal(result.outcome, 'completed');
+      for (const r of await rows(stack, seeded.experimentId)) {
+        const runs = executions.executions.get(String(r.id)) ?? [];
+        assert.equal(runs.length, 1, `the agent of case ${r.id} ran once (${runs.length})`);
+        assert.ok(runs[0]?.doneAt, 'and finished');
+        assert.equal(r.status, 'success', r.error_message ?? '');
+        assert.equal(r.agent_output, runs[0]?.nonce, "the stored output is that execution's");
+      }
+      const adopted = second.output().match(/CASE_CONTAINER_ADOPTED/g) ?? [];
+      assert.equal(adopted.length, 2, 'both containers adopted');
+      const left = await stack.docker.listNetworks();
+      assert.deepEqual(
+        left.map((n) => n.Name).filter((n) => caseNetworks.includes(n)),
+        [],
+        "the killed worker's case networks are removed with their containers",
+      );
     } finally {
       first.child.kill('SIGKILL');
       if (second) {

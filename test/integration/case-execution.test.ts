@@ -25,13 +25,19 @@ import type {
   CaseFinalSummary,
   ExecuteCaseInput,
 } from '../../src/domain/activity-contract';
-import type { CaseContainerSpec, ExecParams, ExecResult } from '../../src/docker/docker-sandbox';
+import type {
+  AdoptableContainer,
+  CaseContainerSpec,
+  ExecParams,
+  ExecResult,
+  PredecessorContainer,
+} from '../../src/docker/docker-sandbox';
 import type { WarmSandbox, WarmSandboxTemplate } from '../../src/docker/warm-pool';
 import { caseContainerName, LABELS } from '../../src/docker/labels';
-import { createLogger } from '../../src/logger';
+import { createLogger, type Logger } from '../../src/logger';
 import { createTestDatabase, seedExperiment, setCaseStatuses, type TestDatabase } from '../support/database';
 import { storeRunRequest } from '../support/platform';
-import { localTestEnv } from '../support/stack';
+import { captureLogger, localTestEnv } from '../support/stack';
 
 /**
  * The container phase as an activity (MockActivityEnvironment: attempt, heartbeat details and
@@ -57,7 +63,12 @@ class RecordingSandbox implements CaseSandbox {
   readonly events: string[] = [];
   readonly created: CaseContainerSpec[] = [];
   /** What listManagedContainers finds of earlier attempts. */
-  leftovers: Array<{ id: string }> = [];
+  leftovers: Array<{ id: string; labels?: Record<string, string>; networks?: string[] }> = [];
+  /** What inspectPredecessor finds in a leftover (default: it is gone). */
+  predecessor: PredecessorContainer = { kind: 'gone' };
+  /** The adopted case command's outcome, and the timeouts it was awaited with. */
+  adoptedOutcome: ExecResult = AGENT_DONE;
+  readonly awaitTimeouts: number[] = [];
 
   constructor(private readonly agent: (p: ExecParams) => Promise<ExecResult> = async () => AGENT_DONE) {}
 
@@ -82,7 +93,15 @@ class RecordingSandbox implements CaseSandbox {
     this.events.push(`remove ${containerIdOrName}`);
   }
   async listManagedContainers() {
-    return this.leftovers;
+    return this.leftovers.map((c) => ({ labels: {}, networks: [], ...c }));
+  }
+  async inspectPredecessor() {
+    return this.predecessor;
+  }
+  async awaitCaseCommand(c: AdoptableContainer, p: { timeoutMs: number }) {
+    this.events.push(`await ${c.containerId}`);
+    this.awaitTimeouts.push(p.timeoutMs);
+    return this.adoptedOutcome;
   }
   /** What the sandbox answers for a command that died of a signal (DockerSandbox polls the container). */
   stoppedByOthers = false;
@@ -109,16 +128,18 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
   async function oneCaseRun(
     sandbox: CaseSandbox,
     liveContainers: ContainerSlots = { run: (fn) => fn() },
-    extra: Pick<CaseExecutionDeps, 'warmPool'> & { runtimeSpec?: Record<string, unknown> } = {},
+    extra: Pick<CaseExecutionDeps, 'warmPool'> & { runtimeSpec?: Record<string, unknown>; log?: Logger } = {},
   ) {
     const seeded = await seedExperiment(db.pool, { cases: 1 });
     const workflowId = await storeRunRequest(db.pool, seeded, extra.runtimeSpec);
     await queueRunCases(db.pool, { workflowId, experimentId: seeded.experimentId });
     const revokedTokens: string[] = [];
+    const adoptedTokens: string[] = [];
+    const removedNetworks: string[] = [];
     const config = loadConfig(localTestEnv());
     const deps: CaseExecutionDeps = {
       pool: db.pool,
-      log,
+      log: extra.log ?? log,
       config: { resultCache: config.resultCache },
       llm: config.llm,
       specDefaults: caseSpecDefaults(config),
@@ -131,6 +152,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
       collector: {
         issueToken: () => 'case-token',
         revokeToken: (token) => revokedTokens.push(token),
+        adoptToken: (token) => adoptedTokens.push(token),
         bindSource: () => {},
         drain: async () => true,
       },
@@ -147,6 +169,9 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
         create: async () => {
           throw new Error('these cases run without a network of their own');
         },
+        removeLeftover: async (name) => {
+          removedNetworks.push(name);
+        },
       },
       sealPassthroughFalse: false,
       flushGraceMs: 0,
@@ -159,7 +184,7 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
     const ref: ExecuteCaseInput = { workflowId, experimentId: seeded.experimentId, runCaseId };
     const { executeCase } = createCaseExecution(deps);
     const { finalizeCase } = createCaseFinalization(deps);
-    return { ref, executeCase, finalizeCase, revokedTokens };
+    return { ref, executeCase, finalizeCase, revokedTokens, adoptedTokens, removedNetworks };
   }
 
   const attempt = (info: Partial<Info>) => new MockActivityEnvironment(info, QUIET);
@@ -262,6 +287,127 @@ describe('executeCase (container phase) under MockActivityEnvironment', () => {
     assert.equal(sandbox.created[0]?.labels[LABELS.attempt], '2');
     assert.equal(sandbox.created[0]?.name, caseContainerName(ref.workflowId, ref.runCaseId, 2));
     assert.equal((await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId))?.result.attempt, 2);
+  });
+
+  /** A killed worker's container of attempt 1, its case command recorded in it (DockerSandbox.inspectPredecessor). */
+  function killedWorkersContainer(over: Partial<AdoptableContainer> = {}): AdoptableContainer {
+    return {
+      containerId: 'container-of-killed-worker',
+      name: 'agentbench-case-of-attempt-1',
+      addresses: ['10.9.0.7'],
+      networks: ['agentbench-case-net-1'],
+      env: {
+        BENCHMARK_MOCK_BASE_URL: 'http://10.9.0.1:4318',
+        OTEL_EXPORTER_OTLP_HEADERS: 'x-agentbench-ingest-token=token-of-the-killed-worker',
+      },
+      labels: { [LABELS.attempt]: '1' },
+      startedAtMs: Date.now() - 5_000,
+      token: 'exec-token',
+      exitCode: null,
+      ...over,
+    };
+  }
+
+  test("a retry adopts a killed worker's container whose agent still runs: no container started, the agent's outcome stored, container and case network removed", async () => {
+    const sandbox = new RecordingSandbox();
+    const container = killedWorkersContainer();
+    sandbox.leftovers = [
+      { id: container.containerId, labels: container.labels, networks: container.networks },
+    ];
+    sandbox.predecessor = { kind: 'adoptable', container };
+    sandbox.adoptedOutcome = { ...AGENT_DONE, stdout: '{"output": "adopted"}' };
+    const worker = captureLogger('info');
+    const { ref, executeCase, adoptedTokens, removedNetworks } = await oneCaseRun(sandbox, undefined, {
+      log: worker.log,
+    });
+
+    const summary = await runIn(attempt({ attempt: 2 }), executeCase, ref);
+
+    assert.equal(summary.status, 'success');
+    assert.deepEqual(sandbox.events, [`await ${container.containerId}`, `remove ${container.name}`]);
+    assert.equal(sandbox.created.length, 0, 'no container started');
+    const timeoutMs = sandbox.awaitTimeouts[0] ?? 0;
+    assert.ok(
+      timeoutMs > 170_000 && timeoutMs <= 175_000,
+      `awaited until the command's own deadline (180 s from its start 5 s ago): ${timeoutMs}`,
+    );
+    const stored = await loadCasePhases(db.pool, ref.workflowId, ref.runCaseId);
+    assert.equal(stored?.result.agentOutput, 'adopted');
+    assert.equal(stored?.result.attempt, 2);
+    assert.equal(stored?.result.containerName, container.name);
+    assert.equal(stored?.result.telemetryComplete, false, 'spans sent while no worker listened may be lost');
+    assert.deepEqual(adoptedTokens, ['token-of-the-killed-worker'], "the case's ingest token is taken over");
+    assert.deepEqual(removedNetworks, container.networks);
+    const adopted = worker.lines.find((l) => l.code === 'CASE_CONTAINER_ADOPTED');
+    assert.equal(adopted?.from_attempt, 1);
+    assert.equal(worker.lines.filter((l) => l.code === 'CASE_EXEC_START').length, 0);
+  });
+
+  test("an adopted case command past its deadline (counted from its own start) is the case's timeout", async () => {
+    const sandbox = new RecordingSandbox();
+    const container = killedWorkersContainer({ startedAtMs: Date.now() - 600_000 });
+    sandbox.leftovers = [{ id: container.containerId }];
+    sandbox.predecessor = { kind: 'adoptable', container };
+    sandbox.adoptedOutcome = {
+      exitCode: -1,
+      stdout: 'partial',
+      stderr: '',
+      timedOut: true,
+      durationMs: 600_000,
+    };
+    const { ref, executeCase } = await oneCaseRun(sandbox);
+
+    const summary = await runIn(attempt({ attempt: 2 }), executeCase, ref);
+
+    assert.equal(summary.status, 'timeout');
+    assert.ok((sandbox.awaitTimeouts[0] ?? 1) <= 0, 'already past its deadline');
+    assert.deepEqual(sandbox.events, [`await ${container.containerId}`, `remove ${container.name}`]);
+  });
+
+  test('a leftover without the case command recorded, or of a case whose mock gateway died with its worker, is removed and the case starts afresh', async () => {
+    const cases: Array<[string, Record<string, unknown> | undefined, PredecessorContainer, string]> = [
+      [
+        'no record',
+        undefined,
+        { kind: 'unadoptable', reason: 'the case command never started in it', name: 'c', networks: ['n1'] },
+        'the case command never started in it',
+      ],
+      [
+        'mock gateway',
+        { agent_image: 'bench/busybox:latest', case_exec_command: 'true', mock_gateway: true },
+        { kind: 'adoptable', container: killedWorkersContainer() },
+        'its mock gateway ran in the worker that started it',
+      ],
+    ];
+    for (const [what, runtimeSpec, predecessor, reason] of cases) {
+      const sandbox = new RecordingSandbox();
+      sandbox.leftovers = [{ id: 'leftover', labels: { [LABELS.attempt]: '1' } }];
+      sandbox.predecessor = predecessor;
+      const worker = captureLogger('info');
+      const { ref, executeCase, removedNetworks } = await oneCaseRun(sandbox, undefined, {
+        log: worker.log,
+        ...(runtimeSpec ? { runtimeSpec } : {}),
+      });
+
+      const run = runIn(attempt({ attempt: 2 }), executeCase, ref);
+      if (what === 'mock gateway') await assert.rejects(run, /these cases have no mock_config/);
+      else assert.equal((await run).status, 'success');
+
+      assert.equal(sandbox.events[0], 'remove leftover', what);
+      assert.ok(!sandbox.events.some((e) => e.startsWith('await')), `${what}: nothing adopted`);
+      const skipped = worker.lines.find((l) => l.code === 'CASE_ADOPTION_SKIPPED');
+      assert.equal(skipped?.reason, reason, what);
+      assert.equal(skipped?.from_attempt, 1);
+      if (what === 'no record') {
+        assert.deepEqual(removedNetworks, ['n1'], "the leftover's case network goes too");
+        assert.deepEqual(sandbox.events, [
+          'remove leftover',
+          'create container-1',
+          'exec',
+          'remove container-1',
+        ]);
+      }
+    }
   });
 
   test('a retry that finds its predecessor stored the record does not run the agent again, and finishes the case inline when asked', async () => {

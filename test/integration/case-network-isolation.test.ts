@@ -161,6 +161,7 @@ describe('case isolation on the network (real containers, host firewall)', () =>
       collector: {
         issueToken: () => randomBytes(8).toString('hex'),
         revokeToken: () => {},
+        adoptToken: () => {},
         bindSource: () => {},
         drain: async () => true,
       },
@@ -181,6 +182,7 @@ describe('case isolation on the network (real containers, host firewall)', () =>
           bridges.push(network.bridge);
           return network;
         },
+        removeLeftover: async () => {},
       },
       sealPassthroughFalse: true,
       flushGraceMs: 0,
