@@ -620,16 +620,16 @@ export class DockerSandbox {
       );
     } catch (err) {
       if (err instanceof DockerInfraError) throw err;
-      // 409: the container stopped — its start command ended. Say so, with its exit code and logs.
-      if (statusCode(err) === 409) {
-        const state = await this.inspectState(containerId);
-        if (state && !state.running) {
-          throw await this.startupFailure(
-            containerId,
-            `container=${containerId} stopped before the command could run;`,
-            state,
-          );
-        }
+      // The container stopped — its start command ended. Say so, with its exit code and logs. Not
+      // only on a 409: a container that dies between the exec's create and its start fails the start
+      // with the runtime's 500 ("cannot exec in a stopped container"). Error path only: one inspect.
+      const state = await this.inspectState(containerId).catch(() => null);
+      if (state && !state.running) {
+        throw await this.startupFailure(
+          containerId,
+          `container=${containerId} stopped before the command could run;`,
+          state,
+        );
       }
       throw new DockerInfraError('E_DOCKER_EXEC', errorDetail(err), { cause: err });
     }
