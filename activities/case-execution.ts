@@ -25,7 +25,6 @@ import type {
   PredecessorContainer,
   StartedContainer,
 } from '../src/docker/docker-sandbox';
-import { LABELS } from '../src/docker/labels';
 import type { ResolvedCaseSpec } from '../src/domain/runtime-spec';
 import type { RunCaseInput } from '../src/domain/message';
 import { parseCaseInput } from '../src/db/run-request-cache';
@@ -45,14 +44,14 @@ import {
   adoptCaseNetwork,
   caseNetworkPlan,
   openCaseNetwork,
-  workerBoundReason,
   type CaseNetwork,
   type CaseNetworkDeps,
 } from './case-network';
 import { rideOutOutage } from './infra-outage';
 import { createCaseFinalizer, type CaseFinalizationDeps } from './case-finalization';
 import { computeTrajectory } from './case-trajectory';
-import { planTaskCase, reuseCachedResult, type TaskCaseDeps } from './task-case';
+import { planTaskCase, reuseCachedResult, type TaskCaseDeps, type TaskCasePlan } from './task-case';
+import { createCaseLeftovers } from './case-attempt-leftovers';
 
 /** Also how fast a cancel reaches a running case: cancellations are delivered in heartbeat responses. */
 export const HEARTBEAT_INTERVAL_MS = 2_000;
@@ -157,6 +156,61 @@ interface HeartbeatDetails {
   phase?: string;
 }
 
+/** A step that waits out a Docker or Postgres outage, heartbeating (infra-outage.ts). */
+type RideOut = <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+
+/** One attempt of the container phase, as its steps share it. */
+interface Attempt {
+  ctx: Context;
+  ref: ExecuteCaseInput;
+  attempt: number;
+  log: Logger;
+  /** A real cancel or the worker's shutdown (attemptStop), or the case no longer wanted. */
+  stopSignal: AbortSignal;
+  /** When the attempt began: its record's containerPhaseMs counts from here. */
+  phaseStart: number;
+  /** What its heartbeats say (HeartbeatDetails), kept current by the steps. */
+  progress: { phase: string; containerId: string | undefined };
+  heartbeat(): void;
+  rideOut: RideOut;
+}
+
+/** A case this attempt goes on to run (or adopt): its run request, input and plan (task-case.ts). */
+interface PlannedCase {
+  kind: 'planned';
+  request: ExperimentRunRequested;
+  caseInput: RunCaseInput;
+  plan: TaskCasePlan;
+  spec: ResolvedCaseSpec;
+}
+
+/** What the first step found: a planned case, or why this attempt runs no agent. */
+type AttemptStart =
+  | PlannedCase
+  /** An earlier attempt's record is stored already. */
+  | { kind: 'stored'; stored: StoredCaseResult; request: ExperimentRunRequested }
+  /** The case was closed (or is gone). */
+  | { kind: 'not_active' }
+  /** An earlier attempt on this host spooled its record but did not store it. */
+  | { kind: 'spooled'; spooled: SpooledRecord; request: ExperimentRunRequested }
+  /** The run's runtime spec is unusable. */
+  | { kind: 'no_spec'; specError: Error };
+
+/** What a case's container needs, ready before it takes a container slot. */
+interface PreparedSandbox {
+  kind: 'ready';
+  /** A claimed warm pool container (SANDBOX_WARM_POOL_SIZE), given up if the case does not start in it. */
+  warm: WarmSandbox | undefined;
+  network: CaseNetwork;
+  commands: CaseCommands;
+}
+
+/** A stored record and its summary, for the inline finish. */
+interface Persisted {
+  stored: StoredCaseResult;
+  summary: CaseExecutionSummary;
+}
+
 /**
  * The fast path for a case with nothing left to wait for (no judge to call, telemetry complete):
  * trajectory and final persist run in the container phase, the same idempotent code as their own
@@ -239,6 +293,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
   const { pool, sandbox } = deps;
   const finishInline = createInlineFinisher(deps);
   const live = deps.liveAttempts ?? new LiveAttempts();
+  const leftoversOf = createCaseLeftovers(deps);
 
   async function executeCase(ref: ExecuteCaseInput): Promise<CaseExecutionSummary> {
     const ctx = Context.current();
@@ -335,122 +390,218 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     }
   }
 
+  /**
+   * One attempt of the container phase, in its steps:
+   *   1. loadAndPlan: the case, its run request and its plan — or why no agent runs (endEarly);
+   *      what earlier attempts left is settled right after, in one place (leftoversOf.settle: one
+   *      adopted by a planned case, every other removed). runPlanned then checks the retry budget
+   *      and the result cache (reuseFromCache) and marks the case running;
+   *   2. prepareSandbox, obtainContainer: the container adopted, warm or cold, with its network;
+   *   3. execAndSpool: the case command, its record spooled at once, the after command;
+   *   4. collectLogs, the container removed, the case network closed (inContainer, containerPhase);
+   *   5. persist, then the fast path's inline finish (finishInline).
+   */
   async function runAttempt(
     ctx: Context,
     ref: ExecuteCaseInput,
     log: Logger,
     stopSignal: AbortSignal,
   ): Promise<CaseExecutionSummary> {
-    const { workflowId, experimentId, runCaseId } = ref;
-    const attempt = ctx.info.attempt;
-    const phaseStart = Date.now();
+    const a = beginAttempt(ctx, ref, log, stopSignal);
     // A previous attempt may have died with its container alive (worker killed): it is adopted
     // below, or removed. (A first attempt has no predecessor; a leftover of its fixed name is
     // replaced by createAndStart.)
-    const leftovers = attempt > 1 ? await predecessorContainers(ctx, ref) : [];
-    const removeLeftovers = async () => {
-      for (const c of leftovers) await removePredecessor(c);
+    const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
+    const leftovers = a.attempt > 1 ? await leftoversOf.find(ref, previous?.containerId) : [];
+    const start = await loadAndPlan(a);
+    // The agent of a killed worker's attempt may still run in its container, or have finished
+    // there: its outcome is this attempt's (the agent is not started again). An attempt that ends
+    // early adopts nothing: its leftovers are all removed here.
+    const adopted = await leftoversOf.settle(leftovers, start.kind === 'planned' ? start : null, log);
+    if (start.kind !== 'planned') return endEarly(a, start);
+    return runPlanned(a, start, adopted);
+  }
+
+  function beginAttempt(ctx: Context, ref: ExecuteCaseInput, log: Logger, stopSignal: AbortSignal): Attempt {
+    const progress: Attempt['progress'] = { phase: 'starting', containerId: undefined };
+    const heartbeat = () =>
+      ctx.heartbeat({ containerId: progress.containerId, phase: progress.phase } satisfies HeartbeatDetails);
+    return {
+      ctx,
+      ref,
+      attempt: ctx.info.attempt,
+      log,
+      stopSignal,
+      phaseStart: Date.now(),
+      progress,
+      heartbeat,
+      rideOut: (what, fn) => rideOutOutage(fn, { what, log, onWait: heartbeat, signal: stopSignal }),
     };
+  }
 
-    let phase = 'starting';
-    let containerId: string | undefined;
-    const heartbeat = () => ctx.heartbeat({ containerId, phase } satisfies HeartbeatDetails);
-    const rideOut = <T>(what: string, fn: () => Promise<T>) =>
-      rideOutOutage(fn, { what, log, onWait: heartbeat, signal: stopSignal });
-
+  /** Step 1: the case and its run request, and what this attempt does with them. */
+  async function loadAndPlan(a: Attempt): Promise<AttemptStart> {
+    const { ref, log } = a;
+    const { workflowId, runCaseId } = ref;
     // The reads on the critical path of every case: one round trip (the run request is cached).
-    const [start, run] = await rideOut('load case', () =>
+    const [start, run] = await a.rideOut('load case', () =>
       Promise.all([loadCaseStart(pool, ref), deps.runRequests.get(workflowId)]),
     );
-    if (start.stored) {
-      await removeLeftovers();
-      if (attempt > 1) await discardSpooled(ref, log);
-      return finishInline(ref, start.stored, summarize(start.stored.result, run.request.scorers), log);
-    }
+    if (start.stored) return { kind: 'stored', stored: start.stored, request: run.request };
     const { status } = start;
     if (status === undefined || isTerminalStatus(status)) {
       log.info({ code: 'CASE_NOT_ACTIVE', status }, 'case is no longer active; not executing');
-      await removeLeftovers();
-      // Closed by someone else (the platform's terminate): its event, and the run's if it was the last.
-      await rideOut('record run end', () =>
-        recordRunEnd(pool, {
-          workflowId,
-          experimentId,
-          runCaseIds: [runCaseId],
-          resultEvents: deps.resultEvents,
-        }),
-      );
-      return { status: 'not_active', errorMessage: null, exitCode: null };
+      return { kind: 'not_active' };
     }
     const caseInput = parseCaseInput(workflowId, runCaseId, start.caseInput);
 
     // An earlier attempt on this host finished the agent but could not store its record (Postgres
     // down longer than it waited, the worker killed): store that one; the agent never runs twice.
-    const spooled = attempt > 1 ? await readSpooled(ref, log) : null;
+    const spooled = a.attempt > 1 ? await readSpooled(ref, log) : null;
     if (spooled) {
       log.info(
         { code: 'CASE_RESULT_FROM_SPOOL', from_attempt: spooled.raw.attempt, complete: spooled.complete },
         "an earlier attempt's finished record is stored; the agent is not run again",
       );
-      await removeLeftovers();
-      phase = 'persisting';
-      const record = spooled.complete ? spooled.raw : afterCommandLost(spooled.raw, log);
-      const stored = await rideOut('store case result', () =>
-        saveCaseResult(pool, workflowId, runCaseId, record),
-      );
-      await discardSpooled(ref, log);
-      return finishInline(ref, stored, summarize(stored.result, run.request.scorers), log);
+      return { kind: 'spooled', spooled, request: run.request };
     }
 
     // prepareRun failed such a run before its first case; a case that gets here anyway fails at once.
-    if (!run.spec) {
-      await removeLeftovers();
-      throw run.specError;
-    }
+    if (!run.spec) return { kind: 'no_spec', specError: run.specError };
     // A batch task's own runtime, and the result cache when the agent allows reuse (task-case.ts).
     const plan = await planTaskCase(deps, run.request, caseInput, run.spec);
-    const spec = plan.spec;
-    // The agent of a killed worker's attempt may still run in its container, or have finished
-    // there: its outcome is this attempt's (the agent is not started again).
-    const adopted = await adoptOrRemove(leftovers, spec, caseInput, log);
+    return { kind: 'planned', request: run.request, caseInput, plan, spec: plan.spec };
+  }
 
-    if (!adopted) throwIfRetryBudgetSpent(ctx, ref);
-    const cache = plan.resultCache ? ('miss' as const) : undefined;
-    if (!adopted && plan.resultCache && plan.cacheMode === 'use') {
-      const reused = await reuseCachedResult(deps, {
-        workflowId,
-        runCaseId,
-        attempt,
-        resultCache: plan.resultCache,
-        phaseStart,
-      });
-      if (reused) {
-        await rideOut('mark running', () =>
-          transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' }),
+  /** An attempt that runs no agent ends with what step 1 found (its leftovers are removed by then). */
+  async function endEarly(
+    a: Attempt,
+    start: Exclude<AttemptStart, PlannedCase>,
+  ): Promise<CaseExecutionSummary> {
+    const { ref, log } = a;
+    switch (start.kind) {
+      case 'stored':
+        if (a.attempt > 1) await discardSpooled(ref, log);
+        return finishInline(ref, start.stored, summarize(start.stored.result, start.request.scorers), log);
+      case 'not_active':
+        // Closed by someone else (the platform's terminate): its event, and the run's if it was the last.
+        await a.rideOut('record run end', () =>
+          recordRunEnd(pool, {
+            workflowId: ref.workflowId,
+            experimentId: ref.experimentId,
+            runCaseIds: [ref.runCaseId],
+            resultEvents: deps.resultEvents,
+          }),
         );
-        log.info(
-          { code: 'CASE_RESULT_REUSED', from: reused.result.resultCache?.reusedFrom },
-          'stored result reused; no container started',
+        return { status: 'not_active', errorMessage: null, exitCode: null };
+      case 'spooled': {
+        a.progress.phase = 'persisting';
+        const { spooled } = start;
+        const record = spooled.complete ? spooled.raw : afterCommandLost(spooled.raw, log);
+        const stored = await a.rideOut('store case result', () =>
+          saveCaseResult(pool, ref.workflowId, ref.runCaseId, record),
         );
-        const summary = summarize(reused.result, run.request.scorers);
-        return { ...(await finishInline(ref, reused, summary, log)), cache: 'hit' };
+        await discardSpooled(ref, log);
+        return finishInline(ref, stored, summarize(stored.result, start.request.scorers), log);
       }
+      case 'no_spec':
+        throw start.specError;
+    }
+  }
+
+  /** Steps 2 to 5 for a case this attempt runs, or adopts from a killed worker's attempt. */
+  async function runPlanned(
+    a: Attempt,
+    p: PlannedCase,
+    adopted: AdoptableContainer | null,
+  ): Promise<CaseExecutionSummary> {
+    const { ref, log } = a;
+    if (!adopted) throwIfRetryBudgetSpent(a.ctx, ref);
+    const cache = p.plan.resultCache ? ('miss' as const) : undefined;
+    if (!adopted && p.plan.resultCache && p.plan.cacheMode === 'use') {
+      const reused = await reuseFromCache(a, p, p.plan.resultCache);
+      if (reused) return reused;
     }
 
-    await rideOut('mark running', () =>
-      transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' }),
-    );
+    await markRunning(a);
     if (!adopted) log.info({ code: 'CASE_EXEC_START' }, 'case starts');
     const startedAt = adopted ? new Date(adopted.startedAtMs) : new Date();
+    const prepared = await prepareSandbox(a, p, adopted, startedAt);
+    if (prepared.kind === 'failed') return prepared.summary;
 
+    // Heartbeats from here to the end: while the case waits for a DOCKER_MAX_LIVE_CONTAINERS slot
+    // (a full worker must not fail cases by their heartbeat timeout), while the agent runs, and
+    // while its record is being stored. The first goes out after HEARTBEAT_INTERVAL_MS, not at once:
+    // a heartbeat is a server write, and for short cases an immediate one cost ~10% of the container
+    // phase on 2 cores (bench/sandbox-overhead). Nothing depends on it earlier: a retry also finds
+    // the previous attempt's container by its labels, a dead worker is noticed by the heartbeat
+    // timeout counted from the activity start, and a cancel requested before it arrives with its
+    // response.
+    a.progress.phase = 'waiting_for_container_slot';
+    const beat = setInterval(a.heartbeat, HEARTBEAT_INTERVAL_MS);
+    let persisted: Persisted;
+    try {
+      const result = await containerPhase(a, p, prepared, adopted, startedAt);
+      persisted = await persist(a, p, result, cache);
+    } finally {
+      // They end with the stored record: the inline finish below runs without them.
+      clearInterval(beat);
+    }
+    return finishInline(ref, persisted.stored, persisted.summary, log);
+  }
+
+  /** A stored result the agent allows to reuse (task-case.ts): the case gets it, no container starts. */
+  async function reuseFromCache(
+    a: Attempt,
+    p: PlannedCase,
+    resultCache: NonNullable<TaskCasePlan['resultCache']>,
+  ): Promise<CaseExecutionSummary | null> {
+    const { ref, log } = a;
+    const reused = await reuseCachedResult(deps, {
+      workflowId: ref.workflowId,
+      runCaseId: ref.runCaseId,
+      attempt: a.attempt,
+      resultCache,
+      phaseStart: a.phaseStart,
+    });
+    if (!reused) return null;
+    await markRunning(a);
+    log.info(
+      { code: 'CASE_RESULT_REUSED', from: reused.result.resultCache?.reusedFrom },
+      'stored result reused; no container started',
+    );
+    const summary = summarize(reused.result, p.request.scorers);
+    return { ...(await finishInline(ref, reused, summary, log)), cache: 'hit' };
+  }
+
+  async function markRunning(a: Attempt): Promise<void> {
+    const { experimentId, runCaseId } = a.ref;
+    await a.rideOut('mark running', () =>
+      transitionCaseStatus(pool, { experimentId, runCaseId, to: 'running' }),
+    );
+  }
+
+  /**
+   * Step 2, before the container slot: a warm container claimed, the case network (an adopted
+   * container's own, a warm container's, or a new one) and the case's rendered commands. A template
+   * error fails the case here, with its record stored.
+   */
+  async function prepareSandbox(
+    a: Attempt,
+    p: PlannedCase,
+    adopted: AdoptableContainer | null,
+    startedAt: Date,
+  ): Promise<PreparedSandbox | { kind: 'failed'; summary: CaseExecutionSummary }> {
+    const { ref, log } = a;
+    const { request, caseInput, spec } = p;
     // A warm container (SANDBOX_WARM_POOL_SIZE) comes with the case's own network, if it gets one.
     const template =
       !adopted && deps.warmPool && warmSandboxTemplate(spec, caseNetworkPlan(deps, { caseInput, spec }));
     const warm = template ? deps.warmPool?.claim(template) : undefined;
     const network: CaseNetwork = adopted
-      ? adoptCaseNetwork(deps, { request: run.request, caseInput, container: adopted, log })
+      ? adoptCaseNetwork(deps, { request, caseInput, container: adopted, log })
       : await openCaseNetwork(deps, {
-          request: run.request,
+          request,
           caseInput,
           spec,
           log,
@@ -461,281 +612,242 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
         });
     let commands: CaseCommands;
     try {
-      commands = renderCaseCommands(ref, run.request, caseInput, spec, network.mockBaseUrl);
+      commands = renderCaseCommands(ref, request, caseInput, spec, network.mockBaseUrl);
     } catch (err) {
       // A template error is the agent definition's fault: the case fails, nothing is retried.
       await warm?.discard();
       await network.close();
-      if (adopted) await removeContainer(adopted.containerId, rideOut, log);
+      if (adopted) await removeContainer(adopted.containerId, a.rideOut, log);
       const message = errorText(err);
       const failed = await saveCaseResult(
         pool,
-        workflowId,
-        runCaseId,
-        failedBeforeExec(message, spec, startedAt, attempt),
+        ref.workflowId,
+        ref.runCaseId,
+        failedBeforeExec(message, spec, startedAt, a.attempt),
       );
-      return summarize(failed.result, run.request.scorers);
+      return { kind: 'failed', summary: summarize(failed.result, request.scorers) };
     }
+    return { kind: 'ready', warm, network, commands };
+  }
 
-    const timeoutSeconds = spec.caseTimeoutSeconds;
+  /**
+   * Steps 2 to 4 in a DOCKER_MAX_LIVE_CONTAINERS slot (inContainer), then, out of it, the warm
+   * claim given up and the case network closed: its mock requests and whether its telemetry
+   * drained go into the record.
+   */
+  async function containerPhase(
+    a: Attempt,
+    p: PlannedCase,
+    s: PreparedSandbox,
+    adopted: AdoptableContainer | null,
+    startedAt: Date,
+  ): Promise<CaseRawResult> {
+    const { ctx, log, stopSignal } = a;
     let mockRequests: unknown[] = [];
     let telemetryComplete = false;
-    // Heartbeats from here to the end: while the case waits for a DOCKER_MAX_LIVE_CONTAINERS slot
-    // (a full worker must not fail cases by their heartbeat timeout), while the agent runs, and
-    // while its record is being stored. The first goes out after HEARTBEAT_INTERVAL_MS, not at once:
-    // a heartbeat is a server write, and for short cases an immediate one cost ~10% of the container
-    // phase on 2 cores (bench/sandbox-overhead). Nothing depends on it earlier: a retry also finds
-    // the previous attempt's container by its labels, a dead worker is noticed by the heartbeat
-    // timeout counted from the activity start, and a cancel requested before it arrives with its
-    // response.
-    phase = 'waiting_for_container_slot';
-    const beat = setInterval(heartbeat, HEARTBEAT_INTERVAL_MS);
-    try {
-      const result = await deps.liveContainers
-        .run(async () => {
-          const connectStart = Date.now();
-          phase = 'container_start';
-          // Fixed name per attempt: a create that failed half-way is replaced by the next try.
-          const startContainer = () => {
-            const containerSpec = caseContainerSpec({
-              workflowId,
-              experimentId,
-              runCaseId,
-              attempt,
-              request: run.request,
-              caseInput,
-              spec,
-              plan,
-              network,
-              startCommand: commands.start,
-            });
-            return rideOut('start container', () =>
-              warm ? warm.start(containerSpec) : sandbox.createAndStart(containerSpec),
-            );
-          };
-          const container: StartedContainer = adopted
-            ? { ...adopted, startup: spec.startup }
-            : await startContainer();
-          const { name, addresses } = container;
-          containerId = container.containerId;
-          const id = container.containerId;
-          phase = 'case_exec';
-          network.bindContainer(addresses);
-          try {
-            const sandboxConnectMs = adopted ? 0 : Date.now() - connectStart;
-            const execStart = adopted?.startedAtMs ?? Date.now();
-            const caseRun = adopted
-              ? // The case's deadline counts from the command's start, not from this attempt's.
-                await sandbox.awaitCaseCommand(adopted, {
-                  timeoutMs: adopted.startedAtMs + timeoutSeconds * 1000 - Date.now(),
-                  signal: stopSignal,
-                })
-              : await sandbox.execUntilAgentReady(container, {
-                  command: commands.exec,
-                  timeoutMs: timeoutSeconds * 1000,
-                  signal: stopSignal,
-                  onRetry: (n, retryInMs) =>
-                    log.info(
-                      { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
-                      'agent not ready',
-                    ),
-                });
-            await throwIfStoppedByUs(id, caseRun, stopSignal);
-            const caseExecMs = Date.now() - execStart;
-            const record = (after: ExecResult | null, containerLogs: string): CaseRawResult =>
-              caseRecord({
-                ref,
-                attempt,
-                spec,
-                containerName: name,
-                caseRun,
-                after,
-                containerLogs,
-                startedAt,
-                times: { connectStart, execStart, sandboxConnectMs, caseExecMs },
-              });
-            // The agent's output is durable before anything else can fail: the after command, the
-            // log read, the removal, the store, or this worker being killed (a retry on this host
-            // stores this record and never runs the agent again).
-            const afterPending = !caseRun.timedOut && commands.after !== '';
-            phase = afterPending ? 'after_exec' : 'exited';
-            await spoolRecord(ref, { raw: record(null, ''), complete: !afterPending }, log);
-            if (deps.pauseAfterCaseExecMs) {
-              log.warn({ code: 'FAULT_PAUSE_AFTER_CASE_EXEC' }, 'test fault: pausing after the case command');
-              await delay(deps.pauseAfterCaseExecMs);
-            }
-            let after: ExecResult | null = null;
-            if (afterPending) {
-              after = await sandbox.exec(id, {
-                command: commands.after,
-                timeoutMs: timeoutSeconds * 1000,
-                signal: stopSignal,
-              });
-              await throwIfStoppedByUs(id, after, stopSignal);
-              phase = 'exited';
-              await spoolRecord(ref, { raw: record(after, ''), complete: true }, log);
-            }
-            phase = 'collect';
-            // A failed log read leaves the logs without the container's tail; it does not fail the case.
-            const containerLogs = await sandbox.logs(id, CONTAINER_LOG_TAIL_CHARS).catch((err: unknown) => {
-              log.warn(
-                { code: 'E_DOCKER_LOGS', err: errorText(err) },
-                'container logs unreadable; stored without them',
-              );
-              return '';
-            });
-            phase = 'exited';
-            return record(after, containerLogs);
-          } finally {
-            // An adopted container by its name: its case files directory (named after it) goes too.
-            await removeContainer(adopted ? name : id, rideOut, log);
-            containerId = undefined;
-          }
-        })
-        .catch((err: unknown) => {
-          if (stopSignal.aborted) {
-            const failure = stopFailure(ctx);
-            log.info(
-              {
-                code:
-                  failure instanceof CancelledFailure ? 'CASE_EXEC_CANCELED' : 'CASE_EXEC_WORKER_SHUTDOWN',
-              },
-              'case stopped by us; container removed',
-            );
-            throw failure;
-          }
-          throw err;
-        })
-        .finally(async () => {
-          // Stopped before its container phase began: the warm container never was the case's.
-          await warm?.discard();
-          await network.close().then(
-            (closed) => {
-              mockRequests = closed.requests;
-              telemetryComplete = closed.telemetryComplete;
+    const result = await deps.liveContainers
+      .run(() => inContainer(a, p, s, adopted, startedAt))
+      .catch((err: unknown) => {
+        if (stopSignal.aborted) {
+          const failure = stopFailure(ctx);
+          log.info(
+            {
+              code: failure instanceof CancelledFailure ? 'CASE_EXEC_CANCELED' : 'CASE_EXEC_WORKER_SHUTDOWN',
             },
-            (err: unknown) =>
-              log.warn(
-                { code: 'E_CASE_NETWORK_CLOSE_FAILED', err: errorText(err) },
-                'closing the case network failed',
-              ),
+            'case stopped by us; container removed',
           );
-        });
-      result.timings.containerPhaseMs = Date.now() - phaseStart;
-      if (mockRequests.length > 0) result.mockRequests = mockRequests;
-      result.telemetryComplete = telemetryComplete;
-      if (plan.resultCache) result.resultCache = plan.resultCache;
-      const summary = { ...summarize(result, run.request.scorers), cache };
-      // Postgres may be down right now: the store waits it out (heartbeating); if it waits longer
-      // than INFRA_OUTAGE_BUDGET_MS (src/domain/retry-budget.ts) the attempt fails and the next one stores the spooled record.
-      phase = 'persisting';
-      const stored = await rideOut('store case result', () =>
-        storeCaseResult(deps, ref, result, summary, log),
-      );
-      await discardSpooled(ref, log);
-      // A stored record from an earlier attempt wins over this one (first write wins).
-      return finishInline(
-        ref,
-        stored,
-        stored.result === result ? summary : summarize(stored.result, run.request.scorers),
-        log,
-      );
-    } finally {
-      clearInterval(beat);
-    }
-  }
-
-  /**
-   * What earlier attempts of the case left on this Docker host — the container the last one
-   * heartbeated and those labelled with the case — newest attempt first.
-   */
-  async function predecessorContainers(ctx: Context, ref: CaseRef): Promise<Leftover[]> {
-    const previous = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
-    const listed = await sandbox.listManagedContainers({
-      workflowId: ref.workflowId,
-      runCaseId: ref.runCaseId,
-    });
-    const found: Leftover[] = listed.map((c) => ({
-      id: c.id,
-      networks: c.networks,
-      attempt: attemptOf(c.labels),
-    }));
-    if (previous?.containerId && !found.some((c) => c.id === previous.containerId))
-      found.unshift({ id: previous.containerId, networks: [], attempt: undefined });
-    return found.sort((a, b) => (b.attempt ?? 0) - (a.attempt ?? 0));
-  }
-
-  /** The container and, best effort, its case network (its worker died before removing them). */
-  async function removePredecessor(c: Leftover, log?: Logger): Promise<void> {
-    await sandbox.remove(c.id);
-    for (const name of c.networks)
-      await deps.networks
-        .removeLeftover(name)
-        .catch((err: unknown) =>
-          log?.warn(
-            { code: 'E_SANDBOX_NETWORK_REMOVE', network: name, err: errorText(err) },
-            'could not remove the case network; the reaper will',
-          ),
+          throw failure;
+        }
+        throw err;
+      })
+      .finally(async () => {
+        // Stopped before its container phase began: the warm container never was the case's.
+        await s.warm?.discard();
+        await s.network.close().then(
+          (closed) => {
+            mockRequests = closed.requests;
+            telemetryComplete = closed.telemetryComplete;
+          },
+          (err: unknown) =>
+            log.warn(
+              { code: 'E_CASE_NETWORK_CLOSE_FAILED', err: errorText(err) },
+              'closing the case network failed',
+            ),
         );
+      });
+    result.timings.containerPhaseMs = Date.now() - a.phaseStart;
+    if (mockRequests.length > 0) result.mockRequests = mockRequests;
+    result.telemetryComplete = telemetryComplete;
+    if (p.plan.resultCache) result.resultCache = p.plan.resultCache;
+    return result;
+  }
+
+  /** In the container slot: the container obtained, exec + spool, the logs, the container removed. */
+  async function inContainer(
+    a: Attempt,
+    p: PlannedCase,
+    s: PreparedSandbox,
+    adopted: AdoptableContainer | null,
+    startedAt: Date,
+  ): Promise<CaseRawResult> {
+    const connectStart = Date.now();
+    a.progress.phase = 'container_start';
+    const container = await obtainContainer(a, p, s, adopted);
+    const { name, addresses } = container;
+    a.progress.containerId = container.containerId;
+    const id = container.containerId;
+    a.progress.phase = 'case_exec';
+    s.network.bindContainer(addresses);
+    try {
+      const recordWithLogs = await execAndSpool(a, p, s.commands, container, adopted, {
+        connectStart,
+        startedAt,
+      });
+      return recordWithLogs(await collectLogs(a, id));
+    } finally {
+      // An adopted container by its name: its case files directory (named after it) goes too.
+      await removeContainer(adopted ? name : id, a.rideOut, a.log);
+      a.progress.containerId = undefined;
+    }
+  }
+
+  /** Step 2: the killed worker's container (adopted), a claimed warm one started with the case, or a cold one. */
+  async function obtainContainer(
+    a: Attempt,
+    p: PlannedCase,
+    s: PreparedSandbox,
+    adopted: AdoptableContainer | null,
+  ): Promise<StartedContainer> {
+    if (adopted) return { ...adopted, startup: p.spec.startup };
+    // Fixed name per attempt: a create that failed half-way is replaced by the next try.
+    const { ref } = a;
+    const containerSpec = caseContainerSpec({
+      workflowId: ref.workflowId,
+      experimentId: ref.experimentId,
+      runCaseId: ref.runCaseId,
+      attempt: a.attempt,
+      request: p.request,
+      caseInput: p.caseInput,
+      spec: p.spec,
+      plan: p.plan,
+      network: s.network,
+      startCommand: s.commands.start,
+    });
+    const { warm } = s;
+    return a.rideOut('start container', () =>
+      warm ? warm.start(containerSpec) : sandbox.createAndStart(containerSpec),
+    );
   }
 
   /**
-   * The newest earlier attempt's container that still runs with the case command recorded in it
-   * (running or finished) is adopted, unless the case relies on what died with that attempt's
-   * worker (workerBoundReason); every other leftover is removed.
+   * Step 3: the case command — adopted, the outcome of the one the killed worker's attempt started
+   * — with its record spooled at once, then the after command, spooled again. Returns the record,
+   * to be completed with the container's logs.
    */
-  async function adoptOrRemove(
-    leftovers: Leftover[],
-    spec: ResolvedCaseSpec,
-    caseInput: RunCaseInput,
-    log: Logger,
-  ): Promise<AdoptableContainer | null> {
-    const bound = workerBoundReason(spec, caseInput);
-    let adopted: AdoptableContainer | null = null;
-    for (const c of leftovers) {
-      if (adopted === null) {
-        let found: PredecessorContainer =
-          bound === null
-            ? await sandbox.inspectPredecessor(c.id)
-            : { kind: 'unadoptable', reason: bound, name: c.id, networks: c.networks };
-        // A warm container (LABELS.pool, no case labels) got the case's env with each exec from
-        // its worker's memory, and its pool's reaper judges it by that dead worker: not adopted.
-        if (found.kind === 'adoptable' && found.container.labels[LABELS.pool] !== undefined)
-          found = {
-            kind: 'unadoptable',
-            reason: "a warm pool container: the case's env lived in the worker that died",
-            name: found.container.name,
-            networks: found.container.networks,
-          };
-        if (found.kind === 'adoptable') {
-          adopted = found.container;
-          log.info(
-            {
-              code: 'CASE_CONTAINER_ADOPTED',
-              from_attempt: attemptOf(adopted.labels),
-              container: adopted.name,
-              finished: adopted.exitCode !== null,
-            },
-            "a killed worker's attempt left its agent running (or finished) in its container; adopted, the agent is not started again",
-          );
-          continue;
-        }
-        if (found.kind === 'unadoptable') {
-          log.info(
-            {
-              code: 'CASE_ADOPTION_SKIPPED',
-              reason: found.reason,
-              from_attempt: c.attempt,
-              container: found.name,
-            },
-            "an earlier attempt's container is not adopted; removed, the case starts afresh",
-          );
-          c.networks = [...new Set([...c.networks, ...found.networks])];
-        }
-      }
-      await removePredecessor(c, log);
+  async function execAndSpool(
+    a: Attempt,
+    p: PlannedCase,
+    commands: CaseCommands,
+    container: StartedContainer,
+    adopted: AdoptableContainer | null,
+    t: { connectStart: number; startedAt: Date },
+  ): Promise<(containerLogs: string) => CaseRawResult> {
+    const { ref, log, stopSignal } = a;
+    const id = container.containerId;
+    const timeoutSeconds = p.spec.caseTimeoutSeconds;
+    const sandboxConnectMs = adopted ? 0 : Date.now() - t.connectStart;
+    const execStart = adopted?.startedAtMs ?? Date.now();
+    const caseRun = adopted
+      ? // The case's deadline counts from the command's start, not from this attempt's.
+        await sandbox.awaitCaseCommand(adopted, {
+          timeoutMs: adopted.startedAtMs + timeoutSeconds * 1000 - Date.now(),
+          signal: stopSignal,
+        })
+      : await sandbox.execUntilAgentReady(container, {
+          command: commands.exec,
+          timeoutMs: timeoutSeconds * 1000,
+          signal: stopSignal,
+          onRetry: (n, retryInMs) =>
+            log.info(
+              { code: 'CASE_EXEC_WAIT_AGENT_READY', attempt: n, retry_in: retryInMs / 1000 },
+              'agent not ready',
+            ),
+        });
+    await throwIfStoppedByUs(id, caseRun, stopSignal);
+    const caseExecMs = Date.now() - execStart;
+    const record = (after: ExecResult | null, containerLogs: string): CaseRawResult =>
+      caseRecord({
+        ref,
+        attempt: a.attempt,
+        spec: p.spec,
+        containerName: container.name,
+        caseRun,
+        after,
+        containerLogs,
+        startedAt: t.startedAt,
+        times: { connectStart: t.connectStart, execStart, sandboxConnectMs, caseExecMs },
+      });
+    // The agent's output is durable before anything else can fail: the after command, the
+    // log read, the removal, the store, or this worker being killed (a retry on this host
+    // stores this record and never runs the agent again).
+    const afterPending = !caseRun.timedOut && commands.after !== '';
+    a.progress.phase = afterPending ? 'after_exec' : 'exited';
+    await spoolRecord(ref, { raw: record(null, ''), complete: !afterPending }, log);
+    if (deps.pauseAfterCaseExecMs) {
+      log.warn({ code: 'FAULT_PAUSE_AFTER_CASE_EXEC' }, 'test fault: pausing after the case command');
+      await delay(deps.pauseAfterCaseExecMs);
     }
-    return adopted;
+    if (!afterPending) return (containerLogs) => record(null, containerLogs);
+    const after = await sandbox.exec(id, {
+      command: commands.after,
+      timeoutMs: timeoutSeconds * 1000,
+      signal: stopSignal,
+    });
+    await throwIfStoppedByUs(id, after, stopSignal);
+    a.progress.phase = 'exited';
+    await spoolRecord(ref, { raw: record(after, ''), complete: true }, log);
+    return (containerLogs) => record(after, containerLogs);
+  }
+
+  /** Step 4: the container's log tail. */
+  async function collectLogs(a: Attempt, containerId: string): Promise<string> {
+    a.progress.phase = 'collect';
+    // A failed log read leaves the logs without the container's tail; it does not fail the case.
+    const containerLogs = await sandbox.logs(containerId, CONTAINER_LOG_TAIL_CHARS).catch((err: unknown) => {
+      a.log.warn(
+        { code: 'E_DOCKER_LOGS', err: errorText(err) },
+        'container logs unreadable; stored without them',
+      );
+      return '';
+    });
+    a.progress.phase = 'exited';
+    return containerLogs;
+  }
+
+  /**
+   * Step 5: the record stored and its spooled copy discarded; what the inline finish (finishInline)
+   * then takes.
+   */
+  async function persist(
+    a: Attempt,
+    p: PlannedCase,
+    result: CaseRawResult,
+    cache: 'miss' | undefined,
+  ): Promise<Persisted> {
+    const { ref, log } = a;
+    const summary = { ...summarize(result, p.request.scorers), cache };
+    // Postgres may be down right now: the store waits it out (heartbeating); if it waits longer
+    // than INFRA_OUTAGE_BUDGET_MS (src/domain/retry-budget.ts) the attempt fails and the next one stores the spooled record.
+    a.progress.phase = 'persisting';
+    const stored = await a.rideOut('store case result', () =>
+      storeCaseResult(deps, ref, result, summary, log),
+    );
+    await discardSpooled(ref, log);
+    // A stored record from an earlier attempt wins over this one (first write wins).
+    return {
+      stored,
+      summary: stored.result === result ? summary : summarize(stored.result, p.request.scorers),
+    };
   }
 
   /**
@@ -788,11 +900,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
    * Removal waits out a Docker outage but never fails the case: a container left behind carries its
    * labels, so the next attempt, the case's finalize or the orphan reaper removes it.
    */
-  async function removeContainer(
-    id: string,
-    rideOut: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
-    log: Logger,
-  ): Promise<void> {
+  async function removeContainer(id: string, rideOut: RideOut, log: Logger): Promise<void> {
     await rideOut('remove container', () => sandbox.remove(id)).catch((err: unknown) =>
       log.warn(
         { code: 'E_SANDBOX_REMOVE_FAILED', container_id: id, err: errorText(err) },
@@ -802,19 +910,6 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
   }
 
   return { executeCase: caseActivity(executeCase) };
-}
-
-/** A container an earlier attempt of the case left behind. */
-interface Leftover {
-  id: string;
-  networks: string[];
-  /** Its attempt label (undefined: not known). */
-  attempt: number | undefined;
-}
-
-function attemptOf(labels: Record<string, string>): number | undefined {
-  const n = Number(labels[LABELS.attempt]);
-  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }
 
 /**
