@@ -205,6 +205,16 @@ interface PreparedSandbox {
   commands: CaseCommands;
 }
 
+/** A planned case with all it needs to take a container slot: steps 2 to 4 run on it. */
+interface SandboxedCase {
+  planned: PlannedCase;
+  /** The killed worker's container whose case command this attempt takes over (null: none). */
+  adopted: AdoptableContainer | null;
+  /** The case's start: an adopted command's own, else this attempt's. */
+  startedAt: Date;
+  sandbox: PreparedSandbox;
+}
+
 /** A stored record and its summary, for the inline finish. */
 interface Persisted {
   stored: StoredCaseResult;
@@ -541,7 +551,7 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     const beat = setInterval(a.heartbeat, HEARTBEAT_INTERVAL_MS);
     let persisted: Persisted;
     try {
-      const result = await containerPhase(a, p, prepared, adopted, startedAt);
+      const result = await containerPhase(a, { planned: p, adopted, startedAt, sandbox: prepared });
       persisted = await persist(a, p, result, cache);
     } finally {
       // They end with the stored record: the inline finish below runs without them.
@@ -635,18 +645,13 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
    * claim given up and the case network closed: its mock requests and whether its telemetry
    * drained go into the record.
    */
-  async function containerPhase(
-    a: Attempt,
-    p: PlannedCase,
-    s: PreparedSandbox,
-    adopted: AdoptableContainer | null,
-    startedAt: Date,
-  ): Promise<CaseRawResult> {
+  async function containerPhase(a: Attempt, c: SandboxedCase): Promise<CaseRawResult> {
     const { ctx, log, stopSignal } = a;
+    const s = c.sandbox;
     let mockRequests: unknown[] = [];
     let telemetryComplete = false;
     const result = await deps.liveContainers
-      .run(() => inContainer(a, p, s, adopted, startedAt))
+      .run(() => inContainer(a, c))
       .catch((err: unknown) => {
         if (stopSignal.aborted) {
           const failure = stopFailure(ctx);
@@ -678,46 +683,34 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
     result.timings.containerPhaseMs = Date.now() - a.phaseStart;
     if (mockRequests.length > 0) result.mockRequests = mockRequests;
     result.telemetryComplete = telemetryComplete;
-    if (p.plan.resultCache) result.resultCache = p.plan.resultCache;
+    const { resultCache } = c.planned.plan;
+    if (resultCache) result.resultCache = resultCache;
     return result;
   }
 
   /** In the container slot: the container obtained, exec + spool, the logs, the container removed. */
-  async function inContainer(
-    a: Attempt,
-    p: PlannedCase,
-    s: PreparedSandbox,
-    adopted: AdoptableContainer | null,
-    startedAt: Date,
-  ): Promise<CaseRawResult> {
+  async function inContainer(a: Attempt, c: SandboxedCase): Promise<CaseRawResult> {
     const connectStart = Date.now();
     a.progress.phase = 'container_start';
-    const container = await obtainContainer(a, p, s, adopted);
+    const container = await obtainContainer(a, c);
     const { name, addresses } = container;
     a.progress.containerId = container.containerId;
     const id = container.containerId;
     a.progress.phase = 'case_exec';
-    s.network.bindContainer(addresses);
+    c.sandbox.network.bindContainer(addresses);
     try {
-      const recordWithLogs = await execAndSpool(a, p, s.commands, container, adopted, {
-        connectStart,
-        startedAt,
-      });
+      const recordWithLogs = await execAndSpool(a, c, container, connectStart);
       return recordWithLogs(await collectLogs(a, id));
     } finally {
       // An adopted container by its name: its case files directory (named after it) goes too.
-      await removeContainer(adopted ? name : id, a.rideOut, a.log);
+      await removeContainer(c.adopted ? name : id, a.rideOut, a.log);
       a.progress.containerId = undefined;
     }
   }
 
-  /** Step 2: the killed worker's container (adopted), a claimed warm one started with the case, or a cold one. */
-  async function obtainContainer(
-    a: Attempt,
-    p: PlannedCase,
-    s: PreparedSandbox,
-    adopted: AdoptableContainer | null,
-  ): Promise<StartedContainer> {
+  /** Step 2: the killed worker's container (adopted), a claimed warm one, or a cold one. */
+  async function obtainContainer(a: Attempt, c: SandboxedCase): Promise<StartedContainer> {
+    const { planned: p, adopted, sandbox: s } = c;
     if (adopted) return { ...adopted, startup: p.spec.startup };
     // Fixed name per attempt: a create that failed half-way is replaced by the next try.
     const { ref } = a;
@@ -746,16 +739,16 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
    */
   async function execAndSpool(
     a: Attempt,
-    p: PlannedCase,
-    commands: CaseCommands,
+    c: SandboxedCase,
     container: StartedContainer,
-    adopted: AdoptableContainer | null,
-    t: { connectStart: number; startedAt: Date },
+    connectStart: number,
   ): Promise<(containerLogs: string) => CaseRawResult> {
     const { ref, log, stopSignal } = a;
+    const { planned: p, adopted } = c;
+    const { commands } = c.sandbox;
     const id = container.containerId;
     const timeoutSeconds = p.spec.caseTimeoutSeconds;
-    const sandboxConnectMs = adopted ? 0 : Date.now() - t.connectStart;
+    const sandboxConnectMs = adopted ? 0 : Date.now() - connectStart;
     const execStart = adopted?.startedAtMs ?? Date.now();
     const caseRun = adopted
       ? // The case's deadline counts from the command's start, not from this attempt's.
@@ -784,8 +777,8 @@ export function createCaseExecution(deps: CaseExecutionDeps) {
         caseRun,
         after,
         containerLogs,
-        startedAt: t.startedAt,
-        times: { connectStart: t.connectStart, execStart, sandboxConnectMs, caseExecMs },
+        startedAt: c.startedAt,
+        times: { connectStart, execStart, sandboxConnectMs, caseExecMs },
       });
     // The agent's output is durable before anything else can fail: the after command, the
     // log read, the removal, the store, or this worker being killed (a retry on this host
