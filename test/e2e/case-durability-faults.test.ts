@@ -70,6 +70,50 @@ async function rows(stack: Stack, experimentId: number) {
   return r;
 }
 
+/**
+ * Seeds `cases` cases whose agent calls the host counter and then runs `agentSeconds`, starts their
+ * run (its workflow id goes into `workflowIds` at once, for the clean-up) and returns when every
+ * agent has started.
+ */
+async function startCountedRun(
+  stack: Stack,
+  executions: HitCounter,
+  run: { cases: number; agentSeconds: number; workflowIds: string[] },
+) {
+  const seeded = await seedExperiment(stack.db.pool, { cases: run.cases });
+  const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, run.agentSeconds), {
+    allowHostPorts: [executions.port],
+  });
+  run.workflowIds.push(handle.workflowId);
+  await eventually(
+    async () =>
+      seeded.runCaseIds.every((id) => (executions.executions.get(String(id)) ?? []).length === 1)
+        ? true
+        : undefined,
+    120_000,
+    'every agent started',
+  );
+  return { seeded, handle };
+}
+
+type SpawnedWorker = ReturnType<typeof spawnWorker>;
+
+/** A test's workers gone, then its containers and networks, then its stack. */
+async function tearDown(
+  stack: Stack,
+  workers: { first: SpawnedWorker; second: SpawnedWorker | undefined },
+  workflowIds: string[],
+): Promise<void> {
+  workers.first.child.kill('SIGKILL');
+  if (workers.second) {
+    workers.second.child.kill('SIGTERM');
+    await workers.second.exited;
+  }
+  assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
+  await reapIsolatedNetworks(stack.docker, { deploymentId: stack.config.deploymentId, minAgeMs: 0 });
+  await stack.stop();
+}
+
 describe('case durability under faults (real Docker, Temporal dev server, a private Postgres)', () => {
   let counter: HitCounter | undefined;
   after(() => counter?.close());
@@ -203,14 +247,7 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
       }
       assert.match(second.output(), /CASE_RESULT_FROM_SPOOL/);
     } finally {
-      first.child.kill('SIGKILL');
-      if (second) {
-        second.child.kill('SIGTERM');
-        await second.exited;
-      }
-      assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
-      await reapIsolatedNetworks(stack.docker, { deploymentId: stack.config.deploymentId, minAgeMs: 0 });
-      await stack.stop();
+      await tearDown(stack, { first, second }, workflowIds);
     }
   });
 
@@ -221,20 +258,12 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
     const first = spawnWorker(stack.env);
     let second: ReturnType<typeof spawnWorker> | undefined;
     try {
-      const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
       // Longer than the heartbeat timeout (30 s) that makes Temporal retry: the agents still run then.
-      const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, 40), {
-        allowHostPorts: [executions.port],
+      const { seeded, handle } = await startCountedRun(stack, executions, {
+        cases: 2,
+        agentSeconds: 40,
+        workflowIds,
       });
-      workflowIds.push(handle.workflowId);
-      await eventually(
-        async () =>
-          seeded.runCaseIds.every((id) => (executions.executions.get(String(id)) ?? []).length === 1)
-            ? true
-            : undefined,
-        120_000,
-        'every agent started',
-      );
       const caseNetworks = (
         await stack.docker.listContainers({
           filters: { label: [`${LABELS.workflowId}=${handle.workflowId}`] },
@@ -263,14 +292,7 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
         "the killed worker's case networks are removed with their containers",
       );
     } finally {
-      first.child.kill('SIGKILL');
-      if (second) {
-        second.child.kill('SIGTERM');
-        await second.exited;
-      }
-      assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
-      await reapIsolatedNetworks(stack.docker, { deploymentId: stack.config.deploymentId, minAgeMs: 0 });
-      await stack.stop();
+      await tearDown(stack, { first, second }, workflowIds);
     }
   });
 
@@ -285,20 +307,12 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
         log: worker.log,
         env: { CONSUMER_CONCURRENT_CASES: '3', TEMPORAL_ADDRESS: temporal.address },
       });
-      const seeded = await seedExperiment(stack.db.pool, { cases: 3 });
       // Longer than the outage: the agents are still running when Temporal is back.
-      const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, 100), {
-        allowHostPorts: [executions.port],
+      const { seeded, handle } = await startCountedRun(stack, executions, {
+        cases: 3,
+        agentSeconds: 100,
+        workflowIds,
       });
-      workflowIds.push(handle.workflowId);
-      await eventually(
-        async () =>
-          seeded.runCaseIds.every((id) => (executions.executions.get(String(id)) ?? []).length === 1)
-            ? true
-            : undefined,
-        120_000,
-        'every agent started',
-      );
       await temporal.stop();
       // The outage itself (a fault's duration, not a wait for a condition): past the 30 s heartbeat timeout.
       await new Promise((r) => setTimeout(r, 60_000));
@@ -336,19 +350,11 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
     const first = spawnWorker({ ...stack.env, WORKER_SHUTDOWN_GRACE_SECONDS: '0' });
     let second: ReturnType<typeof spawnWorker> | undefined;
     try {
-      const seeded = await seedExperiment(stack.db.pool, { cases: 2 });
-      const handle = await startRun(stack, seeded, countedAgentCommand(executions.port, 20), {
-        allowHostPorts: [executions.port],
+      const { seeded, handle } = await startCountedRun(stack, executions, {
+        cases: 2,
+        agentSeconds: 20,
+        workflowIds,
       });
-      workflowIds.push(handle.workflowId);
-      await eventually(
-        async () =>
-          seeded.runCaseIds.every((id) => (executions.executions.get(String(id)) ?? []).length === 1)
-            ? true
-            : undefined,
-        120_000,
-        'every agent started',
-      );
       first.child.kill('SIGTERM');
       await first.exited;
       assert.match(first.output(), /CASE_EXEC_WORKER_SHUTDOWN/);
@@ -373,14 +379,7 @@ describe('case durability under faults (real Docker, Temporal dev server, a priv
       assert.equal(failures.length, 2, 'both cut attempts were retried');
       for (const f of failures) assert.match(f.message ?? '', /^E_WORKER_SHUTDOWN/);
     } finally {
-      first.child.kill('SIGKILL');
-      if (second) {
-        second.child.kill('SIGTERM');
-        await second.exited;
-      }
-      assert.deepEqual(await managedContainers(stack.docker, workflowIds), [], 'no container left');
-      await reapIsolatedNetworks(stack.docker, { deploymentId: stack.config.deploymentId, minAgeMs: 0 });
-      await stack.stop();
+      await tearDown(stack, { first, second }, workflowIds);
     }
   });
 });
