@@ -7,7 +7,7 @@ import type { LogRow, OtelSignal, SpanRow } from '../domain/otlp-rows';
  * as much as flattening them) and the collector's event loop only writes bytes to Postgres.
  */
 
-/** Rows encoded into one string before it becomes bytes: bounds the string heap held at once. */
+/** Rows whose COPY lines are held as strings before they are written as bytes: bounds that heap. */
 export const COPY_CHUNK_ROWS = 500;
 
 export const SPAN_COLUMNS = [
@@ -85,9 +85,16 @@ function copyField(value: unknown, jsonb: boolean): string {
     return json.includes('\\') ? json.replace(/\\/g, '\\\\') : json;
   }
   if (value === null || value === undefined) return '\\N';
+  if (typeof value === 'number') return String(value);
   const text = String(value);
   return COPY_SPECIAL.test(text) ? text.replace(/[\\\n\r\t]/g, (ch) => COPY_ESCAPES[ch] ?? ch) : text;
 }
+
+/**
+ * Bytes per row of the rows encoded last: the next output buffer's first size, so a request's
+ * text is written into one buffer, mostly without growing it.
+ */
+let bytesPerRowSeen = 1024;
 
 function encodeRows<T extends object>(rows: readonly T[], columns: ReadonlyArray<keyof T & string>): Buffer {
   const jsonb = columns.map((column) => JSONB_COLUMNS.has(column));
@@ -95,12 +102,19 @@ function encodeRows<T extends object>(rows: readonly T[], columns: ReadonlyArray
   // A resource's and a scope's attribute maps are shared by all their rows: encoded once.
   const lastValue: unknown[] = columns.map(() => undefined);
   const lastText: string[] = columns.map(() => '');
-  const chunks: Buffer[] = [];
+  // Its own memory (not a slice of Node's pool): the decode worker hands it over whole.
+  let out = Buffer.allocUnsafeSlow(Math.max(1, Math.ceil(rows.length * bytesPerRowSeen * 1.1)));
+  let at = 0;
+  const lines: string[] = [];
   for (let start = 0; start < rows.length; start += COPY_CHUNK_ROWS) {
-    let chunk = '';
+    // A chunk's lines, then its bytes: strings are held for one chunk only, and each line is
+    // written once into the buffer (one big concatenated string cost a copy to flatten it).
     const end = Math.min(rows.length, start + COPY_CHUNK_ROWS);
+    let bytes = 0;
+    lines.length = 0;
     for (let r = start; r < end; r++) {
       const row = rows[r] as T;
+      let line = '';
       for (let i = 0; i <= last; i++) {
         const value = row[columns[i] as keyof T & string];
         if (jsonb[i] === true && typeof value === 'object' && value !== null) {
@@ -108,16 +122,24 @@ function encodeRows<T extends object>(rows: readonly T[], columns: ReadonlyArray
             lastValue[i] = value;
             lastText[i] = copyField(value, true);
           }
-          chunk += lastText[i];
+          line += lastText[i];
         } else {
-          chunk += copyField(value, jsonb[i] === true);
+          line += copyField(value, jsonb[i] === true);
         }
-        chunk += i === last ? '\n' : '\t';
+        line += i === last ? '\n' : '\t';
       }
+      lines.push(line);
+      bytes += Buffer.byteLength(line, 'utf8');
     }
-    chunks.push(Buffer.from(chunk, 'utf8'));
+    if (at + bytes > out.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(at + bytes, out.length * 2));
+      out.copy(grown, 0, 0, at);
+      out = grown;
+    }
+    for (const line of lines) at += out.write(line, at, 'utf8');
   }
-  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+  if (rows.length > 0) bytesPerRowSeen = Math.ceil(at / rows.length);
+  return out.subarray(0, at);
 }
 
 /** The COPY text of span rows (also what the bench's COPY floor streams). */
