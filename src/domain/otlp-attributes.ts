@@ -73,6 +73,8 @@ const isValues = (v: unknown): v is { values?: unknown } =>
 export function decodeAnyValue(value: unknown): unknown {
   if (value === null || value === undefined) return null;
   if (!isRecord(value)) throw new OtlpPayloadError('an attribute value must be an AnyValue object');
+  // Most values are strings, and `member` would find this one first too.
+  if (typeof value.stringValue === 'string') return value.stringValue;
   const str = member(value, 'stringValue', 'string_value', isString, 'a string');
   if (str !== undefined) return str;
   const int = member(value, 'intValue', 'int_value', isNumberish, 'an integer');
@@ -244,10 +246,13 @@ export function attributeToCase<T extends SpanRow | LogRow>(rows: T[], c: CaseAt
 export function mergedAttributes(base: AttributeMap, overlay: AttributeMap): AttributeMap {
   const merged: AttributeMap = Object.assign({}, base, overlay);
   // Object.assign treats a `__proto__` key as the prototype setter: put it back as a key (rare).
-  const own = (m: AttributeMap) => Object.prototype.hasOwnProperty.call(m, '__proto__');
-  if (own(base) || own(overlay)) {
+  if (hasProtoKey(base) || hasProtoKey(overlay)) {
     Object.setPrototypeOf(merged, Object.prototype);
-    defineOwn(merged, '__proto__', (own(overlay) ? overlay : base)['__proto__']);
+    defineOwn(merged, '__proto__', (hasProtoKey(overlay) ? overlay : base)['__proto__']);
   }
   return merged;
+}
+
+function hasProtoKey(map: AttributeMap): boolean {
+  return Object.prototype.hasOwnProperty.call(map, '__proto__');
 }
