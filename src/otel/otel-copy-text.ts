@@ -95,6 +95,12 @@ function copyField(value: unknown, jsonb: boolean): string {
  * text is written into one buffer, mostly without growing it.
  */
 let bytesPerRowSeen = 1024;
+/**
+ * Bound of that first size: it is off-heap memory (outside the decode thread's heap cap), and a
+ * request of huge rows must not make the next one, of many small rows, reserve gigabytes. Beyond
+ * it the buffer doubles as the rows need.
+ */
+const FIRST_BUFFER_MAX_BYTES = 16 * 1024 * 1024;
 
 function encodeRows<T extends object>(rows: readonly T[], columns: ReadonlyArray<keyof T & string>): Buffer {
   const jsonb = columns.map((column) => JSONB_COLUMNS.has(column));
@@ -103,7 +109,9 @@ function encodeRows<T extends object>(rows: readonly T[], columns: ReadonlyArray
   const lastValue: unknown[] = columns.map(() => undefined);
   const lastText: string[] = columns.map(() => '');
   // Its own memory (not a slice of Node's pool): the decode worker hands it over whole.
-  let out = Buffer.allocUnsafeSlow(Math.max(1, Math.ceil(rows.length * bytesPerRowSeen * 1.1)));
+  let out = Buffer.allocUnsafeSlow(
+    Math.max(1, Math.min(FIRST_BUFFER_MAX_BYTES, Math.ceil(rows.length * bytesPerRowSeen * 1.1))),
+  );
   let at = 0;
   const lines: string[] = [];
   for (let start = 0; start < rows.length; start += COPY_CHUNK_ROWS) {
