@@ -7,23 +7,8 @@
  */
 import { parseArgs } from 'node:util';
 import { decodeOtlpBody } from '../src/otel/otlp-body';
-import { encode, fakeTrace, sdkSpans } from '../test/support/otel-fixtures';
-
-/** The otel-ingest bench's spans (bench/otel-ingest benchSpans). */
-function benchSpans(count: number, seed: number) {
-  return sdkSpans(
-    fakeTrace(count, {
-      seed,
-      attributes: {
-        results: `result text ${seed} `.repeat(20),
-        model: 'bench-model',
-        'http.method': 'POST',
-        'gen_ai.usage.input_tokens': 123,
-      },
-    }),
-    { 'service.name': 'bench-agent', 'benchmark.run_case_id': '1', 'benchmark.experiment_id': '1' },
-  );
-}
+import { encode } from '../test/support/otel-fixtures';
+import { benchSpans } from './support/otel-bench-spans';
 
 async function main(): Promise<void> {
   const { values: args } = parseArgs({

@@ -26,7 +26,8 @@ import { copyStatement, SPAN_COLUMNS, spanCopyText } from '../src/otel/otel-copy
 import { INGEST_TOAST_COMPRESSION, insertSpans, queryCaseTelemetry } from '../src/otel/otel-repository';
 import { decodeOtlpProtobuf } from '../src/otel/otlp-protobuf';
 import { createTestDatabase } from '../test/support/database';
-import { encode, fakeTrace, sdkSpans } from '../test/support/otel-fixtures';
+import { encode } from '../test/support/otel-fixtures';
+import { benchSpans } from './support/otel-bench-spans';
 import { cpuSecondsByName, cpuSnapshot } from './support/process-cpu';
 
 const TARGET_SPANS_PER_SECOND = 30_000;
@@ -144,22 +145,6 @@ async function countRows(pool: pg.Pool, runCaseId: number): Promise<number> {
     [runCaseId],
   );
   return rows[0]?.n ?? 0;
-}
-
-/** Realistic agent spans: a handful of attributes, one of them a few hundred characters. */
-function benchSpans(count: number, seed: number) {
-  return sdkSpans(
-    fakeTrace(count, {
-      seed,
-      attributes: {
-        results: `result text ${seed} `.repeat(20),
-        model: 'bench-model',
-        'http.method': 'POST',
-        'gen_ai.usage.input_tokens': 123,
-      },
-    }),
-    { 'service.name': 'bench-agent', 'benchmark.run_case_id': '1', 'benchmark.experiment_id': '1' },
-  );
 }
 
 /** The same columns the collector writes. */
